@@ -23,3 +23,7 @@ class ParseError(DynodError):
         if line is not None:
             where = f"{source} line {line}" if source else f"line {line}"
         super().__init__(f"{where}: {message}" if where else message)
+
+
+class UsageError(DynodError):
+    """The command was called wrongly (a missing Procfile, a bad flag value): exit status 2."""

@@ -1,0 +1,110 @@
+"""`dynod`'s command line: argument parsing and the edge where errors become one line and an
+exit status (0 done, 1 refused or failed, 2 usage)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import trio
+
+from dynod import __version__, local
+from dynod.errors import DynodError, ParseError, UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
+def _env_files(value: str) -> tuple[Path, ...]:
+    return tuple(Path(part) for part in value.split(",") if part)
+
+
+def _add_app_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-f", "--procfile", type=Path, default=Path("Procfile"),
+        help="the Procfile (default ./Procfile); its directory is the app root",
+    )
+    parser.add_argument(
+        "-e", "--env", type=_env_files, default=None, metavar="ENV[,ENV]",
+        help="environment files, later ones win (default: .env in the app root, if any)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="dynod", description="Heroku's runtime on one machine.")
+    parser.add_argument("--version", action="version", version=f"dynod {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    start = commands.add_parser("start", help="run the app's processes in place, like foreman")
+    start.add_argument(
+        "formation", nargs="?", metavar="TYPE|FORMATION",
+        help="one process type (web) or a formation (web=2,worker=1); default: one of each",
+    )
+    _add_app_flags(start)
+    start.add_argument("-p", "--port", type=int, help="base port (default $PORT or 5000)")
+    start.add_argument("-m", "--formation", dest="concurrency", metavar="FORMATION",
+                       help="how many of each type: web=2,worker=1 or all=2")
+    start.add_argument("-t", "--timeout", type=float, default=5.0, metavar="SECONDS",
+                       help="grace between SIGTERM and SIGKILL when stopping (default 5)")
+    start.add_argument("--exit-on-crash", action="store_true",
+                       help="stop everything when one process exits, with its status")
+    start.add_argument("--no-color", action="store_true", help="no colours, even on a terminal")
+    start.add_argument("--clean-env", action="store_true",
+                       help="start from an empty environment, as on the platform")
+    start.add_argument("--tty", action="store_true",
+                       help="give each process a pseudo-terminal (colours, line buffering)")
+
+    run = commands.add_parser("run", help="run one command with the app's .env")
+    _add_app_flags(run)
+    run.add_argument("args", nargs=argparse.REMAINDER, metavar="CMD",
+                     help="a command, or a Procfile type name")
+
+    check = commands.add_parser("check", help="validate the Procfile and .env")
+    _add_app_flags(check)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except UsageError as err:
+        print(f"dynod: {err}", file=sys.stderr)
+        return 2
+    except (DynodError, ParseError) as err:
+        print(f"dynod: {err}", file=sys.stderr)
+        return 1
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "start":
+        if args.port is not None and not 0 < args.port < 65536:
+            raise UsageError(f"-p {args.port} is not a port: give a number from 1 to 65535")
+        if args.timeout < 0:
+            raise UsageError("-t must be zero or more seconds")
+        colour = sys.stdout.isatty() and not args.no_color and "NO_COLOR" not in os.environ
+        options = local.StartOptions(
+            procfile=args.procfile, env_files=args.env, formation=args.formation,
+            concurrency=args.concurrency, port=args.port, stop_timeout=args.timeout,
+            exit_on_crash=args.exit_on_crash, colour=colour, clean_env=args.clean_env,
+            tty=args.tty,
+        )
+        return trio.run(local.start, options)
+    if args.command == "run":
+        command = args.args[1:] if args.args[:1] == ["--"] else args.args
+        if not command:
+            raise UsageError("nothing to run: give a command, e.g. `dynod run python manage.py shell`")
+        local.run(command, args.procfile, args.env)
+    if args.command == "check":
+        return local.check(args.procfile, args.env, sys.stdout)
+    raise UsageError(f"unknown command {args.command}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""The local runner: `dynod start`, `dynod run` and `dynod check`, foreman's commands on top of
+the same dyno manager the platform uses (dynos in place, the user's environment, a short ladder).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import NoReturn, Sequence, TextIO
+
+import attrs
+import trio
+
+from dynod.dotenv import load_env_files
+from dynod.dyno import DYNO_PATH, bash_argv
+from dynod.errors import ParseError, UsageError
+from dynod.formation import local_port, parse_formation, render_formation
+from dynod.manager import DynoPlan, InPlace, Manager, ManagerSettings, local_plans
+from dynod.policy import LOCAL_LADDER
+from dynod.printer import TerminalPrinter
+from dynod.procfile import Procfile, load_procfile
+from dynod.reaper import Reaper
+
+DEFAULT_BASE_PORT = 5000
+
+
+@attrs.frozen
+class StartOptions:
+    procfile: Path = Path("Procfile")
+    env_files: tuple[Path, ...] | None = None  # None: the app's .env when there is one
+    formation: str | None = None  # positional TYPE or FORMATION
+    concurrency: str | None = None  # -m
+    port: int | None = None
+    stop_timeout: float = 5.0
+    exit_on_crash: bool = False
+    colour: bool = True
+    clean_env: bool = False
+    tty: bool = False
+
+
+def read_procfile(path: Path) -> Procfile:
+    if not path.is_file():
+        raise UsageError(f"no Procfile at {path}: create one or pass -f PATH/TO/Procfile")
+    return load_procfile(path)
+
+
+def app_env(root: Path, env_files: Sequence[Path] | None) -> dict[str, str]:
+    """The .env layer: the files given, or the app's own .env when there is one."""
+    if env_files is None:
+        default = root / ".env"
+        env_files = (default,) if default.is_file() else ()
+    return load_env_files(list(env_files))
+
+
+def choose_formation(procfile: Procfile, positional: str | None, concurrency: str | None) -> dict[str, int]:
+    """foreman's rules: everything once by default; `-m` says exactly how many of each (types it
+    does not name do not run); a positional TYPE runs just that type."""
+    types = procfile.formation_names
+    try:
+        if positional and positional in types:
+            counts = parse_formation(concurrency, types) if concurrency else {}
+            return {positional: counts.get(positional, 1)}
+        spec = positional or concurrency or "all=1"
+        formation = parse_formation(spec, types)
+    except ParseError as err:  # a flag's value, so a usage error
+        raise UsageError(str(err)) from None
+    if not any(formation.values()):
+        raise UsageError(f"the formation {spec!r} runs nothing: ask for at least one process")
+    return {name: count for name, count in formation.items() if count}
+
+
+def base_environment(clean: bool, root: Path) -> dict[str, str]:
+    if not clean:
+        return dict(os.environ)
+    return {"PATH": DYNO_PATH, "HOME": str(root)}
+
+
+async def start(options: StartOptions, out: TextIO = sys.stdout) -> int:
+    root = options.procfile.resolve().parent
+    procfile = read_procfile(options.procfile)
+    formation = choose_formation(procfile, options.formation, options.concurrency)
+    config_vars = app_env(root, options.env_files)
+    inherit = base_environment(options.clean_env, root)
+    base = options.port or int(os.environ.get("PORT", DEFAULT_BASE_PORT))
+    types = procfile.formation_names
+
+    plans = local_plans(
+        formation,
+        {name: procfile.command(name) for name in formation},
+        port_of=lambda name, i: local_port(base, types, name, i),
+        config_vars=config_vars,
+        inherit=inherit,
+    )
+    home = Path(inherit.get("HOME", root))
+    plans = [attrs.evolve(plan, home=home) for plan in plans]
+    release = None
+    if procfile.release is not None:
+        release = DynoPlan("release.1", procfile.release, config_vars, inherit=inherit, home=home)
+
+    settings = ManagerSettings(
+        ladder=LOCAL_LADDER, clean_after=60.0, stop_timeout=options.stop_timeout,
+        cycle_after=None, tty=options.tty, exit_on_crash=options.exit_on_crash,
+    )
+    names = [plan.name for plan in plans] + ([release.name] if release else [])
+    stopping = trio.Event()
+    printer = TerminalPrinter(
+        out.buffer, colour=options.colour, types=types, names=names,
+        on_broken_pipe=stopping.set,
+    )
+    with Reaper() as reaper:
+        manager = Manager(printer, InPlace(root), settings, reaper=reaper)
+        status = 0
+        async with trio.open_nursery() as nursery:
+            with trio.CancelScope() as flow:
+                nursery.start_soon(_watch_signals, manager, stopping)
+                nursery.start_soon(_stop_when_asked, manager, stopping, flow)
+                status = await _run_app(manager, release, plans)
+            nursery.cancel_scope.cancel()
+    return status
+
+
+async def _run_app(manager: Manager, release: DynoPlan | None, plans: list[DynoPlan]) -> int:
+    """The release phase once (its failure ends the start with its status), then the formation
+    until a requested stop (0) or, with --exit-on-crash, the first crash (its status)."""
+    if release is not None:
+        status = await manager.run_one_off(release)
+        if status != 0:
+            return status
+    await manager.run(plans)
+    return manager.crash[1] if manager.crash else 0
+
+
+async def _stop_when_asked(manager: Manager, stopping: trio.Event, flow: trio.CancelScope) -> None:
+    await stopping.wait()
+    manager.stop_all()  # each dyno says it goes down, then stops
+    flow.cancel()  # and a release phase still running stops too
+
+
+async def _watch_signals(manager: Manager, stopping: trio.Event) -> None:
+    """First Ctrl-C, SIGTERM or SIGHUP: graceful stop. Any later one: SIGKILL at once."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        async for _ in signals:
+            if stopping.is_set():
+                manager.hurry.set()
+            stopping.set()
+
+
+def run(args: Sequence[str], procfile_path: Path, env_files: Sequence[Path] | None) -> NoReturn:
+    """`dynod run`: replace this process with the command, so status and signals are its own."""
+    root = procfile_path.resolve().parent if procfile_path.is_file() else Path.cwd()
+    command = " ".join(args)
+    if len(args) == 1 and procfile_path.is_file():
+        procfile = load_procfile(procfile_path)
+        if args[0] in procfile:
+            command = procfile.command(args[0])
+    env = dict(os.environ)
+    env.update(app_env(root, env_files))
+    os.chdir(root)
+    env["PWD"] = str(root)
+    sys.stdout.flush()
+    os.execvpe("bash", bash_argv(command), env)
+
+
+def check(procfile_path: Path, env_files: Sequence[Path] | None, out: TextIO) -> int:
+    """`dynod check`: validate the Procfile and .env, print the process types and formation."""
+    procfile = read_procfile(procfile_path)
+    env = app_env(procfile_path.resolve().parent, env_files)
+    width = max(len(name) for name in procfile.names)
+    out.write(f"valid Procfile: {procfile_path} ({len(procfile.names)} process types)\n")
+    for entry in procfile.types:
+        out.write(f"  {entry.name.ljust(width)}  {entry.command}\n")
+    if procfile.release is not None:
+        out.write("release phase: runs once before the formation starts\n")
+    formation = {name: 1 for name in procfile.formation_names}
+    out.write(f"formation: {render_formation(formation) or '(none)'}\n")
+    keys = ", ".join(env) if env else "none"
+    out.write(f"environment: {len(env)} variables from .env ({keys})\n")
+    return 0
+

@@ -1,0 +1,67 @@
+"""The one place that formats log lines for people: `HH:MM:SS web.1 | text`, foreman style.
+
+Names are padded to one column; each process type gets a colour when the output is a terminal.
+Lines from the dyno manager carry Heroku's source in the name: `heroku[web.1]`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import BinaryIO, Callable, Iterable, Sequence
+
+from dynod.logline import HEROKU
+
+# foreman's palette, in its order.
+COLOURS = ("36", "33", "32", "35", "34", "31", "96", "93", "92", "95", "94", "91")
+RESET = "\x1b[0m"
+
+
+def process_type(dyno: str) -> str:
+    return dyno.rsplit(".", 1)[0]
+
+
+class TerminalPrinter:
+    """A LogSink that writes each batch with one write call (the local runner's terminal)."""
+
+    def __init__(
+        self,
+        out: BinaryIO,
+        *,
+        colour: bool,
+        types: Iterable[str] = (),
+        names: Iterable[str] = (),
+        on_broken_pipe: Callable[[], None] | None = None,
+    ) -> None:
+        self._out = out
+        self._colour = colour
+        self._palette = {name: COLOURS[i % len(COLOURS)] for i, name in enumerate(types)}
+        self._width = max((len(f"{HEROKU}[{n}]") for n in names), default=0)
+        self._on_broken_pipe = on_broken_pipe
+        self._broken = False
+        self._second = -1
+        self._clock = ""
+
+    def publish(self, source: str, dyno: str, texts: Sequence[str], when: float) -> None:
+        if self._broken:
+            return
+        name = f"{HEROKU}[{dyno}]" if source == HEROKU else dyno
+        prefix = f"{self._stamp(when)} {name.ljust(self._width)} | "
+        if self._colour:
+            colour = self._palette.get(process_type(dyno), "37")
+            prefix = f"\x1b[{colour}m{prefix}{RESET}"
+        block = prefix + ("\n" + prefix).join(texts) + "\n"
+        try:
+            self._out.write(block.encode("utf-8", "replace"))
+            self._out.flush()
+        except BrokenPipeError:
+            # `dynod start | head`: the reader left, so the run should end, quietly.
+            self._broken = True
+            if self._on_broken_pipe is not None:
+                self._on_broken_pipe()
+
+    def _stamp(self, when: float) -> str:
+        second = int(when)
+        if second != self._second:
+            self._second = second
+            self._clock = time.strftime("%H:%M:%S", time.localtime(second))
+        return self._clock

@@ -1,0 +1,83 @@
+"""Shared test helpers: a sink that keeps every line, and condition waits with deadlines."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import trio
+
+from dynod.logline import LogLine
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+
+class Collector:
+    """A LogSink that keeps every line it is given, in order."""
+
+    def __init__(self) -> None:
+        self.lines: list[LogLine] = []
+        self.changed = trio.Event()
+
+    def publish(self, source: str, dyno: str, texts: Sequence[str], when: float) -> None:
+        self.lines.extend(LogLine(when, source, dyno, text) for text in texts)
+        self.changed.set()
+        self.changed = trio.Event()
+
+    def texts(self, dyno: str | None = None, source: str | None = None) -> list[str]:
+        return [
+            line.text
+            for line in self.lines
+            if (dyno is None or line.dyno == dyno) and (source is None or line.source == source)
+        ]
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+        with trio.fail_after(timeout):
+            while not predicate():
+                await self.changed.wait()
+
+    async def wait_text(self, text: str, timeout: float = 10.0) -> None:
+        await self.wait_for(lambda: any(text in line.text for line in self.lines), timeout)
+
+
+def pid_alive(pid: int) -> bool:
+    """True while the pid runs (zombies count as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2 :].split()[0] not in (b"Z", b"X")
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, every: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(every)
+    return predicate()
+
+
+def dynod(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+          timeout: float = 60.0, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the `dynod` command as a user would, from this checkout."""
+    full_env = dict(os.environ if env is None else env)
+    return subprocess.run(
+        [PY, "-m", "dynod.cli", *args], cwd=cwd, env=full_env, capture_output=True,
+        text=True, timeout=timeout, input=input,
+    )
+
+
+def spawn_dynod(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+                ) -> subprocess.Popen[str]:
+    full_env = dict(os.environ if env is None else env)
+    return subprocess.Popen(
+        [PY, "-m", "dynod.cli", *args], cwd=cwd, env=full_env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
