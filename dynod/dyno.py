@@ -225,23 +225,25 @@ async def run_dyno(
     if spec.tty:
         master, slave = os.openpty()
         os.set_inheritable(master, False)
-        fds = {"stdin": slave, "stdout": slave, "stderr": slave}
+        stdin = stdout = stderr = slave
         outputs = [master]
         child_ends = [slave]
     else:
-        out_r, out_w = _pipe()
-        err_r, err_w = _pipe()
-        fds = {"stdin": subprocess.DEVNULL, "stdout": out_w, "stderr": err_w}
+        out_r, stdout = _pipe()
+        err_r, stderr = _pipe()
+        stdin = subprocess.DEVNULL
         outputs = [out_r, err_r]
-        child_ends = [out_w, err_w]
+        child_ends = [stdout, stderr]
     try:
         process = await trio.lowlevel.open_process(
             bash_argv(spec.command),
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
             cwd=str(spec.cwd),
             env=dict(spec.env),
             start_new_session=True,
             preexec_fn=_take_controlling_tty if spec.tty else None,
-            **fds,  # type: ignore[arg-type]
         )
     except BaseException:
         for fd in outputs:

@@ -17,6 +17,7 @@ from dynod.dotenv import load_env_files
 from dynod.dyno import DYNO_PATH, bash_argv
 from dynod.errors import ParseError, UsageError
 from dynod.formation import local_port, parse_formation, render_formation
+from dynod.logplex import LogRing
 from dynod.manager import DynoPlan, InPlace, Manager, ManagerSettings, local_plans
 from dynod.policy import LOCAL_LADDER
 from dynod.printer import TerminalPrinter
@@ -109,8 +110,12 @@ async def start(options: StartOptions, out: TextIO = sys.stdout) -> int:
         out.buffer, colour=options.colour, types=types, names=names,
         on_broken_pipe=stopping.set,
     )
+    # One log path, as on the platform: dynos write into the app's logplex ring and the
+    # terminal printer reads every line of it, losslessly.
+    ring = LogRing()
+    ring.subscribe(printer.publish)
     with Reaper() as reaper:
-        manager = Manager(printer, InPlace(root), settings, reaper=reaper)
+        manager = Manager(ring, InPlace(root), settings, reaper=reaper)
         status = 0
         async with trio.open_nursery() as nursery:
             with trio.CancelScope() as flow:
