@@ -48,6 +48,7 @@ class DynoPlan:
     port: int | None = None
     inherit: Mapping[str, str] | None = None  # the local runner's inherited environment
     home: Path | None = None  # HOME when not the dyno's directory (the local runner)
+    slug_id: str | None = None  # what the platform's workspace makes the dyno's directory from
 
     @property
     def type(self) -> str:
@@ -61,7 +62,7 @@ class DynoPlan:
 class Workspace(Protocol):
     """Where a dyno's directory comes from: the app in place, or a fresh copy of a slug."""
 
-    def checkout(self, name: str) -> AbstractAsyncContextManager[Path]: ...
+    def checkout(self, plan: DynoPlan) -> AbstractAsyncContextManager[Path]: ...
 
 
 class InPlace:
@@ -71,7 +72,7 @@ class InPlace:
         self.root = root
 
     @asynccontextmanager
-    async def checkout(self, name: str) -> AsyncIterator[Path]:
+    async def checkout(self, plan: DynoPlan) -> AsyncIterator[Path]:
         yield self.root
 
 
@@ -82,7 +83,8 @@ class DynoSlot:
     plan: DynoPlan
     lifecycle: Lifecycle
     scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
-    run_scope: trio.CancelScope | None = None
+    run_scope: trio.CancelScope | None = None  # the current process's lifetime
+    wait_scope: trio.CancelScope | None = None  # a crashed dyno's wait on the ladder
     process: DynoProcess | None = None
     restarting: str = ""  # "Restarting" or "Cycling" while a restart is under way
     last_status: int | None = None
@@ -150,13 +152,33 @@ class Manager:
             self._nursery.cancel_scope.cancel()
 
     def restart_dyno(self, name: str, why: str = "Restarting") -> None:
+        """Stop the dyno's process and start a fresh one at once (on its current plan); a
+        restart resets the crash ladder."""
         slot = self.slots.get(name)
-        if slot is None or slot.run_scope is None or slot.state is not DynoState.UP:
+        if slot is None or slot.state is DynoState.DOWN:
             return
         self._say(slot.name, why)
-        self._move(slot, DynoState.STARTING)
+        if slot.state is DynoState.UP:
+            self._move(slot, DynoState.STARTING)
         slot.restarting = why
-        slot.run_scope.cancel()
+        for scope in (slot.run_scope, slot.wait_scope):
+            if scope is not None:
+                scope.cancel()
+
+    def reconcile(self, plans: list[DynoPlan]) -> None:
+        """Make the running formation match `plans`: dynos no longer wanted stop (highest
+        numbers first), new ones start, and those whose plan changed (a new release, new
+        config) restart on it."""
+        wanted = {plan.name: plan for plan in plans}
+        for name in sorted((n for n in self.slots if n not in wanted), key=_instance, reverse=True):
+            self.stop_dyno(name)
+        for plan in plans:
+            slot = self.slots.get(plan.name)
+            if slot is None or slot.state is DynoState.DOWN:
+                self.start_dyno(plan)
+            elif slot.plan != plan:
+                slot.plan = plan
+                self.restart_dyno(plan.name)
 
     def web_dynos(self) -> list[DynoSlot]:
         return [slot for slot in self.slots.values() if slot.plan.web]
@@ -177,11 +199,18 @@ class Manager:
                         self.crash = (slot.name, status)
                         self.stop_all()
                         return
-                    await trio.sleep(ladder.crashed(trio.current_time()))
+                    delay = ladder.crashed(trio.current_time())
+                    with trio.CancelScope() as slot.wait_scope:
+                        await trio.sleep(delay)
+                    slot.wait_scope = None
+                    if slot.restarting:
+                        slot.restarting = ""
+                        ladder.reset()
                     self._move(slot, DynoState.STARTING)
             finally:
                 self._move(slot, DynoState.DOWN)
-                self.slots.pop(slot.name, None)
+                if self.slots.get(slot.name) is slot:
+                    del self.slots[slot.name]
                 self._notify()
 
     async def _run_once(self, slot: DynoSlot, ladder: RestartLadder) -> int:
@@ -189,7 +218,7 @@ class Manager:
         plan = slot.plan
         exited = trio.Event()
         result: list[int] = []
-        async with self.workspace.checkout(plan.name) as home:
+        async with self.workspace.checkout(plan) as home:
             spec = self._spec(plan, home)
             self._say(plan.name, f"Starting process with command `{plan.command}`")
 
@@ -254,7 +283,7 @@ class Manager:
         """Run a dyno once to completion (never restarted); returns its exit status."""
         lifecycle = Lifecycle(DynoState.STARTING, time.time())
         result: list[int] = []
-        async with self.workspace.checkout(plan.name) as home:
+        async with self.workspace.checkout(plan) as home:
             spec = self._spec(plan, home)
             self._say(plan.name, f"Starting process with command `{plan.command}`")
 
@@ -299,6 +328,11 @@ class Manager:
 
     def _say(self, dyno: str, text: str) -> None:
         self.sink.publish(HEROKU, dyno, [text], time.time())
+
+
+def _instance(name: str) -> tuple[str, int]:
+    kind, _, number = name.rpartition(".")
+    return (kind, int(number) if number.isdigit() else 0)
 
 
 async def _accepts(port: int) -> bool:

@@ -142,3 +142,23 @@ def test_one_off_dynos_complete_and_are_not_restarted(tmp_path: Path) -> None:
         "Process exited with status 4",
         "State changed from up to complete",
     ]
+
+
+def test_reconcile_scales_up_down_highest_first_and_restarts_changed_plans(tmp_path: Path) -> None:
+    def plans(n: int, version: str) -> list[DynoPlan]:
+        return [DynoPlan(f"worker.{i}", "echo v=$V; exec sleep 60", {"V": version}) for i in range(1, n + 1)]
+
+    async def scenario(manager: Manager, sink: Collector) -> None:
+        manager.reconcile(plans(3, "1"))
+        await sink.wait_for(lambda: sink.texts(source="app").count("v=1") == 3)
+        manager.reconcile(plans(1, "1"))
+        with trio.fail_after(10):
+            while list(manager.slots) != ["worker.1"]:
+                await manager.changed.wait()
+        manager.reconcile(plans(1, "2"))
+        await sink.wait_text("v=2")
+
+    sink = run_manager(tmp_path, [], FAST, scenario)
+    downs = [line.dyno for line in sink.lines if line.text == "State changed from up to down"]
+    assert downs[:2] == ["worker.3", "worker.2"]
+    assert "Restarting" in sink.texts("worker.1", "heroku")
