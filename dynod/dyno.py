@@ -15,7 +15,7 @@ import subprocess
 import termios
 import time
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import attrs
 import trio
@@ -48,6 +48,7 @@ class DynoSpec:
     tty: bool = False
     stop_timeout: float = 30.0
     max_line_bytes: int = 10_000
+    owner: tuple[int, int] | None = None  # (uid, gid) to run as: a root dynod's dyno user
 
 
 def dyno_env(
@@ -176,6 +177,13 @@ def _pipe() -> tuple[int, int]:
     return read_fd, write_fd
 
 
+def _identity(owner: tuple[int, int] | None) -> dict[str, Any]:
+    """Popen's arguments to drop to the dyno user, with no supplementary groups of ours."""
+    if owner is None:
+        return {}
+    return {"user": owner[0], "group": owner[1], "extra_groups": []}
+
+
 def _take_controlling_tty() -> None:
     # Runs in the child after setsid(): the pty becomes its controlling terminal, so Ctrl-C
     # and job control work inside the dyno.
@@ -244,6 +252,7 @@ async def run_dyno(
             env=dict(spec.env),
             start_new_session=True,
             preexec_fn=_take_controlling_tty if spec.tty else None,
+            **_identity(spec.owner),
         )
     except BaseException:
         for fd in outputs:

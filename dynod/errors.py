@@ -27,3 +27,15 @@ class ParseError(DynodError):
 
 class UsageError(DynodError):
     """The command was called wrongly (a missing Procfile, a bad flag value): exit status 2."""
+
+
+class NotFound(DynodError):
+    """The named app, release, build or dyno does not exist (HTTP 404, `not_found`)."""
+
+
+class Conflict(DynodError):
+    """The request clashes with what exists (a taken app name: HTTP 409, `conflict`)."""
+
+
+class Invalid(DynodError):
+    """Well-formed but unacceptable parameters (HTTP 422, `invalid_params`)."""

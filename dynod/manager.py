@@ -36,6 +36,7 @@ class ManagerSettings:
     tty: bool = False
     max_line_bytes: int = 10_000
     exit_on_crash: bool = False
+    owner: tuple[int, int] | None = None  # the platform's unprivileged dyno user, when root
 
 
 @attrs.frozen
@@ -312,6 +313,7 @@ class Manager:
         return DynoSpec(
             plan.name, plan.command, home, env, tty=self.settings.tty,
             stop_timeout=self.settings.stop_timeout, max_line_bytes=self.settings.max_line_bytes,
+            owner=self.settings.owner,
         )
 
     def _move(self, slot: DynoSlot, to: DynoState) -> None:

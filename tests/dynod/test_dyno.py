@@ -7,6 +7,7 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
 import trio
 
 from dynod.dyno import DYNO_PATH, DynoSpec, dyno_env, run_dyno
@@ -177,3 +178,12 @@ def test_chatty_dynos_lose_and_tear_nothing(tmp_path: Path) -> None:
 def test_exit_by_signal_is_reported_as_128_plus_n(tmp_path: Path) -> None:
     status, sink = run(tmp_path, "kill -USR1 $$")
     assert status == 128 + signal.SIGUSR1
+
+
+def test_a_root_dynod_runs_dynos_as_the_dyno_user(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("only root can switch to the dyno user")
+    tmp_path.chmod(0o755)
+    status, sink = run(tmp_path, "id -u; id -G; cat /root/.profile >/dev/null 2>&1 || echo denied", owner=(65534, 65534))
+    assert status == 0
+    assert sink.texts(source="app") == ["65534", "65534", "denied"]
