@@ -1,0 +1,316 @@
+"""dynod.toml: one typed Config holding every setting of SPEC §15 with its default.
+
+`Config.from_toml` and `Config.from_mapping` check every key (unknown ones, wrong types and
+ranges are DynodErrors naming the key); command-line flags override through `Config.replace`,
+which checks values the same way. Also where the data directory is.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import attrs
+from attrs import field, frozen
+
+from dynod.errors import DynodError, ParseError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - the spec allows tomli where tomllib is missing
+    import tomli as tomllib
+
+
+class _Invalid(Exception):
+    """A value that does not fit its key; carries the phrase saying what was expected."""
+
+
+@frozen
+class Address:
+    """A `HOST:PORT` to listen on. Port 0 asks the OS for a free port (tests use it)."""
+
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> Address:
+        """`127.0.0.1:8080`, `localhost:0`, `[::1]:5050`; ValueError when malformed."""
+        host, sep, port = text.rpartition(":")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        elif ":" in host:
+            raise ValueError("an IPv6 host must be in brackets: [::1]:5050")
+        if not (sep and host and port.isascii() and port.isdigit()) or int(port) > 65535:
+            raise ValueError(f"not HOST:PORT: {text!r}")
+        if any(c.isspace() or c in "/[]" for c in host):
+            raise ValueError(f"not a host name or address: {host!r}")
+        return cls(host, int(port))
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@frozen
+class PortRange:
+    """The inclusive range dynos' `PORT`s come from, written `20000-29999`."""
+
+    first: int
+    last: int
+
+    @classmethod
+    def parse(cls, text: str) -> PortRange:
+        match = re.fullmatch(r"\s*(\d{1,5})\s*-\s*(\d{1,5})\s*", text, re.ASCII)
+        if match is None:
+            raise ValueError(f"not FIRST-LAST: {text!r}")
+        low, high = int(match[1]), int(match[2])
+        if not 1 <= low <= high <= 65535:
+            raise ValueError(f"ports must satisfy 1 <= first <= last <= 65535: {text!r}")
+        return cls(low, high)
+
+    def __contains__(self, port: object) -> bool:
+        return isinstance(port, int) and self.first <= port <= self.last
+
+    def __len__(self) -> int:
+        return self.last - self.first + 1
+
+    def __str__(self) -> str:
+        return f"{self.first}-{self.last}"
+
+
+# Value checkers: each takes a raw value (from TOML, or an already typed value from a flag) and
+# returns the typed value or raises _Invalid with the phrase that completes "must be …".
+
+
+def _seconds(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise _Invalid("a positive number of seconds")
+    return float(value)
+
+
+def _seconds_or_zero(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise _Invalid("a number of seconds >= 0")
+    return float(value)
+
+
+def _count(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _Invalid("a whole number >= 1")
+    return value
+
+
+def _ladder(value: object) -> tuple[float, ...]:
+    if not isinstance(value, (list, tuple)) or not value:
+        raise _Invalid("a non-empty list of seconds, such as [0, 1200, 2400]")
+    try:
+        return tuple(_seconds_or_zero(step) for step in value)
+    except _Invalid:
+        raise _Invalid("a non-empty list of seconds >= 0, such as [0, 1200, 2400]") from None
+
+
+def _name(value: object) -> str:
+    if not isinstance(value, str) or not value or any(c.isspace() for c in value):
+        raise _Invalid("a non-empty string without spaces")
+    return value
+
+
+def _domain(value: object) -> str:
+    if isinstance(value, str):
+        labels = value.lower().split(".")
+        if all(label.replace("-", "").isalnum() and label.isascii() for label in labels):
+            return value.lower()
+    raise _Invalid('a domain name such as "localhost" or "dynod.test"')
+
+
+def _address(value: object) -> Address:
+    if isinstance(value, Address):
+        return value
+    try:
+        if isinstance(value, str):
+            return Address.parse(value)
+    except ValueError:
+        pass
+    raise _Invalid('"HOST:PORT", such as "127.0.0.1:8080"')
+
+
+def _port_range(value: object) -> PortRange:
+    if isinstance(value, PortRange):
+        return value
+    try:
+        if isinstance(value, str):
+            return PortRange.parse(value)
+    except ValueError:
+        pass
+    raise _Invalid('"FIRST-LAST" with 1 <= FIRST <= LAST <= 65535, such as "20000-29999"')
+
+
+def _setting(default: Any, check: Callable[[object], Any]) -> Any:
+    """An attrs field whose default is `default` and whose dynod.toml values go through `check`."""
+    return field(default=default, metadata={"check": check})
+
+
+@frozen
+class ApiConfig:
+    listen: Address = _setting(Address("127.0.0.1", 5050), _address)
+
+
+@frozen
+class RouterSettings:
+    """The router's knobs as dynod.toml spells them (router/ turns them into its own config)."""
+
+    listen: Address = _setting(Address("127.0.0.1", 8080), _address)
+    domain: str = _setting("localhost", _domain)
+    connect_timeout: float = _setting(5.0, _seconds)
+    request_timeout: float = _setting(30.0, _seconds)
+    idle_timeout: float = _setting(55.0, _seconds)
+    boot_wait: float = _setting(75.0, _seconds)
+    header_timeout: float = _setting(10.0, _seconds)
+    max_connections: int = _setting(10000, _count)
+
+
+@frozen
+class DynosConfig:
+    boot_timeout: float = _setting(60.0, _seconds)
+    stop_timeout: float = _setting(30.0, _seconds)
+    # Heroku's crash cool-offs: at once, then 20, 40, 60, 180, 320 minutes, then the last forever.
+    restart_ladder: tuple[float, ...] = _setting(
+        (0.0, 1200.0, 2400.0, 3600.0, 10800.0, 19200.0), _ladder
+    )
+    cycle_after: float = _setting(86400.0, _seconds)
+    cycle_jitter: float = _setting(12960.0, _seconds_or_zero)  # 0-216 minutes
+    memory_quota_mb: int = _setting(512, _count)
+    user: str = _setting("nobody", _name)
+    port_range: PortRange = _setting(PortRange(20000, 29999), _port_range)
+
+
+@frozen
+class LogplexConfig:
+    history: int = _setting(1500, _count)
+    tail_buffer: int = _setting(1024, _count)
+    max_line_bytes: int = _setting(10000, _count)
+
+
+@frozen
+class BuildConfig:
+    slug_warn_mb: int = _setting(300, _count)
+    slug_max_mb: int = _setting(500, _count)
+
+
+_SECTIONS = ("api", "router", "dynos", "logplex", "build")
+
+
+@frozen
+class Config:
+    """Every setting of `dynod serve`; `Config()` is all defaults."""
+
+    api: ApiConfig = field(factory=ApiConfig)
+    router: RouterSettings = field(factory=RouterSettings)
+    dynos: DynosConfig = field(factory=DynosConfig)
+    logplex: LogplexConfig = field(factory=LogplexConfig)
+    build: BuildConfig = field(factory=BuildConfig)
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike[str]) -> Config:
+        """Read a dynod.toml; every key is optional, any mistake is a one-line DynodError."""
+        source = os.fspath(path)
+        try:
+            data = tomllib.loads(Path(source).read_text(encoding="utf-8"))
+        except OSError as err:
+            raise DynodError(f"{source}: cannot read the config file ({err.strerror})") from None
+        except UnicodeDecodeError:
+            raise ParseError("not UTF-8 text; save it as UTF-8", source=source) from None
+        except tomllib.TOMLDecodeError as err:
+            raise ParseError(f"invalid TOML: {err}", source=source) from None
+        return cls.from_mapping(data, source=source)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, object], *, source: str = "dynod.toml") -> Config:
+        """Build a Config from parsed TOML (sections of keys); `source` prefixes errors."""
+        for name, section in data.items():
+            if name not in _SECTIONS:
+                is_table = isinstance(section, Mapping)
+                what = f"section {_bracket(name)}" if is_table else f"key {name}"
+                raise DynodError(
+                    f"{source}: unknown {what}:"
+                    f"{_suggest(name, _SECTIONS, _bracket)}"
+                    f" the sections are {', '.join(map(_bracket, _SECTIONS))}"
+                )
+            if not isinstance(section, Mapping):
+                raise DynodError(f"{source}: {_bracket(name)} must be a table of keys, not a value")
+        return cls()._merged(data, source)
+
+    def replace(self, *, source: str = "command line", **sections: Mapping[str, object]) -> Config:
+        """Override some keys, checked as dynod.toml's are: `replace(api={"listen": "[::1]:0"})`.
+        Values may be raw (strings, numbers) or already typed (an Address)."""
+        unknown = [name for name in sections if name not in _SECTIONS]
+        if unknown:
+            raise DynodError(f"{source}: unknown section {_bracket(unknown[0])}")
+        return self._merged(sections, source)
+
+    def _merged(self, data: Mapping[str, object], source: str) -> Config:
+        changes: dict[str, Any] = {}
+        for name, values in data.items():
+            assert isinstance(values, Mapping)
+            changes[name] = _merge_section(getattr(self, name), name, values, source)
+        merged = attrs.evolve(self, **changes)
+        if merged.build.slug_warn_mb > merged.build.slug_max_mb:
+            raise DynodError(
+                f"{source}: [build] slug_warn_mb ({merged.build.slug_warn_mb}) must not exceed"
+                f" slug_max_mb ({merged.build.slug_max_mb})"
+            )
+        return merged
+
+
+def _merge_section(current: Any, name: str, values: Mapping[str, object], source: str) -> Any:
+    fields = {f.name: f for f in attrs.fields(type(current))}
+    changes: dict[str, Any] = {}
+    for key, value in values.items():
+        spec = fields.get(key)
+        if spec is None:
+            raise DynodError(
+                f"{source}: unknown key [{name}] {key}:{_suggest(key, fields, str)}"
+                f" the keys of [{name}] are {', '.join(fields)}"
+            )
+        try:
+            changes[key] = spec.metadata["check"](value)
+        except _Invalid as err:
+            message = f"[{name}] {key} must be {err}, not {_show(value)}"
+            raise DynodError(f"{source}: {message}") from None
+    return attrs.evolve(current, **changes)
+
+
+def _bracket(name: str) -> str:
+    return f"[{name}]"
+
+
+def _suggest(word: str, choices: Iterable[str], show: Callable[[str], str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" did you mean {show(close[0])}?" if close else ""
+
+
+def _show(value: object) -> str:
+    return json.dumps(value, default=str)
+
+
+def resolve_data_dir(
+    override: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Path:
+    """Where dynod keeps its state: `--data` if given, else `DYNOD_DATA`, else
+    `$XDG_DATA_HOME/dynod`, else `~/.local/share/dynod`. Always an absolute path."""
+    env = os.environ if environ is None else environ
+    if override is not None and os.fspath(override):
+        chosen = Path(override).expanduser()
+    elif env.get("DYNOD_DATA"):
+        chosen = Path(env["DYNOD_DATA"]).expanduser()
+    elif env.get("XDG_DATA_HOME") and Path(env["XDG_DATA_HOME"]).is_absolute():
+        # The XDG spec says a relative XDG_DATA_HOME is invalid and must be ignored.
+        chosen = Path(env["XDG_DATA_HOME"]) / "dynod"
+    else:
+        home = env.get("HOME") or str(Path.home())
+        chosen = Path(home) / ".local" / "share" / "dynod"
+    return chosen.absolute()

@@ -1,0 +1,156 @@
+"""Dynos made from slugs: each dyno's fresh directory, its random free PORT, and one dyno
+manager per app running the formation on the app's current release."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import random
+import shutil
+import socket
+import tempfile
+import uuid
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import AsyncIterator, Mapping
+
+import trio
+
+from dynod.config import DynosConfig, PortRange
+from dynod.errors import NotFound
+from dynod.ledger import Release
+from dynod.logplex import LogRing
+from dynod.manager import DynoPlan, DynoSlot, Manager, ManagerSettings
+from dynod.reaper import Reaper
+from dynod.slug import SlugStore
+
+
+class SlugWorkspace:
+    """Every dyno gets its own copy of the release's slug, deleted when the dyno ends."""
+
+    def __init__(self, slugs: SlugStore, scratch: Path, owner: tuple[int, int] | None) -> None:
+        self.slugs = slugs
+        self.scratch = scratch
+        self.owner = owner
+
+    @asynccontextmanager
+    async def checkout(self, plan: DynoPlan) -> AsyncIterator[Path]:
+        if plan.slug_id is None:
+            raise NotFound(f"{plan.name} has no slug to run: deploy the app first")
+        slug = self.slugs.get(plan.slug_id)
+        dest = self.scratch / f"{plan.name}-{uuid.uuid4().hex[:12]}"
+        try:
+            await trio.to_thread.run_sync(
+                lambda: self.slugs.materialize(slug, dest, owner=self.owner)
+            )
+            yield dest
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(shutil.rmtree, dest, True)
+
+
+class Ports:
+    """Random free TCP ports from the configured range, never two dynos on one."""
+
+    def __init__(self, span: PortRange, rng: random.Random | None = None) -> None:
+        self.span = span
+        self.rng = rng or random.Random()
+        self.taken: set[int] = set()
+
+    def take(self) -> int:
+        for _ in range(200):
+            port = self.rng.randint(self.span.first, self.span.last)
+            if port not in self.taken and _bindable(port):
+                self.taken.add(port)
+                return port
+        raise RuntimeError(f"no free port in {self.span} after 200 tries: widen [dynos] port_range")
+
+    def give_back(self, port: int | None) -> None:
+        if port is not None:
+            self.taken.discard(port)
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def dyno_owner(user: str) -> tuple[int, int] | None:
+    """Who dynos run as: the configured unprivileged user when dynod is root, else dynod's
+    own user (nothing to switch to)."""
+    if os.geteuid() != 0 or not user:
+        return None
+    entry = pwd.getpwnam(user)
+    return entry.pw_uid, entry.pw_gid
+
+
+def manager_settings(config: DynosConfig, max_line_bytes: int) -> ManagerSettings:
+    return ManagerSettings(
+        ladder=config.restart_ladder, stop_timeout=config.stop_timeout,
+        boot_timeout=config.boot_timeout, cycle_after=config.cycle_after,
+        cycle_jitter=config.cycle_jitter, max_line_bytes=max_line_bytes,
+        owner=dyno_owner(config.user),
+    )
+
+
+class AppRuntime:
+    """One app's dynos: the formation on the current release, plus one-offs."""
+
+    def __init__(
+        self,
+        app_id: str,
+        ring: LogRing,
+        workspace: SlugWorkspace,
+        ports: Ports,
+        settings: ManagerSettings,
+        reaper: Reaper | None,
+    ) -> None:
+        self.app_id = app_id
+        self.ring = ring
+        self.ports = ports
+        self.manager = Manager(ring, workspace, settings, reaper=reaper)
+        self.release: Release | None = None
+        self.process_types: Mapping[str, str] = {}
+
+    def plans(self, release: Release, process_types: Mapping[str, str], formation: Mapping[str, int]) -> list[DynoPlan]:
+        plans = []
+        for kind, count in formation.items():
+            if kind not in process_types or kind == "release":
+                continue
+            for i in range(1, count + 1):
+                name = f"{kind}.{i}"
+                slot = self.manager.slots.get(name)
+                port = slot.plan.port if slot is not None else self.ports.take()
+                plans.append(
+                    DynoPlan(name, process_types[kind], release.config_vars, port=port,
+                             slug_id=release.slug_id)
+                )
+        return plans
+
+    def apply(self, release: Release | None, process_types: Mapping[str, str], formation: Mapping[str, int]) -> None:
+        """Run exactly `formation` on `release` (dynos whose release changed restart on it)."""
+        self.release = release
+        self.process_types = process_types
+        plans = [] if release is None or release.slug_id is None else self.plans(release, process_types, formation)
+        keep = {plan.port for plan in plans}
+        for slot in list(self.manager.slots.values()):
+            if slot.plan.port not in keep:
+                self.ports.give_back(slot.plan.port)
+        self.manager.reconcile(plans)
+
+    def one_off_plan(self, release: Release, command: str, name: str) -> DynoPlan:
+        return DynoPlan(name, command, release.config_vars, port=self.ports.take(), slug_id=release.slug_id)
+
+    def web_dynos(self) -> list[DynoSlot]:
+        return self.manager.web_dynos()
+
+
+def scratch_dir() -> Path:
+    """Where dyno directories live: the system's temporary directory, outside the data dir."""
+    path = Path(tempfile.gettempdir()) / f"dynod-dynos-{os.getpid()}"
+    path.mkdir(mode=0o711, exist_ok=True)
+    return path
