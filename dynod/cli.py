@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="start from an empty environment, as on the platform")
     start.add_argument("--tty", action="store_true",
                        help="give each process a pseudo-terminal (colours, line buffering)")
+    start.add_argument("--router", type=int, metavar="PORT",
+                       help="route http://127.0.0.1:PORT/ round-robin across the web processes")
 
     run = commands.add_parser("run", help="run one command with the app's .env")
     _add_app_flags(run)
@@ -86,6 +88,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "start":
         if args.port is not None and not 0 < args.port < 65536:
             raise UsageError(f"-p {args.port} is not a port: give a number from 1 to 65535")
+        if args.router is not None and not 0 < args.router < 65536:
+            raise UsageError(f"--router {args.router} is not a port: give a number from 1 to 65535")
         if args.timeout < 0:
             raise UsageError("-t must be zero or more seconds")
         colour = sys.stdout.isatty() and not args.no_color and "NO_COLOR" not in os.environ
@@ -93,7 +97,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             procfile=args.procfile, env_files=args.env, formation=args.formation,
             concurrency=args.concurrency, port=args.port, stop_timeout=args.timeout,
             exit_on_crash=args.exit_on_crash, colour=colour, clean_env=args.clean_env,
-            tty=args.tty,
+            tty=args.tty, router_port=args.router,
         )
         return trio.run(local.start, options)
     if args.command == "run":

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import NoReturn, Sequence, TextIO
 
@@ -17,14 +18,20 @@ from dynod.dotenv import load_env_files
 from dynod.dyno import DYNO_PATH, bash_argv
 from dynod.errors import ParseError, UsageError
 from dynod.formation import local_port, parse_formation, render_formation
+from dynod.logline import HEROKU
 from dynod.logplex import LogRing
 from dynod.manager import DynoPlan, InPlace, Manager, ManagerSettings, local_plans
 from dynod.policy import LOCAL_LADDER
 from dynod.printer import TerminalPrinter
 from dynod.procfile import Procfile, load_procfile
 from dynod.reaper import Reaper
+from dynod.routing import feed_router
+from router.backend import TableBackend
+from router.config import RouterConfig
+from router.server import serve as serve_router
 
 DEFAULT_BASE_PORT = 5000
+LOCAL_APP = "local"
 
 
 @attrs.frozen
@@ -39,6 +46,7 @@ class StartOptions:
     colour: bool = True
     clean_env: bool = False
     tty: bool = False
+    router_port: int | None = None  # --router: the round-robin router in front of web dynos
 
 
 def read_procfile(path: Path) -> Procfile:
@@ -105,6 +113,8 @@ async def start(options: StartOptions, out: TextIO = sys.stdout) -> int:
         cycle_after=None, tty=options.tty, exit_on_crash=options.exit_on_crash,
     )
     names = [plan.name for plan in plans] + ([release.name] if release else [])
+    if options.router_port is not None:
+        names.append("router")
     stopping = trio.Event()
     printer = TerminalPrinter(
         out.buffer, colour=options.colour, types=types, names=names,
@@ -121,9 +131,25 @@ async def start(options: StartOptions, out: TextIO = sys.stdout) -> int:
             with trio.CancelScope() as flow:
                 nursery.start_soon(_watch_signals, manager, stopping)
                 nursery.start_soon(_stop_when_asked, manager, stopping, flow)
+                if options.router_port is not None:
+                    await _start_router(nursery, manager, ring, options.router_port)
                 status = await _run_app(manager, release, plans)
             nursery.cancel_scope.cancel()
     return status
+
+
+async def _start_router(nursery: trio.Nursery, manager: Manager, ring: LogRing, port: int) -> None:
+    """`--router PORT`: every request to PORT, whatever its Host, reaches web.1 … web.N in turn."""
+
+    def log(app: str, text: str) -> None:
+        ring.publish(HEROKU, "router", [text], time.time())
+
+    backend = TableBackend(any_host=LOCAL_APP, sink=log)
+    nursery.start_soon(feed_router, manager, backend, LOCAL_APP)
+    try:
+        await nursery.start(serve_router, RouterConfig(listen=f"127.0.0.1:{port}"), backend)
+    except OSError as err:
+        raise UsageError(f"--router {port}: cannot listen there ({err.strerror}): pick another port") from None
 
 
 async def _run_app(manager: Manager, release: DynoPlan | None, plans: list[DynoPlan]) -> int:

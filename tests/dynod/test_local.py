@@ -215,3 +215,38 @@ def test_the_readme_sample_app_starts(tmp_path: Path) -> None:
     assert status == 0
     assert "release phase: nothing to migrate" in text
     assert "worker: got SIGTERM, finishing" in out
+
+
+def free_ports(count: int) -> int:
+    """A base port with `count` consecutive free ports after it."""
+    import random
+    import socket
+
+    for _ in range(100):
+        base = random.randint(20000, 29000)
+        try:
+            for port in range(base, base + count):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return base
+    raise AssertionError("no free ports")
+
+
+def test_router_round_robins_across_web_dynos(tmp_path: Path) -> None:
+    import urllib.request
+
+    base, router = free_ports(3), free_ports(1)
+    process = spawn_dynod("start", "-f", str(ROOT / "fixtures/sample/Procfile"), "web", "-m", "web=3",
+                          "-p", str(base), "--router", str(router))
+    seen: list[str] = []
+    while sum("heroku[web." in line and "starting to up" in line for line in seen) < 3:
+        seen += read_until(process, "State changed from starting to up")
+    answers = [urllib.request.urlopen(f"http://127.0.0.1:{router}/", timeout=10).read().decode().split()[2]
+               for _ in range(6)]
+    status, out, _ = stop(process)
+    assert status == 0
+    assert sorted(answers[:3]) == ["web.1", "web.2", "web.3"]
+    assert answers[3:] == answers[:3]
+    assert "heroku[router]" in out and "at=info method=GET" in out

@@ -1,0 +1,75 @@
+"""Which web dyno a request goes to: round-robin over `up` dynos, quarantine of refusers,
+and the H14/H10/wait verdicts when none is up.
+
+Pure: no trio, no I/O; the time is passed in, so tests use plain numbers as a clock.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence, Union
+
+import attrs
+from attrs import define, frozen
+
+from .backend import DynoState, WebDyno
+from .config import Address
+
+
+@frozen
+class Try:
+    """Dynos to try in this order: the round-robin turn first, quarantined ones last."""
+
+    dynos: tuple[WebDyno, ...]
+
+
+@frozen
+class Wait:
+    """No dyno is up yet but some are starting or asleep: hold the request (H20 on timeout)."""
+
+    wake: bool  # some are asleep: ask the backend to wake the app
+
+
+@frozen
+class Refuse:
+    code: str  # "H14" (no web dynos) or "H10" (all crashed)
+
+
+Decision = Union[Try, Wait, Refuse]
+
+
+@define
+class Balancer:
+    quarantine_seconds: float = 5.0
+    _turn: dict[str, int] = attrs.field(factory=dict, init=False)
+    _quarantined: dict[tuple[str, Address], float] = attrs.field(factory=dict, init=False)
+
+    def choose(self, app: str, dynos: Sequence[WebDyno], now: float) -> Decision:
+        up = [d for d in dynos if d.state is DynoState.UP]
+        if not up:
+            return _without_up(dynos)
+        turn = self._turn.get(app, 0)
+        self._turn[app] = turn + 1
+        start = turn % len(up)
+        ordered = up[start:] + up[:start]
+        if not self._quarantined:
+            return Try(tuple(ordered))
+        fresh = [d for d in ordered if not self._is_quarantined(d, now)]
+        held = [d for d in ordered if self._is_quarantined(d, now)]
+        return Try(tuple(fresh + held))
+
+    def quarantine(self, dyno: WebDyno, now: float) -> None:
+        """Skip `dyno` for the next `quarantine_seconds` while other up dynos remain."""
+        self._quarantined = {k: t for k, t in self._quarantined.items() if t > now}
+        self._quarantined[(dyno.name, dyno.address)] = now + self.quarantine_seconds
+
+    def _is_quarantined(self, dyno: WebDyno, now: float) -> bool:
+        return self._quarantined.get((dyno.name, dyno.address), now) > now
+
+
+def _without_up(dynos: Sequence[WebDyno]) -> Decision:
+    if not dynos:
+        return Refuse("H14")
+    waiting = [d for d in dynos if d.state in (DynoState.STARTING, DynoState.IDLE)]
+    if not waiting:
+        return Refuse("H10")
+    return Wait(wake=any(d.state is DynoState.IDLE for d in waiting))

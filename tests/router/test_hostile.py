@@ -1,0 +1,118 @@
+"""Hostile clients: oversized or malformed requests never reach a dyno, slow ones are cut off
+without hurting the others, and the connection cap holds."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from tests.router.support import Client, FakeDyno, Lines, backend_for, get, raw, run, start_router
+
+HOST = b"Host: app.localhost\r\n"
+HOSTILE = {
+    "request line over 8192": (b"GET /" + b"a" * 8200 + b" HTTP/1.1\r\n" + HOST + b"\r\n", 414),
+    "header line over 8192": (b"GET / HTTP/1.1\r\n" + HOST + b"X-Big: " + b"v" * 8200 + b"\r\n\r\n", 431),
+    "1001 headers": (b"GET / HTTP/1.1\r\n" + HOST + b"".join(b"X-%d: v\r\n" % i for i in range(1000)) + b"\r\n", 431),
+    "head over 64 KiB": (b"GET / HTTP/1.1\r\n" + HOST + b"".join(b"X-%d: %s\r\n" % (i, b"v" * 8000) for i in range(9)) + b"\r\n", 431),
+    "garbage": (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 hello\r\n\r\n", 400),
+    "no version": (b"GET /\r\n" + HOST + b"\r\n", 400),
+    "space in header name": (b"GET / HTTP/1.1\r\n" + HOST + b"Bad Name: v\r\n\r\n", 400),
+    "bad content-length": (b"POST / HTTP/1.1\r\n" + HOST + b"Content-Length: abc\r\n\r\n", 400),
+    "negative content-length": (b"POST / HTTP/1.1\r\n" + HOST + b"Content-Length: -1\r\n\r\n", 400),
+    "conflicting content-length": (b"POST / HTTP/1.1\r\n" + HOST + b"Content-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", 400),
+    "content-length and chunked": (b"POST / HTTP/1.1\r\n" + HOST + b"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+    "unknown transfer-encoding": (b"POST / HTTP/1.1\r\n" + HOST + b"Transfer-Encoding: gzip\r\n\r\n", 501),
+    "conflicting host": (b"GET / HTTP/1.1\r\n" + HOST + b"Host: other.localhost\r\n\r\n", 400),
+    "missing host": (b"GET / HTTP/1.1\r\n\r\n", 400),
+    "connect": (b"CONNECT app.localhost:443 HTTP/1.1\r\n" + HOST + b"\r\n", 405),
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE))
+def test_hostile_request_is_refused_and_never_reaches_the_dyno(name: str) -> None:
+    data, status = HOSTILE[name]
+
+    async def scenario() -> None:
+        dyno = FakeDyno()
+        async with trio.open_nursery() as nursery:
+            await dyno.start(nursery)
+            address = await start_router(nursery, backend_for([dyno.address]))
+            answer = await raw(address, data)  # returns once the router has closed
+            assert answer.startswith(b"HTTP/1.1 %d " % status), answer[:80]
+            assert b"Connection: close" in answer
+            assert dyno.requests == [] and dyno.connections == 0
+            assert (await get(address)).status == 200  # and the router still serves others
+            nursery.cancel_scope.cancel()
+
+    run(scenario)
+
+
+def test_limit_breakers_are_logged_when_they_name_an_app() -> None:
+    async def scenario() -> None:
+        lines = Lines()
+        async with trio.open_nursery() as nursery:
+            address = await start_router(nursery, backend_for([], lines))
+            await raw(address, HOSTILE["header line over 8192"][0])
+            assert lines.texts()[0].startswith('at=error code=H25 desc="HTTP restriction: header line too long"')
+            assert " status=431 " in lines.texts()[0]
+            nursery.cancel_scope.cancel()
+
+    run(scenario)
+
+
+def test_slowloris_is_cut_off_while_others_are_served() -> None:
+    async def scenario() -> None:
+        dyno = FakeDyno()
+        async with trio.open_nursery() as nursery:
+            await dyno.start(nursery)
+            address = await start_router(nursery, backend_for([dyno.address]), header_timeout=0.5)
+            silent = await trio.open_tcp_stream(*address)
+            slow = await trio.open_tcp_stream(*address)
+            await slow.send_all(b"GET / HTTP/1.1\r\n")
+            started = trio.current_time()
+            answer = b""
+            served = 0
+            while True:  # a header byte every 50 ms: never finishes, never idle
+                try:
+                    await slow.send_all(b"X")
+                except trio.BrokenResourceError:
+                    break
+                with trio.move_on_after(0.05):
+                    chunk = await slow.receive_some(4096)
+                    answer += chunk
+                    if not chunk:
+                        break
+                assert (await get(address)).body == b"web.1"
+                served += 1
+            elapsed = trio.current_time() - started
+            assert answer.startswith(b"HTTP/1.1 408 ") or answer == b""
+            assert 0.4 <= elapsed < 3 and served >= 3
+            assert await silent.receive_some(10) == b""  # connected, said nothing: closed too
+            assert dyno.requests and all(r.target == b"/" for r in dyno.requests)
+            assert len(dyno.requests) == served
+            nursery.cancel_scope.cancel()
+
+    run(scenario)
+
+
+def test_connection_cap() -> None:
+    async def scenario() -> None:
+        dyno = FakeDyno()
+        async with trio.open_nursery() as nursery:
+            await dyno.start(nursery)
+            address = await start_router(nursery, backend_for([dyno.address]), max_connections=2)
+            first, second = await Client.open(address), await Client.open(address)
+            assert (await first.request()).status == 200
+            assert (await second.request()).status == 200
+            turned_away = await raw(address, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            assert turned_away == b"" or turned_away.startswith(b"HTTP/1.1 503 ")
+            await first.aclose()
+            while True:  # the router frees the slot once it sees the close
+                reply = await raw(address, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+                if reply.startswith(b"HTTP/1.1 200 "):
+                    break
+                await trio.sleep(0.01)
+            assert len(dyno.requests) == 3
+            nursery.cancel_scope.cancel()
+
+    run(scenario)
