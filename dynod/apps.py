@@ -60,21 +60,23 @@ class AppStore:
         self.root = data_dir / "apps"
         self.root.mkdir(parents=True, exist_ok=True)
         self._apps: dict[str, App] = {}
+        self._names: dict[str, str] = {}  # name -> id
         self._ledgers: dict[str, Ledger] = {}
         for entry in self.root.iterdir():
             if entry.name.startswith("."):  # a create or destroy that a crash interrupted
                 shutil.rmtree(entry, ignore_errors=True)
                 continue
-            app = App.from_json(json.loads((entry / "app.json").read_text()))
-            self._apps[app.id] = app
+            self._keep(App.from_json(json.loads((entry / "app.json").read_text())))
 
     def all(self) -> list[App]:
         return sorted(self._apps.values(), key=lambda app: app.created_at)
 
+    def by_name(self, name: str) -> App | None:
+        app_id = self._names.get(name)
+        return self._apps[app_id] if app_id is not None else None
+
     def find(self, name_or_id: str) -> App:
-        app = self._apps.get(name_or_id)
-        if app is None:
-            app = next((a for a in self._apps.values() if a.name == name_or_id), None)
+        app = self._apps.get(name_or_id) or self.by_name(name_or_id)
         if app is None:
             raise NotFound(f"Couldn't find that app: {name_or_id}. Check the name with `dyno apps`.")
         return app
@@ -87,7 +89,7 @@ class AppStore:
                 f"Name {name!r} is not valid: use 3 to 30 lowercase letters, digits and dashes, "
                 "starting with a letter."
             )
-        if any(app.name == name for app in self._apps.values()):
+        if name in self._names:
             raise Conflict(f"Name {name} is already taken: choose another.")
         now = heroku_time()
         app = App(str(uuid.uuid4()), name, now, now)
@@ -98,17 +100,22 @@ class AppStore:
         atomic_write(staging / "app.json", json.dumps(app.to_json()).encode())
         staging.rename(directory)
         fsync_dir(self.root)
-        self._apps[app.id] = app
+        self._keep(app)
         return app
 
     def update(self, app: App, **changes: Any) -> App:
         app = attrs.evolve(app, updated_at=heroku_time(), **changes)
         atomic_write(self.dir(app) / "app.json", json.dumps(app.to_json()).encode())
-        self._apps[app.id] = app
+        self._keep(app)
         return app
+
+    def _keep(self, app: App) -> None:
+        self._apps[app.id] = app
+        self._names[app.name] = app.id
 
     def destroy(self, app: App) -> None:
         self._apps.pop(app.id, None)
+        self._names.pop(app.name, None)
         self._ledgers.pop(app.id, None)
         doomed = self.root / f".gone-{app.id}"
         self.dir(app).rename(doomed)  # gone from the registry at once, deleted at leisure
@@ -144,5 +151,5 @@ class AppStore:
     def _invent_name(self) -> str:
         while True:
             name = f"{random.choice(_WORDS)}-{random.choice(_NOUNS)}-{random.randint(10000, 99999)}"
-            if not any(app.name == name for app in self._apps.values()):
+            if name not in self._names:
                 return name

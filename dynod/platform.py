@@ -25,10 +25,12 @@ from dynod.git import ensure_repo, remove_repo, repo_path
 from dynod.errors import DynodError, Invalid, NotFound
 from dynod.ledger import Release
 from dynod.lifecycle import DynoState
-from dynod.logline import APP
+from dynod.logline import APP, HEROKU
 from dynod.logplex import Logplex, LogRing
 from dynod.manager import DynoPlan
 from dynod.reaper import Reaper
+from dynod.routing import feed_router
+from router.backend import TableBackend
 from dynod.releases import (
     INITIAL_DESCRIPTION, apply_config_changes, deploy_description, rollback_description,
 )
@@ -83,6 +85,8 @@ class Platform:
         self.one_offs: dict[str, dict[str, OneOff]] = {}
         self.changed = trio.Event()  # replaced whenever any app's dynos change
         self._build_stores: dict[str, BuildStore] = {}
+        # The router's view of every app's web dynos (router.server.serve takes it).
+        self.router = TableBackend(sink=self._router_log)
         self._nursery: trio.Nursery | None = None
 
     # ----- lifetime
@@ -114,7 +118,17 @@ class Platform:
         self.runtimes[app.id] = runtime
         self.one_offs[app.id] = {}
         await self._nursery.start(runtime.manager.run, [])
+        self._nursery.start_soon(self._route, runtime, app.name)
         return runtime
+
+    async def _route(self, runtime: AppRuntime, name: str) -> None:
+        with runtime.route_scope:
+            await feed_router(runtime.manager, self.router, name)
+
+    def _router_log(self, app_name: str, text: str) -> None:
+        app = self.apps.by_name(app_name)
+        if app is not None:
+            self.log(app, text, dyno="router", source=HEROKU)
 
     # ----- apps
 
@@ -140,6 +154,7 @@ class Platform:
         if runtime is not None:
             runtime.apply(None, {}, {})
             runtime.manager.stop_all()
+            runtime.route_scope.cancel()
         self.one_offs.pop(app.id, None)
         self.apps.destroy(app)
         self.logplex.remove(app.id)

@@ -115,6 +115,7 @@ class AppRuntime:
         self.manager = Manager(ring, workspace, settings, reaper=reaper)
         self.release: Release | None = None
         self.process_types: Mapping[str, str] = {}
+        self.route_scope = trio.CancelScope()  # the router's feed of this app's web dynos
 
     def plans(self, release: Release, process_types: Mapping[str, str], formation: Mapping[str, int]) -> list[DynoPlan]:
         plans = []

@@ -188,3 +188,32 @@ def test_a_build_from_a_directory_deploys_and_a_failed_build_releases_nothing(tm
         assert len(platform.releases(app)) == 2
 
     with_platform(tmp_path, scenario)
+
+
+def test_apps_are_reached_through_the_router_round_robin(tmp_path: Path) -> None:
+    from router.config import RouterConfig
+    from router.server import serve
+
+    async def scenario(platform: Platform) -> None:
+        app = await platform.create_app("routed")
+        slug = slug_of(platform, SAMPLE, tmp_path)
+        await platform.create_release(app, slug_id=slug, config_vars={}, description="Deploy", wait=True)
+        platform.scale(app, {"web": 3})
+        async with trio.open_nursery() as nursery:
+            [(host, port)] = await nursery.start(serve, RouterConfig(listen="127.0.0.1:0"), platform.router)
+            await until(platform, up(platform, app, 3))
+            answers = []
+            for _ in range(6):
+                stream = await trio.open_tcp_stream(host, port)
+                async with stream:
+                    await stream.send_all(f"GET / HTTP/1.0\r\nHost: routed.localhost:{port}\r\n\r\n".encode())
+                    data = b""
+                    while chunk := await stream.receive_some(65536):
+                        data += chunk
+                answers.append(data.decode().split("\r\n\r\n", 1)[1].split()[2])
+            nursery.cancel_scope.cancel()
+        assert sorted(answers[:3]) == ["web.1", "web.2", "web.3"] and answers[3:] == answers[:3]
+        assert any("at=info method=GET" in line.text and line.dyno == "router"
+                   for line in platform.ring(app).recent(1500))
+
+    with_platform(tmp_path, scenario)
