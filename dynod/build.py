@@ -25,7 +25,7 @@ from attrs import field, frozen
 
 from dynod.dyno import LineSplitter
 from dynod.errors import DynodError, ParseError
-from dynod.procfile import parse_procfile
+from dynod.procfile import decode_utf8, parse_procfile
 from dynod.reaper import Reaper, group_alive
 from dynod.slug import UnsafeSlug, unpack_slug
 
@@ -39,7 +39,6 @@ Output = Callable[[str], None]
 
 _STEP = "-----> "
 _DETAIL = "       "
-_ERROR = " !     "
 _CONFIG_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL for a cancelled step
 _DRAIN_GRACE = 1.0  # how long output may trail a step's exit (a daemon may hold the pipe)
@@ -415,8 +414,9 @@ async def run_build(
     `.buildpacks` file, else the first built-in whose detect applies. Each is copied to a
     scratch directory for this build (its `export` file lands there), detected, and compiled
     with the earlier ones' exports sourced; the last one's bin/release gives default process
-    types, which the Procfile overrides. Raises BuildFailed naming the failed step, after
-    streaming it as a ` !     ` line. Cancelling kills the running step's process group.
+    types, which the Procfile overrides. Raises BuildFailed naming the failed step; its
+    message is not streamed, so that the caller shows it once (as a ` !     ` line, as Heroku
+    does). Cancelling kills the running step's process group.
     """
     build = Path(build_dir).resolve()
     if not build.is_dir():
@@ -431,12 +431,7 @@ async def run_build(
             return await runner.run(list(buildpacks))
     assert limit.cancelled_caught
     minutes = f"{timeout / 60:g} minutes" if timeout >= 60 else f"{timeout:g} seconds"
-    raise _failed(output, f"build timed out after {minutes}: make the build faster or retry")
-
-
-def _failed(output: Output, message: str) -> BuildFailed:
-    output(_ERROR + message)
-    return BuildFailed(message)
+    raise BuildFailed(f"build timed out after {minutes}: make the build faster or retry")
 
 
 class _Runner:
@@ -479,7 +474,7 @@ class _Runner:
         try:
             named = [resolve_buildpack(name) for name in names] or app_buildpacks(self.build)
         except DynodError as err:
-            raise _failed(self.output, str(err)) from None
+            raise BuildFailed(str(err)) from None
         if len(named) == 1:
             self.output(f"{_STEP}Using buildpack: {named[0].name}")
         elif named:
@@ -512,10 +507,9 @@ class _Runner:
             pack = resolve_buildpack(name)
             if await self.detect(pack, self.copy_buildpack(pack, f"detect-{name}"), required=False):
                 return pack
-        raise _failed(
-            self.output,
+        raise BuildFailed(
             "No default language could be detected for this app: add requirements.txt,"
-            " pyproject.toml, package.json or a Procfile, or name a buildpack",
+            " pyproject.toml, package.json or a Procfile, or name a buildpack"
         )
 
     async def detect(self, pack: Buildpack, copy_dir: Path, *, required: bool) -> bool:
@@ -523,10 +517,9 @@ class _Runner:
         status, stdout = await self.step(f"detect of {pack.label}", argv, capture=True)
         if status != 0:
             if required:
-                raise _failed(
-                    self.output,
+                raise BuildFailed(
                     f"detect of {pack.label} failed with status {status}:"
-                    f" this app is not compatible with buildpack {pack.name}",
+                    f" this app is not compatible with buildpack {pack.name}"
                 )
             return False
         detected = stdout.strip().splitlines()
@@ -534,13 +527,12 @@ class _Runner:
         return True
 
     async def compile(self, pack: Buildpack, copy_dir: Path) -> None:
-        compile_argv = [str(copy_dir / "bin" / "compile"), str(self.build), str(self.cache),
-                        str(self.env_dir)]
-        argv = ["bash", "-c", _WITH_EXPORTS, "bash", str(len(self.exports)), *self.exports,
-                *compile_argv]
+        script = copy_dir / "bin" / "compile"
+        argv = ["bash", "-c", _WITH_EXPORTS, "bash", str(len(self.exports)), *self.exports]
+        argv += [str(script), str(self.build), str(self.cache), str(self.env_dir)]
         status, _ = await self.step(f"compile of {pack.label}", argv, capture=False)
         if status != 0:
-            raise _failed(self.output, f"compile of {pack.label} failed with status {status}")
+            raise BuildFailed(f"compile of {pack.label} failed with status {status}")
         if (copy_dir / "export").is_file():
             self.exports.append(str(copy_dir / "export"))
 
@@ -551,17 +543,16 @@ class _Runner:
         argv = [str(script), str(self.build)]
         status, stdout = await self.step(f"release of {pack.label}", argv, capture=True)
         if status != 0:
-            raise _failed(self.output, f"release of {pack.label} failed with status {status}")
+            raise BuildFailed(f"release of {pack.label} failed with status {status}")
         try:
             types = parse_release_yaml(stdout)
             if types:  # the Procfile parser's rules for names and commands apply here too
                 lines = "".join(f"{name}: {command}\n" for name, command in types.items())
                 parse_procfile(lines, f"bin/release of {pack.label}")
         except (ValueError, ParseError) as err:
-            raise _failed(
-                self.output,
+            raise BuildFailed(
                 f"release of {pack.label} printed YAML dynod cannot read ({err}):"
-                " print default_process_types with one `type: command` line each",
+                " print default_process_types with one `type: command` line each"
             ) from None
         return types
 
@@ -571,9 +562,9 @@ class _Runner:
         procfile = self.build / "Procfile"
         if procfile.is_file():
             try:
-                parsed = parse_procfile(procfile.read_text(encoding="utf-8-sig"))
-            except (ParseError, UnicodeDecodeError) as err:
-                raise _failed(self.output, f"Procfile: {err}") from None
+                parsed = parse_procfile(decode_utf8(procfile.read_bytes(), "Procfile"))
+            except ParseError as err:
+                raise BuildFailed(str(err)) from None
             declared = {t.name: t.command for t in parsed.types}
             self.output(f"{_DETAIL}Procfile declares types     -> {', '.join(declared)}")
         if defaults:
@@ -596,9 +587,7 @@ class _Runner:
                 start_new_session=True,
             )
         except OSError as err:  # not executable, no #! line, a bad interpreter
-            raise _failed(
-                self.output, f"{what} cannot run ({err.strerror}): check its #! line"
-            ) from None
+            raise BuildFailed(f"{what} cannot run ({err.strerror}): check its #! line") from None
         if self.reaper is not None:
             self.reaper.watch(process.pid)
         captured = bytearray()

@@ -234,7 +234,7 @@ class Config:
         for name, section in data.items():
             if name not in _SECTIONS:
                 is_table = isinstance(section, Mapping)
-                what = f"section {_bracket(name)}" if is_table else f"key {name}"
+                what = f"section {_bracket(_plain(name))}" if is_table else f"key {_plain(name)}"
                 raise DynodError(
                     f"{source}: unknown {what}:"
                     f"{_suggest(name, _SECTIONS, _bracket)}"
@@ -273,7 +273,7 @@ def _merge_section(current: Any, name: str, values: Mapping[str, object], source
         spec = fields.get(key)
         if spec is None:
             raise DynodError(
-                f"{source}: unknown key [{name}] {key}:{_suggest(key, fields, str)}"
+                f"{source}: unknown key [{name}] {_plain(key)}:{_suggest(key, fields, str)}"
                 f" the keys of [{name}] are {', '.join(fields)}"
             )
         try:
@@ -282,6 +282,11 @@ def _merge_section(current: Any, name: str, values: Mapping[str, object], source
             message = f"[{name}] {key} must be {err}, not {_show(value)}"
             raise DynodError(f"{source}: {message}") from None
     return attrs.evolve(current, **changes)
+
+
+def _plain(key: str) -> str:
+    """A key as the user wrote it, quoted when it holds what would break a one-line message."""
+    return key if key.isprintable() and " " not in key else json.dumps(key)
 
 
 def _bracket(name: str) -> str:

@@ -42,7 +42,9 @@ class UnsafeSlug(DynodError):
     def __init__(self, member: str, rule: str) -> None:
         self.member = member
         self.rule = rule
-        super().__init__(f"unsafe slug: member {member!r} {rule}; nothing was unpacked or run")
+        message = f"unsafe slug: member {member!r} {rule}; nothing was unpacked or run"
+        # Names come from the slug: escape anything that would break the one-line message.
+        super().__init__("".join(c if c.isprintable() else repr(c)[1:-1] for c in message))
 
 
 def _slug_id(text: str) -> str:
@@ -167,7 +169,7 @@ class _Checker:
             if not info.linkname:
                 raise UnsafeSlug(name, "is a symlink to nothing")
             if info.linkname.startswith("/"):
-                raise UnsafeSlug(name, f"is a symlink to an absolute path ({info.linkname})")
+                raise UnsafeSlug(name, f"is a symlink to an absolute path ({info.linkname!r})")
             self.symlinks[rel] = info.linkname
         self.kinds[rel] = kind
         return rel
@@ -176,14 +178,13 @@ class _Checker:
         # A hard link's target is named from the archive's root, not from the link's directory.
         target = info.linkname
         if target.startswith("/") or ".." in _parts(target):
-            raise UnsafeSlug(info.name, f"is a hard link pointing outside ./app ({target})")
+            raise UnsafeSlug(info.name, f"is a hard link pointing outside ./app ({target!r})")
         parts = _parts(target)
         if not parts or parts[0] != "app":
-            raise UnsafeSlug(info.name, f"is a hard link pointing outside ./app ({target})")
+            raise UnsafeSlug(info.name, f"is a hard link pointing outside ./app ({target!r})")
         if self.kinds.get("/".join(parts[1:])) != "file":
-            raise UnsafeSlug(
-                info.name, f"is a hard link to {target}, which is not a file earlier in the slug"
-            )
+            rule = f"is a hard link to {target!r}, which is not a file earlier in the slug"
+            raise UnsafeSlug(info.name, rule)
 
     def finish(self) -> None:
         """The rules that need every member: nothing lies beneath a non-directory (so unpacking
@@ -198,7 +199,7 @@ class _Checker:
         for rel, target in self.symlinks.items():
             problem = self._resolve(rel, target)
             if problem is not None:
-                raise UnsafeSlug(f"./app/{rel}", f"is a symlink {problem} ({target})")
+                raise UnsafeSlug(f"./app/{rel}", f"is a symlink {problem} ({target!r})")
 
     def _resolve(self, rel: str, target: str) -> str | None:
         """Follow `target` from the link's own directory as the kernel would, through the slug's

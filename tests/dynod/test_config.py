@@ -117,7 +117,8 @@ def test_unknown_section_is_named(tmp_path: Path) -> None:
 
 
 def test_top_level_key_is_unknown(tmp_path: Path) -> None:
-    assert "unknown key data_dir: the sections are [api]" in error_of(tmp_path, 'data_dir = "/tmp"\n')
+    message = error_of(tmp_path, 'data_dir = "/tmp"\n')
+    assert "unknown key data_dir: the sections are [api]" in message
 
 
 def test_section_must_be_a_table(tmp_path: Path) -> None:
@@ -127,10 +128,19 @@ def test_section_must_be_a_table(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ('[router]\nconnect_timeout = "5s"', '[router] connect_timeout must be a positive number of seconds, not "5s"'),
+        (
+            '[router]\nconnect_timeout = "5s"',
+            '[router] connect_timeout must be a positive number of seconds, not "5s"',
+        ),
         ("[router]\nrequest_timeout = 0", "[router] request_timeout must be a positive number"),
-        ("[router]\nboot_wait = true", "[router] boot_wait must be a positive number of seconds, not true"),
-        ("[router]\nmax_connections = 1.5", "[router] max_connections must be a whole number >= 1, not 1.5"),
+        (
+            "[router]\nboot_wait = true",
+            "[router] boot_wait must be a positive number of seconds, not true",
+        ),
+        (
+            "[router]\nmax_connections = 1.5",
+            "[router] max_connections must be a whole number >= 1, not 1.5",
+        ),
         ('[router]\ndomain = "bad domain"', '[router] domain must be a domain name'),
         ('[router]\ndomain = "a..b"', '[router] domain must be a domain name'),
         ("[api]\nlisten = 5050", '[api] listen must be "HOST:PORT"'),
@@ -139,12 +149,24 @@ def test_section_must_be_a_table(tmp_path: Path) -> None:
         ('[api]\nlisten = "::1:80"', '[api] listen must be "HOST:PORT"'),
         ('[api]\nlisten = ":80"', '[api] listen must be "HOST:PORT"'),
         ("[dynos]\nrestart_ladder = []", "[dynos] restart_ladder must be a non-empty list"),
-        ("[dynos]\nrestart_ladder = [0, -1]", "[dynos] restart_ladder must be a non-empty list of seconds >= 0"),
-        ("[dynos]\ncycle_jitter = -1", "[dynos] cycle_jitter must be a number of seconds >= 0, not -1"),
-        ("[dynos]\nmemory_quota_mb = 0", "[dynos] memory_quota_mb must be a whole number >= 1, not 0"),
+        (
+            "[dynos]\nrestart_ladder = [0, -1]",
+            "[dynos] restart_ladder must be a non-empty list of seconds >= 0",
+        ),
+        (
+            "[dynos]\ncycle_jitter = -1",
+            "[dynos] cycle_jitter must be a number of seconds >= 0, not -1",
+        ),
+        (
+            "[dynos]\nmemory_quota_mb = 0",
+            "[dynos] memory_quota_mb must be a whole number >= 1, not 0",
+        ),
         ('[dynos]\nuser = ""', "[dynos] user must be a non-empty string"),
         ("[logplex]\nhistory = -5", "[logplex] history must be a whole number >= 1, not -5"),
-        ("[build]\nslug_max_mb = 100", "[build] slug_warn_mb (300) must not exceed slug_max_mb (100)"),
+        (
+            "[build]\nslug_max_mb = 100",
+            "[build] slug_warn_mb (300) must not exceed slug_max_mb (100)",
+        ),
     ],
 )
 def test_wrong_types_and_ranges_name_the_key(tmp_path: Path, text: str, expected: str) -> None:

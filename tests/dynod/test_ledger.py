@@ -170,9 +170,14 @@ operations = st.lists(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# tmp_path is shared by the examples: each one starts by removing the file.
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(ops=operations, where=st.floats(min_value=0, max_value=1))
-def test_random_histories_survive_a_random_cut(tmp_path: Path, ops: list[tuple[str, str]], where: float) -> None:
+def test_random_histories_survive_a_random_cut(
+    tmp_path: Path, ops: list[tuple[str, str]], where: float
+) -> None:
     path = tmp_path / "fuzz.ledger"
     path.unlink(missing_ok=True)
     ledger = Ledger(path)
