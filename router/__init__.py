@@ -1,0 +1,21 @@
+"""dynod's HTTP router: round-robin over an app's web dynos, Heroku's H codes and log lines.
+
+It knows nothing of slugs or releases; dynod hands it a `Backend` (which web dynos serve a
+host, wake an app, log a line) and runs `serve(config, backend)` in its nursery.
+"""
+
+from .backend import AppTable, Backend, DynoState, TableBackend, WebDyno, static_backend
+from .config import ConfigError, RouterConfig
+from .server import serve
+
+__all__ = [
+    "AppTable",
+    "Backend",
+    "ConfigError",
+    "DynoState",
+    "RouterConfig",
+    "TableBackend",
+    "WebDyno",
+    "serve",
+    "static_backend",
+]

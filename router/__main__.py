@@ -20,13 +20,22 @@ from .server import serve
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m router", description=__doc__)
-    parser.add_argument("--dyno", action="append", required=True, metavar="HOST:PORT",
-                        help="a web dyno's address (repeat for web.2, web.3 …)")
+    parser.add_argument(
+        "--dyno",
+        action="append",
+        required=True,
+        metavar="HOST:PORT",
+        help="a web dyno's address (repeat for web.2, web.3 …)",
+    )
     parser.add_argument("--log", action="store_true", help="print each router line to stdout")
     for field in attrs.fields(RouterConfig):
         kind = {"int": int, "float": float}.get(str(field.type), str)
-        parser.add_argument("--" + field.name.replace("_", "-"), type=kind, metavar=field.name.upper(),
-                            help=f"default {field.default}")
+        parser.add_argument(
+            "--" + field.name.replace("_", "-"),
+            type=kind,
+            metavar=field.name.upper(),
+            help=f"default {field.default}",
+        )
     return parser
 
 
@@ -54,9 +63,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
     backend = static_backend(dynos, sink=_print_line if args.log else None)
 
+    failed: list[OSError] = []
+
     async def run() -> None:
         async with trio.open_nursery() as nursery:
-            bound = await nursery.start(functools.partial(serve, config, backend))
+            try:
+                bound = await nursery.start(functools.partial(serve, config, backend))
+            except OSError as exc:  # caught here: past the nursery it would come in a group
+                failed.append(exc)
+                return
             for host, port in bound:
                 print(f"router listening on {host}:{port}", flush=True)
 
@@ -64,8 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         trio.run(run)
     except KeyboardInterrupt:
         pass
-    except OSError as exc:
-        print(f"router: {exc}", file=sys.stderr)
+    if failed:
+        print(f"router: cannot listen on {config.listen}: {failed[0].strerror}", file=sys.stderr)
         return 1
     return 0
 

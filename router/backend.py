@@ -1,7 +1,7 @@
 """What the router asks of dynod: the web dynos behind a host, waking an app, logging a line.
 
 `Backend` is the whole interface. `TableBackend` is a ready implementation fed by `update()`
-(dynod's local runner and the tests use it); `static_backend` fixes one table for the CLI and benches.
+(dynod and the tests use it); `static_backend` fixes one table for the CLI and the bench.
 """
 
 from __future__ import annotations

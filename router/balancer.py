@@ -6,31 +6,30 @@ Pure: no trio, no I/O; the time is passed in, so tests use plain numbers as a cl
 
 from __future__ import annotations
 
-from typing import Sequence, Union
+from typing import NamedTuple, Sequence, Union
 
 import attrs
-from attrs import define, frozen
+from attrs import define
 
 from .backend import DynoState, WebDyno
 from .config import Address
 
+# Decisions are NamedTuples, as one is made per request.
 
-@frozen
-class Try:
+
+class Try(NamedTuple):
     """Dynos to try in this order: the round-robin turn first, quarantined ones last."""
 
     dynos: tuple[WebDyno, ...]
 
 
-@frozen
-class Wait:
+class Wait(NamedTuple):
     """No dyno is up yet but some are starting or asleep: hold the request (H20 on timeout)."""
 
     wake: bool  # some are asleep: ask the backend to wake the app
 
 
-@frozen
-class Refuse:
+class Refuse(NamedTuple):
     code: str  # "H14" (no web dynos) or "H10" (all crashed)
 
 
@@ -42,9 +41,18 @@ class Balancer:
     quarantine_seconds: float = 5.0
     _turn: dict[str, int] = attrs.field(factory=dict, init=False)
     _quarantined: dict[tuple[str, Address], float] = attrs.field(factory=dict, init=False)
+    # Per app, the last dyno table seen and its up dynos: tables change rarely.
+    _up: dict[str, tuple[Sequence[WebDyno], tuple[WebDyno, ...]]] = attrs.field(
+        factory=dict, init=False
+    )
 
     def choose(self, app: str, dynos: Sequence[WebDyno], now: float) -> Decision:
-        up = [d for d in dynos if d.state is DynoState.UP]
+        seen = self._up.get(app)
+        if seen is not None and seen[0] is dynos:
+            up = seen[1]
+        else:
+            up = tuple(d for d in dynos if d.state is DynoState.UP)
+            self._up[app] = (dynos, up)
         if not up:
             return _without_up(dynos)
         turn = self._turn.get(app, 0)
@@ -52,10 +60,10 @@ class Balancer:
         start = turn % len(up)
         ordered = up[start:] + up[:start]
         if not self._quarantined:
-            return Try(tuple(ordered))
-        fresh = [d for d in ordered if not self._is_quarantined(d, now)]
-        held = [d for d in ordered if self._is_quarantined(d, now)]
-        return Try(tuple(fresh + held))
+            return Try(ordered)
+        fresh = tuple(d for d in ordered if not self._is_quarantined(d, now))
+        held = tuple(d for d in ordered if self._is_quarantined(d, now))
+        return Try(fresh + held)
 
     def quarantine(self, dyno: WebDyno, now: float) -> None:
         """Skip `dyno` for the next `quarantine_seconds` while other up dynos remain."""

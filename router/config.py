@@ -79,9 +79,11 @@ class RouterConfig:
             ok = (
                 isinstance(value, str)
                 if want == "str"
-                else (isinstance(value, int) and not isinstance(value, bool))
-                if want == "int"
-                else (isinstance(value, (int, float)) and not isinstance(value, bool))
+                else (
+                    (isinstance(value, int) and not isinstance(value, bool))
+                    if want == "int"
+                    else (isinstance(value, (int, float)) and not isinstance(value, bool))
+                )
             )
             if not ok:
                 raise ConfigError(f"router {key} must be a {want}, not {value!r}")

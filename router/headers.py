@@ -8,8 +8,9 @@ them from, so nothing is lowercased or validated twice.
 
 from __future__ import annotations
 
+import functools
 import re
-from typing import Callable, Sequence, Union
+from typing import Callable, NamedTuple, Sequence, Union
 
 from attrs import frozen
 
@@ -37,11 +38,16 @@ HOP_BY_HOP = frozenset(
 # Set by the router alone: a client's own values would let it lie to the app.
 _REPLACED = frozenset((b"x-forwarded-proto", b"x-forwarded-port", b"x-request-start"))
 _CONNECTION_OPTIONS = frozenset((b"close", b"keep-alive", b"upgrade"))
+_SPECIAL = (
+    HOP_BY_HOP
+    | _REPLACED
+    | {b"host", b"content-length", b"x-forwarded-for", b"x-request-id", b"via"}
+)
 
 
-@frozen
-class Forwarded:
-    """A request the router will send on, and the facts its log line needs."""
+class Forwarded(NamedTuple):
+    """A request the router will send on, and the facts its log line needs. A NamedTuple, as
+    one is made per request: it costs a third of a frozen attrs class to build."""
 
     headers: Headers
     target: bytes
@@ -49,6 +55,9 @@ class Forwarded:
     request_id: str
     forwarded_for: str
     body: bool  # chunked or a Content-Length above zero
+    chunked: bool
+    http11: bool  # else HTTP/1.0
+    keep_alive: bool  # the client wants the connection kept open after this exchange
     upgrade: bool  # `Upgrade` requested and listed in `Connection`
 
 
@@ -62,6 +71,7 @@ def valid_request_id(value: bytes) -> bool:
     return REQUEST_ID.fullmatch(value) is not None
 
 
+@functools.lru_cache(maxsize=1024)  # the same few Host values arrive again and again
 def app_name(host: str, domain: str) -> str:
     """`app.localhost:8080` → `app` (with domain `localhost`); other hosts come back whole."""
     name = host.partition("]")[0] + "]" if host.startswith("[") else host.partition(":")[0]
@@ -75,6 +85,7 @@ def forward_request(
     target: bytes,
     headers: Sequence[Header],
     *,
+    http_version: bytes = b"1.1",
     client_ip: str,
     port: int,
     now_ms: int,
@@ -104,7 +115,9 @@ def forward_request(
         if line > limit:
             return Rejected(431, "header line too long")
         room -= line
-        if name == b"host":
+        if name not in _SPECIAL:  # most headers: passed on as they are
+            out.append(header)
+        elif name == b"host":
             hosts.append(value)
             out.append(header)
         elif name == b"content-length":
@@ -122,8 +135,6 @@ def forward_request(
             upgrade = value
         elif name == b"transfer-encoding":
             chunked = True  # h11 has refused every coding but chunked
-        elif name not in HOP_BY_HOP and name not in _REPLACED:
-            out.append(header)
     if room < 0:
         return Rejected(431, "headers too large")
     if len(hosts) > 1:
@@ -143,18 +154,19 @@ def forward_request(
     if extra:
         named = set(extra)
         out = [header for header in out if header[1] not in named]
-    is_upgrade = bool(upgrade) and b"upgrade" in options
-    if not valid_request_id(request_id):
+    body = chunked or length.strip(b"0") != b""
+    is_upgrade = bool(upgrade) and b"upgrade" in options and not body
+    if not request_id or not valid_request_id(request_id):
         request_id = new_id().encode()
     client = client_ip.encode()
-    chain = b", ".join(forwarded + [client])
+    chain = b", ".join(forwarded + [client]) if forwarded else client
     out += [
         (b"X-Forwarded-For", b"x-forwarded-for", chain),
         (b"X-Forwarded-Proto", b"x-forwarded-proto", b"http"),
         (b"X-Forwarded-Port", b"x-forwarded-port", b"%d" % port),
         (b"X-Request-Start", b"x-request-start", b"%d" % now_ms),
         (b"X-Request-Id", b"x-request-id", request_id),
-        (b"Via", b"via", b", ".join(via + [VIA])),
+        (b"Via", b"via", b", ".join(via + [VIA]) if via else VIA),
     ]
     if chunked:
         out.append((b"Transfer-Encoding", b"transfer-encoding", b"chunked"))
@@ -166,7 +178,10 @@ def forward_request(
         host=host.decode("latin-1"),
         request_id=request_id.decode("ascii"),
         forwarded_for=chain.decode("latin-1"),
-        body=chunked or length.strip(b"0") != b"",
+        body=body,
+        chunked=chunked,
+        http11=http_version == b"1.1",
+        keep_alive=http_version == b"1.1" and b"close" not in options,
         upgrade=is_upgrade,
     )
 

@@ -1,9 +1,12 @@
-"""Sockets for the proxy: a lean stream over a non-blocking socket, outgoing connects, and
-listening sockets.
+"""Sockets for the proxy: a lean stream over a non-blocking socket, the timeouts of every
+stream, outgoing connects, and listening sockets.
 
 Why not trio.SocketStream: every successful send or receive there also yields to the scheduler.
 The proxy does four socket operations per request, so here an operation that succeeds at once
 returns at once; a task yields when it would block, and at least every `_YIELD_EVERY` operations.
+Why not a cancel scope per wait: entering one costs more than the wait's own bookkeeping, and
+every timeout of the router ends with that socket closed, so one task (`Timeouts.run`) wakes
+the waiters whose time is up instead, through trio.lowlevel.notify_closing.
 """
 
 from __future__ import annotations
@@ -19,56 +22,90 @@ from .config import Address
 RECEIVE_SIZE = 65536
 _YIELD_EVERY = 16
 _INF = float("inf")
+_READ, _WRITE = 0, 1
 
 
 class StreamTimeout(Exception):
-    """A send or receive waited past its deadline."""
+    """A send or receive waited past its deadline. The stream must be closed."""
 
 
-def _limit(timeout: float, deadline: float) -> trio.CancelScope:
-    if timeout != _INF:
-        deadline = min(deadline, trio.current_time() + timeout)
-    return trio.CancelScope(deadline=deadline)
+class Timeouts:
+    """The deadlines of every waiting stream, enforced `tick` seconds late at most."""
+
+    def __init__(self, tick: float) -> None:
+        self.tick = tick
+        self.waiting: dict[tuple[Stream, int], float] = {}
+
+    async def run(self) -> None:
+        while True:
+            await trio.sleep(self.tick)
+            now = trio.current_time()
+            for (stream, _), deadline in list(self.waiting.items()):
+                if deadline <= now:
+                    stream.expire()
 
 
 class Stream:
     """One connected TCP socket. Errors from the peer surface as OSError subclasses."""
 
-    __slots__ = ("sock", "_quick", "closed")
+    __slots__ = ("sock", "timeouts", "_quick", "closed", "expired")
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, timeouts: Timeouts) -> None:
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock = sock
+        self.timeouts = timeouts
         self._quick = 0
         self.closed = False
+        self.expired = False
 
-    async def _fair(self) -> None:
-        # An operation that did not block is not a checkpoint by itself: stay cancellable, and
-        # yield now and then, as a transfer that never blocks would starve other connections.
-        self._quick += 1
-        if self._quick >= _YIELD_EVERY:
+    async def _turn(self) -> None:
+        # An operation that did not block is no checkpoint: a transfer that never blocks would
+        # starve the other connections and never see a cancellation, so it yields now and then.
+        self._quick = 0
+        await trio.lowlevel.checkpoint()
+
+    def expire(self) -> None:
+        """Its deadline passed: wake whoever waits on it, with StreamTimeout."""
+        self.expired = True
+        if not self.closed:
+            trio.lowlevel.notify_closing(self.sock)
+
+    async def receive(
+        self, timeout: float = _INF, deadline: float = _INF, *, settle: bool = False
+    ) -> bytes:
+        """Up to RECEIVE_SIZE bytes; b"" at end of stream. StreamTimeout if it has to wait past
+        `deadline` or for longer than `timeout`: both count only once it waits.
+
+        `settle`: the peer has only just been asked (a request went out, a response came
+        back), so first let the other connections run; when the router is busy the answer is
+        in by then, and a turn of the scheduler costs a fraction of an epoll wait."""
+        if settle:
             self._quick = 0
             await trio.lowlevel.checkpoint()
-        else:
-            await trio.lowlevel.checkpoint_if_cancelled()
-
-    async def receive(self, timeout: float = _INF, deadline: float = _INF) -> bytes:
-        """Up to RECEIVE_SIZE bytes; b"" at end of stream. StreamTimeout if it has to wait past
-        `deadline` or for longer than `timeout`: both count only once it waits."""
         try:
             data = self.sock.recv(RECEIVE_SIZE)
         except BlockingIOError:
-            with _limit(timeout, deadline):
-                while True:
-                    await trio.lowlevel.wait_readable(self.sock)
-                    try:
-                        return self.sock.recv(RECEIVE_SIZE)
-                    except BlockingIOError:
-                        continue
-            raise StreamTimeout from None
-        await self._fair()
-        return data
+            pass
+        else:
+            self._quick += 1
+            if self._quick >= _YIELD_EVERY:
+                await self._turn()
+            return data
+        key = self._wait_from(_READ, timeout, deadline)
+        try:
+            while True:
+                await trio.lowlevel.wait_readable(self.sock)
+                try:
+                    return self.sock.recv(RECEIVE_SIZE)
+                except BlockingIOError:
+                    continue
+        except trio.ClosedResourceError:
+            if self.expired:
+                raise StreamTimeout from None
+            raise
+        finally:
+            self.timeouts.waiting.pop(key, None)
 
     async def send_all(self, data: bytes, timeout: float = _INF) -> None:
         """Send every byte; `timeout` counts only once the socket buffer is full."""
@@ -77,18 +114,35 @@ class Stream:
         except BlockingIOError:
             sent = 0
         if sent == len(data):
-            await self._fair()
+            self._quick += 1
+            if self._quick >= _YIELD_EVERY:
+                await self._turn()
             return
         view = memoryview(data)[sent:]
-        with _limit(timeout, _INF):
+        key = self._wait_from(_WRITE, timeout, _INF)
+        try:
             while view:
                 await trio.lowlevel.wait_writable(self.sock)
                 try:
                     view = view[self.sock.send(view) :]
                 except BlockingIOError:
                     continue
-            return
-        raise StreamTimeout
+        except trio.ClosedResourceError:
+            if self.expired:
+                raise StreamTimeout from None
+            raise
+        finally:
+            self.timeouts.waiting.pop(key, None)
+
+    def _wait_from(self, direction: int, timeout: float, deadline: float) -> tuple[Stream, int]:
+        if self.expired:  # its time ran out before: it is as good as closed
+            raise StreamTimeout
+        key = (self, direction)
+        if timeout != _INF:
+            deadline = min(deadline, trio.current_time() + timeout)
+        if deadline != _INF:
+            self.timeouts.waiting[key] = deadline
+        return key
 
     def shutdown_write(self) -> None:
         try:
@@ -103,7 +157,7 @@ class Stream:
             self.sock.close()
 
 
-async def connect(address: Address, timeout: float) -> Stream:
+async def connect(address: Address, timeout: float, timeouts: Timeouts) -> Stream:
     """A connected stream, or ConnectionRefusedError/OSError, or StreamTimeout."""
     host, port = address
     try:
@@ -126,7 +180,7 @@ async def connect(address: Address, timeout: float) -> Stream:
                 raise StreamTimeout
         if err:
             raise OSError(err, os.strerror(err))
-        return Stream(sock)
+        return Stream(sock, timeouts)
     except BaseException:
         trio.lowlevel.notify_closing(sock)
         sock.close()

@@ -9,19 +9,19 @@ from __future__ import annotations
 import socket
 
 import attrs
-import h11
 from attrs import define
 
+from .codec import DynoCodec
 from .config import Address
-from .net import Stream, connect
+from .net import Stream, Timeouts, connect
 
 
 @define(slots=True, eq=False)
 class Upstream:
-    """One connection to a dyno with its h11 client state."""
+    """One connection to a dyno with its HTTP state."""
 
     stream: Stream
-    conn: h11.Connection
+    codec: DynoCodec
     address: Address
     reused: bool = False
     idle_since: float = 0.0
@@ -39,6 +39,7 @@ class Upstream:
 
 @define
 class Pool:
+    timeouts: Timeouts
     max_idle: int = 256
     idle_timeout: float = 30.0
     _idle: dict[Address, list[Upstream]] = attrs.field(factory=dict, init=False)
@@ -54,15 +55,14 @@ class Pool:
 
     async def connect(self, address: Address, timeout: float) -> Upstream:
         """A new connection (errors as `net.connect`); it joins the pool on `release`."""
-        return Upstream(await connect(address, timeout), h11.Connection(h11.CLIENT), address)
+        return Upstream(await connect(address, timeout, self.timeouts), DynoCodec(), address)
 
     def release(self, upstream: Upstream, now: float) -> None:
         """Keep `upstream` for the next request if its exchange ended cleanly, else close it."""
-        conn = upstream.conn
-        if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+        if not upstream.codec.reusable:
             upstream.stream.close()
             return
-        conn.start_next_cycle()
+        upstream.codec.start_next_cycle()
         upstream.idle_since = now
         idle = self._idle.setdefault(upstream.address, [])
         idle.append(upstream)
@@ -73,9 +73,6 @@ class Pool:
         """Close every idle connection to a dyno that stopped answering."""
         for upstream in self._idle.pop(address, []):
             upstream.stream.close()
-
-    def idle_count(self) -> int:
-        return sum(len(idle) for idle in self._idle.values())
 
     def sweep(self, now: float) -> None:
         """Close connections idle since before `now - idle_timeout`, or closed by their dyno."""

@@ -13,6 +13,7 @@ import random
 import time
 from typing import Union
 
+import attrs
 import h11
 import trio
 from attrs import define
@@ -20,7 +21,9 @@ from attrs import define
 from . import events
 from .backend import AppTable, Backend
 from .balancer import Balancer, Refuse, Wait
+from .codec import END, NEED_DATA, DynoProtocolError, Head
 from .config import RouterConfig
+from .framing import CHUNKED, LAST_CHUNK, chunk, frame_response, render_head
 from .headers import Forwarded, Rejected, app_name, forward_request, forward_response
 from .net import Stream, StreamTimeout
 from .pool import Pool, Upstream
@@ -64,10 +67,26 @@ class Router:
 
 @define(slots=True, eq=False)
 class Client:
+    """A client connection. h11 parses what it sends, one request per h11.Connection; the
+    router writes the answers itself (framing.py)."""
+
     stream: Stream
-    conn: h11.Connection
     ip: str
     port: int  # the router's port it reached
+    max_head: int
+    conn: h11.Connection = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_head)
+
+    def next_request(self) -> None:
+        """A fresh parser, fed whatever the client sent past the request just answered."""
+        data, closed = self.conn.trailing_data
+        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_head)
+        if data:
+            self.conn.receive_data(data)
+        if closed:
+            self.conn.receive_data(b"")
 
 
 async def serve_client(router: Router, client: Client) -> None:
@@ -81,10 +100,7 @@ async def serve_client(router: Router, client: Client) -> None:
             first = False
             if not await Exchange(router, client, request, trio.current_time()).run():
                 return
-            client.conn.start_next_cycle()
-            # One turn per request: a connection whose dyno always answers at once never
-            # waits, and would otherwise keep the others waiting (wrk's p99 shows it).
-            await trio.lowlevel.checkpoint()
+            client.next_request()
     finally:
         client.stream.close()
 
@@ -110,7 +126,8 @@ async def _read_request(config: RouterConfig, client: Client, first: bool) -> h1
         if begun and deadline == _INF:  # a head that came in pieces (rare): start its clock
             deadline = trio.current_time() + config.header_timeout
         try:
-            data = await client.stream.receive(timeout, deadline)
+            # A kept-alive client sends its next request only once it has the last answer.
+            data = await client.stream.receive(timeout, deadline, settle=not first and not begun)
         except StreamTimeout:
             if begun:
                 await _send_page(client, 408)
@@ -158,6 +175,7 @@ class Exchange:
             request.method,
             request.target,
             events.items(request),
+            http_version=request.http_version,
             client_ip=self.client.ip,
             port=self.client.port,
             now_ms=int(time.time() * 1000),
@@ -192,7 +210,7 @@ class Exchange:
                 self.client.stream,
                 outcome.stream,
                 self.client.conn.trailing_data[0],
-                outcome.conn.trailing_data[0],
+                outcome.codec.trailing_data,
                 config.idle_timeout,
             )
             return False
@@ -243,7 +261,7 @@ class Exchange:
                 self.router.pool.discard(upstream.address)
                 fresh = True
             finally:
-                if upstream.conn.our_state is not h11.SWITCHED_PROTOCOL:  # else the tunnel's
+                if not upstream.codec.switched:  # else the tunnel's
                     self.router.pool.release(upstream, self.started)
 
     async def _open(self, name: str, table: AppTable, fresh: bool) -> Upstream:
@@ -269,9 +287,7 @@ class Exchange:
                 continue
             code = "H21"
             for dyno in decision.dynos:
-                if fresh:
-                    router.pool.discard(dyno.address)
-                upstream = router.pool.take(dyno.address)
+                upstream = None if fresh else router.pool.take(dyno.address)
                 if upstream is not None:
                     self.dyno, self.connect = dyno.name, 0.0
                     return upstream
@@ -291,9 +307,13 @@ class Exchange:
 
     async def _relay(self, upstream: Upstream, forwarded: Forwarded) -> bool | Upstream:
         config = self.router.config
-        data = upstream.conn.send(events.request(self.request.method, forwarded.target, forwarded.headers))
-        if not forwarded.body:
-            data += upstream.conn.send(h11.EndOfMessage())
+        data = upstream.codec.request(
+            self.request.method,
+            forwarded.target,
+            forwarded.headers,
+            body=forwarded.body,
+            chunked=forwarded.chunked,
+        )
         self.service_start = now = trio.current_time()
         try:
             await upstream.stream.send_all(data, config.idle_timeout)
@@ -343,8 +363,12 @@ class Exchange:
                 if type(event) is not h11.Data and type(event) is not h11.EndOfMessage:
                     failure = "H27"
                     break
+                if type(event) is h11.Data:
+                    data = upstream.codec.data(event.data)
+                else:
+                    data = upstream.codec.end()
                 try:
-                    await upstream.stream.send_all(upstream.conn.send(event), idle)
+                    await upstream.stream.send_all(data, idle)
                 except StreamTimeout:
                     failure = "H15"
                     break
@@ -365,19 +389,18 @@ class Exchange:
     async def _respond(self, upstream: Upstream, deadline: float, retry: bool) -> bool | Upstream:
         """Dyno response → client, streamed. H12 at `deadline` without a head; `retry` allows
         Retry if the dyno closed without sending a byte."""
-        up = upstream.conn
-        client = self.client.conn
+        codec = upstream.codec
         received = False
         while True:
             try:
-                event = up.next_event()
-            except h11.RemoteProtocolError:
+                event = codec.next_event()
+            except DynoProtocolError:
                 if received:
                     raise Fail("H17") from None
                 raise Retry if retry else Fail("H13") from None
-            if event is h11.NEED_DATA:
+            if event is NEED_DATA:
                 try:
-                    data = await upstream.stream.receive(deadline=deadline)
+                    data = await upstream.stream.receive(deadline=deadline, settle=not received)
                 except StreamTimeout:
                     raise Fail("H12") from None
                 except _GONE:
@@ -386,36 +409,52 @@ class Exchange:
                     received = True
                 elif not received and retry:
                     raise Retry
-                up.receive_data(data)
-            elif type(event) is h11.Response:
+                codec.receive_data(data)
+                continue
+            assert type(event) is Head
+            if event.status >= 200:
                 break
-            elif type(event) is h11.InformationalResponse:
-                if event.status_code == 101:
-                    break
-                await self._to_client(client.send(event))  # 100 Continue and friends
-            else:
-                raise Fail("H13")
-        self.status = event.status_code
+            if event.status == 101:
+                if not self.forwarded or not self.forwarded.upgrade:
+                    raise Fail("H17")  # switching protocols nobody asked for
+                break
+            # 100 Continue and friends go straight through
+            await self._to_client(
+                render_head(event.status, event.reason, forward_response(event.headers))
+            )
+        self.status = event.status
         if self.head_scope is not None:
             self.head_scope.deadline = _INF  # the head is in: H12 no longer applies
-        if event.status_code == 101:
-            headers = forward_response(events.items(event), upgrade=True)
-            await self._to_client(client.send(events.switching(event.reason, headers)))
+        if event.status == 101:
+            headers = forward_response(event.headers, upgrade=True)
+            await self._to_client(render_head(101, event.reason, headers))
             return upstream
-        headers = forward_response(events.items(event))
-        head = client.send(events.response(event.status_code, event.reason, headers))
-        return await self._stream_body(upstream, [head])
+        forwarded = self.forwarded
+        assert forwarded is not None
+        head, framing, keep_alive = frame_response(
+            event.status,
+            event.reason,
+            forward_response(event.headers),
+            method=self.request.method,
+            http11=forwarded.http11,
+            keep_alive=forwarded.keep_alive,
+        )
+        await self._stream_body(upstream, head, framing == CHUNKED)
+        # Another request only once this one was read to its end (a dyno may answer early).
+        return keep_alive and self.client.conn.their_state is h11.DONE
 
-    async def _stream_body(self, upstream: Upstream, out: list[bytes]) -> bool:
+    async def _stream_body(self, upstream: Upstream, head: bytes, chunked: bool) -> None:
         idle = self.router.config.idle_timeout
-        up = upstream.conn
-        client = self.client.conn
+        codec = upstream.codec
+        out = [head]
         while True:
             try:
-                event = up.next_event()
-            except h11.RemoteProtocolError:
+                event = codec.next_event()
+            except DynoProtocolError:
                 raise Fail("H18") from None
-            if event is h11.NEED_DATA:
+            if type(event) is bytes:
+                out.append(chunk(event) if chunked else event)
+            elif event is NEED_DATA:
                 if out:
                     await self._to_client(b"".join(out))
                     out.clear()
@@ -425,13 +464,12 @@ class Exchange:
                     raise Fail("H15") from None
                 except _GONE:
                     data = b""
-                up.receive_data(data)
-            elif type(event) is h11.Data:
-                out.append(client.send(event))
-            elif type(event) is h11.EndOfMessage:
-                out.append(client.send(h11.EndOfMessage()))
+                codec.receive_data(data)
+            elif event is END:
+                if chunked:
+                    out.append(LAST_CHUNK)
                 await self._to_client(b"".join(out))
-                return client.our_state is h11.DONE and client.their_state is h11.DONE
+                return
             else:
                 raise Fail("H18")
 

@@ -1,5 +1,6 @@
-"""The router's server: listening sockets, the accept loop, the connection cap, and the pool
-sweeper, all under one nursery. `serve` is the entry point dynod and the CLI call.
+"""The router's server: listening sockets, the accept loop, the connection cap, the task that
+enforces every stream's timeout, and the pool sweeper, all under one nursery. `serve` is the
+entry point dynod and the CLI call.
 """
 
 from __future__ import annotations
@@ -8,13 +9,12 @@ import errno
 import logging
 import socket
 
-import h11
 import trio
 
 from .backend import Backend
 from .balancer import Balancer
 from .config import Address, RouterConfig
-from .net import Stream, listen
+from .net import Stream, Timeouts, listen
 from .pool import Pool
 from .proxy import Client, Router, serve_client
 from .records import error_page
@@ -35,23 +35,31 @@ async def serve(
 ) -> None:
     """Route until cancelled. Reports the bound (host, port) addresses once listening."""
     listeners = listen(config.listen_address)
+    timeouts = Timeouts(_tick(config))
     router = Router(
         config,
         backend,
         Balancer(config.quarantine),
-        Pool(config.pool_max_idle, config.pool_idle_timeout),
+        Pool(timeouts, config.pool_max_idle, config.pool_idle_timeout),
     )
     try:
         async with trio.open_nursery() as nursery:
             for listener in listeners:
                 nursery.start_soon(_accept_loop, router, listener, nursery)
             nursery.start_soon(_sweep, router)
+            nursery.start_soon(timeouts.run)
             task_status.started([_address(listener) for listener in listeners])
     finally:
         router.pool.close()
         for listener in listeners:
             trio.lowlevel.notify_closing(listener)
             listener.close()
+
+
+def _tick(config: RouterConfig) -> float:
+    """How late a timeout may fire: a tenth of the shortest one, within [5 ms, 0.5 s]."""
+    shortest = min(config.request_timeout, config.idle_timeout, config.header_timeout)
+    return min(0.5, max(0.005, shortest / 10))
 
 
 def _address(sock: socket.socket) -> Address:
@@ -95,12 +103,11 @@ def _turn_away(sock: socket.socket) -> None:
 async def _connection(router: Router, sock: socket.socket, ip: str, port: int) -> None:
     try:
         try:
-            stream = Stream(sock)
+            stream = Stream(sock, router.pool.timeouts)
         except OSError:  # reset before we got to it
             sock.close()
             return
-        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=router.config.max_head_bytes)
-        await serve_client(router, Client(stream, conn, ip, port))
+        await serve_client(router, Client(stream, ip, port, router.config.max_head_bytes))
     except Exception:
         # A bug must cost one connection, never the router; the client sees it closed.
         log.exception("router connection from %s failed", ip)

@@ -12,5 +12,7 @@ import pytest
 def no_router_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     caplog.set_level(logging.WARNING, logger="router")
     yield
-    errors = [r for r in caplog.records if r.name.startswith("router") and r.levelno >= logging.ERROR]
+    errors = [
+        r for r in caplog.records if r.name.startswith("router") and r.levelno >= logging.ERROR
+    ]
     assert not errors, [r.getMessage() for r in errors]

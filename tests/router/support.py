@@ -7,7 +7,7 @@ import functools
 import os
 import subprocess
 import sys
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any, Awaitable, Callable, Iterable, Sequence
 
 import attrs
 import h11
@@ -34,7 +34,7 @@ async def next_event(stream: trio.abc.Stream, conn: h11.Connection) -> Any:
         event = conn.next_event()
         if event is not h11.NEED_DATA:
             return event
-        conn.receive_data(await stream.receive_some(65536))
+        conn.receive_data(bytes(await stream.receive_some(65536)))
 
 
 # --- dynos ---------------------------------------------------------------------------------
@@ -51,7 +51,7 @@ class DynoRequest:
         return [v for k, v in self.request.headers if k == name]
 
     async def body(self) -> bytes:
-        parts = []
+        parts: list[bytes] = []
         while True:
             event = await next_event(self.stream, self.conn)
             if type(event) is h11.EndOfMessage:
@@ -61,11 +61,15 @@ class DynoRequest:
     async def send(self, *events: Any) -> None:
         await self.stream.send_all(b"".join(self.conn.send(e) or b"" for e in events))
 
-    async def respond(self, status: int = 200, body: bytes = b"", headers: Headers = ()) -> None:  # type: ignore[assignment]
+    async def respond(
+        self, status: int = 200, body: bytes = b"", headers: Sequence[tuple[bytes, bytes]] = ()
+    ) -> None:
         framing = [(b"Content-Length", b"%d" % len(body))]
         data = [] if self.request.method == b"HEAD" else [h11.Data(data=body)]
         await self.send(
-            h11.Response(status_code=status, headers=[*framing, *headers]), *data, h11.EndOfMessage()
+            h11.Response(status_code=status, headers=[*framing, *headers]),
+            *data,
+            h11.EndOfMessage(),
         )
 
 
@@ -88,7 +92,9 @@ class FakeDyno:
     connections: int = 0
 
     async def start(self, nursery: trio.Nursery) -> FakeDyno:
-        listeners = await nursery.start(functools.partial(trio.serve_tcp, self._serve, 0, host="127.0.0.1"))
+        listeners = await nursery.start(
+            functools.partial(trio.serve_tcp, self._serve, 0, host="127.0.0.1")
+        )
         host, port = listeners[0].socket.getsockname()[:2]
         self.address = (host, port)
         return self
@@ -144,7 +150,9 @@ class ChildDyno:
     @classmethod
     def start(cls, name: str) -> ChildDyno:
         env = {"DYNO": name, "PATH": os.environ.get("PATH", "")}
-        process = subprocess.Popen([sys.executable, "-c", CHILD_DYNO], stdout=subprocess.PIPE, env=env)
+        process = subprocess.Popen(
+            [sys.executable, "-c", CHILD_DYNO], stdout=subprocess.PIPE, env=env
+        )
         assert process.stdout is not None
         port = int(process.stdout.readline())
         return cls(name, process, ("127.0.0.1", port))
@@ -206,7 +214,11 @@ class Client:
         return cls(await trio.open_tcp_stream(*address))
 
     async def request(
-        self, method: str = "GET", target: str = "/", headers: Headers = (), body: bytes = b""  # type: ignore[assignment]
+        self,
+        method: str = "GET",
+        target: str = "/",
+        headers: Sequence[tuple[bytes, bytes]] = (),
+        body: bytes = b"",
     ) -> Reply:
         if self.conn.our_state is h11.DONE:
             self.conn.start_next_cycle()
@@ -214,7 +226,9 @@ class Client:
         has_host = any(k.lower() == b"host" for k, _ in headers)
         head = [] if has_host else [(b"Host", b"app.localhost")]
         await self.stream.send_all(
-            self.conn.send(h11.Request(method=method, target=target, headers=[*head, *framing, *headers]))
+            self.conn.send(
+                h11.Request(method=method, target=target, headers=[*head, *framing, *headers])
+            )
             + (self.conn.send(h11.Data(data=body)) if body else b"")
             + self.conn.send(h11.EndOfMessage())
         )
@@ -236,7 +250,9 @@ class Client:
         await self.stream.aclose()
 
 
-async def get(address: Address, target: str = "/", headers: Headers = ()) -> Reply:  # type: ignore[assignment]
+async def get(
+    address: Address, target: str = "/", headers: Sequence[tuple[bytes, bytes]] = ()
+) -> Reply:
     client = await Client.open(address)
     try:
         return await client.request("GET", target, headers)

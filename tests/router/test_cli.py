@@ -14,7 +14,9 @@ def test_cli_routes_round_robin_and_logs() -> None:
     args = ["--listen", "127.0.0.1:0", "--log", "--request-timeout", "5"]
     for dyno in dynos:
         args += ["--dyno", "%s:%d" % dyno.address]
-    router = subprocess.Popen([sys.executable, "-m", "router", *args], stdout=subprocess.PIPE, text=True)
+    router = subprocess.Popen(
+        [sys.executable, "-m", "router", *args], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert router.stdout is not None
         listening = router.stdout.readline().split()
@@ -23,7 +25,10 @@ def test_cli_routes_round_robin_and_logs() -> None:
         bodies = [urllib.request.urlopen(url, timeout=5).read() for _ in range(4)]
         assert bodies == [b"web.1", b"web.2", b"web.1", b"web.2"]
         line = router.stdout.readline()
-        assert line.startswith("heroku[router]: at=info method=GET path=\"/\" ") and " dyno=web.1 " in line
+        assert (
+            line.startswith('heroku[router]: at=info method=GET path="/" ')
+            and " dyno=web.1 " in line
+        )
     finally:
         router.terminate()
         router.wait(timeout=5)
@@ -34,6 +39,8 @@ def test_cli_routes_round_robin_and_logs() -> None:
 def test_cli_refuses_a_bad_setting() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "router", "--dyno", "nonsense", "--listen", "127.0.0.1:0"],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert done.returncode == 2 and "HOST:PORT" in done.stderr and "Traceback" not in done.stderr

@@ -16,7 +16,9 @@ def test_defaults_are_herokus() -> None:
 
 
 def test_from_mapping_takes_ints_for_durations() -> None:
-    config = RouterConfig.from_mapping({"listen": "0.0.0.0:80", "request_timeout": 2, "max_connections": 9})
+    config = RouterConfig.from_mapping(
+        {"listen": "0.0.0.0:80", "request_timeout": 2, "max_connections": 9}
+    )
     assert config.request_timeout == 2.0 and isinstance(config.request_timeout, float)
     assert config.max_connections == 9 and config.listen_address == ("0.0.0.0", 80)
 

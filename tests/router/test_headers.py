@@ -29,7 +29,9 @@ def pairs(result: Forwarded | list[tuple[bytes, bytes, bytes]]) -> list[tuple[by
     return [(raw, value) for raw, _, value in headers]
 
 
-def forward(headers: list[tuple[bytes, bytes]], target: bytes = b"/", **config: Any) -> Forwarded | Rejected:
+def forward(
+    headers: list[tuple[bytes, bytes]], target: bytes = b"/", **config: Any
+) -> Forwarded | Rejected:
     return forward_request(
         b"GET",
         target,
@@ -63,18 +65,30 @@ def test_router_adds_forwarding_headers() -> None:
         (b"X-Request-Id", NEW_ID.encode()),
         (b"Via", b"1.1 dynod"),
     ]
-    assert (result.host, result.request_id, result.forwarded_for) == ("app.localhost:8080", NEW_ID, "10.0.0.9")
+    assert (result.host, result.request_id, result.forwarded_for) == (
+        "app.localhost:8080",
+        NEW_ID,
+        "10.0.0.9",
+    )
     assert not result.body and not result.upgrade
 
 
 def test_forwarded_for_is_appended_and_via_chained() -> None:
-    result = ok([(b"x-forwarded-for", b"1.2.3.4"), (b"X-Forwarded-For", b"5.6.7.8"), (b"Via", b"1.0 corp")])
+    result = ok(
+        [(b"x-forwarded-for", b"1.2.3.4"), (b"X-Forwarded-For", b"5.6.7.8"), (b"Via", b"1.0 corp")]
+    )
     assert named(result, b"x-forwarded-for") == [b"1.2.3.4, 5.6.7.8, 10.0.0.9"]
     assert named(result, b"via") == [b"1.0 corp, 1.1 dynod"]
 
 
 def test_client_cannot_set_proto_port_or_start() -> None:
-    result = ok([(b"X-Forwarded-Proto", b"https"), (b"X-Forwarded-Port", b"443"), (b"X-Request-Start", b"1")])
+    result = ok(
+        [
+            (b"X-Forwarded-Proto", b"https"),
+            (b"X-Forwarded-Port", b"443"),
+            (b"X-Request-Start", b"1"),
+        ]
+    )
     assert named(result, b"x-forwarded-proto") == [b"http"]
     assert named(result, b"x-forwarded-port") == [b"8080"]
     assert named(result, b"x-request-start") == [b"1700000000123"]
@@ -113,7 +127,15 @@ def test_hop_by_hop_headers_are_removed() -> None:
     )
     names = {k for _, k, _ in result.headers}
     assert b"accept" in names
-    for gone in (b"connection", b"keep-alive", b"proxy-authorization", b"te", b"trailer", b"upgrade", b"x-secret"):
+    for gone in (
+        b"connection",
+        b"keep-alive",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"upgrade",
+        b"x-secret",
+    ):
         assert gone not in names
     assert not result.upgrade
 
@@ -129,7 +151,9 @@ def test_chunked_body_is_reframed_and_content_length_kept() -> None:
 def test_upgrade_keeps_upgrade_and_connection() -> None:
     result = ok([(b"Connection", b"Upgrade"), (b"Upgrade", b"websocket")])
     assert result.upgrade
-    assert named(result, b"connection") == [b"upgrade"] and named(result, b"upgrade") == [b"websocket"]
+    assert named(result, b"connection") == [b"upgrade"] and named(result, b"upgrade") == [
+        b"websocket"
+    ]
 
 
 def test_limits() -> None:
@@ -156,16 +180,42 @@ def test_absolute_form_for_the_same_host_becomes_a_path() -> None:
 
 
 def test_response_headers_lose_hop_by_hop_and_gain_via() -> None:
-    out = forward_response(triples(
-        [(b"Content-Length", b"3"), (b"Connection", b"close, X-Internal"), (b"X-Internal", b"1"),
-         (b"Keep-Alive", b"timeout=5"), (b"Transfer-Encoding", b"chunked"), (b"Set-Cookie", b"a=b")]
-    ))
-    assert pairs(out) == [(b"Content-Length", b"3"), (b"Set-Cookie", b"a=b"), (b"Via", b"1.1 dynod")]
+    out = forward_response(
+        triples(
+            [
+                (b"Content-Length", b"3"),
+                (b"Connection", b"close, X-Internal"),
+                (b"X-Internal", b"1"),
+                (b"Keep-Alive", b"timeout=5"),
+                (b"Transfer-Encoding", b"chunked"),
+                (b"Set-Cookie", b"a=b"),
+            ]
+        )
+    )
+    assert pairs(out) == [
+        (b"Content-Length", b"3"),
+        (b"Set-Cookie", b"a=b"),
+        (b"Via", b"1.1 dynod"),
+    ]
 
 
 def test_switching_response_keeps_upgrade() -> None:
-    out = forward_response(triples([(b"Upgrade", b"websocket"), (b"Connection", b"Upgrade"), (b"Sec-WebSocket-Accept", b"x")]), upgrade=True)
-    assert pairs(out) == [(b"Sec-WebSocket-Accept", b"x"), (b"Via", b"1.1 dynod"), (b"Connection", b"upgrade"), (b"Upgrade", b"websocket")]
+    out = forward_response(
+        triples(
+            [
+                (b"Upgrade", b"websocket"),
+                (b"Connection", b"Upgrade"),
+                (b"Sec-WebSocket-Accept", b"x"),
+            ]
+        ),
+        upgrade=True,
+    )
+    assert pairs(out) == [
+        (b"Sec-WebSocket-Accept", b"x"),
+        (b"Via", b"1.1 dynod"),
+        (b"Connection", b"upgrade"),
+        (b"Upgrade", b"websocket"),
+    ]
 
 
 def test_app_name_from_host() -> None:

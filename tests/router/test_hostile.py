@@ -11,17 +11,40 @@ from tests.router.support import Client, FakeDyno, Lines, backend_for, get, raw,
 HOST = b"Host: app.localhost\r\n"
 HOSTILE = {
     "request line over 8192": (b"GET /" + b"a" * 8200 + b" HTTP/1.1\r\n" + HOST + b"\r\n", 414),
-    "header line over 8192": (b"GET / HTTP/1.1\r\n" + HOST + b"X-Big: " + b"v" * 8200 + b"\r\n\r\n", 431),
-    "1001 headers": (b"GET / HTTP/1.1\r\n" + HOST + b"".join(b"X-%d: v\r\n" % i for i in range(1000)) + b"\r\n", 431),
-    "head over 64 KiB": (b"GET / HTTP/1.1\r\n" + HOST + b"".join(b"X-%d: %s\r\n" % (i, b"v" * 8000) for i in range(9)) + b"\r\n", 431),
+    "header line over 8192": (
+        b"GET / HTTP/1.1\r\n" + HOST + b"X-Big: " + b"v" * 8200 + b"\r\n\r\n",
+        431,
+    ),
+    "1001 headers": (
+        b"GET / HTTP/1.1\r\n" + HOST + b"".join(b"X-%d: v\r\n" % i for i in range(1000)) + b"\r\n",
+        431,
+    ),
+    "head over 64 KiB": (
+        b"GET / HTTP/1.1\r\n"
+        + HOST
+        + b"".join(b"X-%d: %s\r\n" % (i, b"v" * 8000) for i in range(9))
+        + b"\r\n",
+        431,
+    ),
     "garbage": (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 hello\r\n\r\n", 400),
     "no version": (b"GET /\r\n" + HOST + b"\r\n", 400),
     "space in header name": (b"GET / HTTP/1.1\r\n" + HOST + b"Bad Name: v\r\n\r\n", 400),
     "bad content-length": (b"POST / HTTP/1.1\r\n" + HOST + b"Content-Length: abc\r\n\r\n", 400),
     "negative content-length": (b"POST / HTTP/1.1\r\n" + HOST + b"Content-Length: -1\r\n\r\n", 400),
-    "conflicting content-length": (b"POST / HTTP/1.1\r\n" + HOST + b"Content-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", 400),
-    "content-length and chunked": (b"POST / HTTP/1.1\r\n" + HOST + b"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
-    "unknown transfer-encoding": (b"POST / HTTP/1.1\r\n" + HOST + b"Transfer-Encoding: gzip\r\n\r\n", 501),
+    "conflicting content-length": (
+        b"POST / HTTP/1.1\r\n" + HOST + b"Content-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+        400,
+    ),
+    "content-length and chunked": (
+        b"POST / HTTP/1.1\r\n"
+        + HOST
+        + b"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        400,
+    ),
+    "unknown transfer-encoding": (
+        b"POST / HTTP/1.1\r\n" + HOST + b"Transfer-Encoding: gzip\r\n\r\n",
+        501,
+    ),
     "conflicting host": (b"GET / HTTP/1.1\r\n" + HOST + b"Host: other.localhost\r\n\r\n", 400),
     "missing host": (b"GET / HTTP/1.1\r\n\r\n", 400),
     "connect": (b"CONNECT app.localhost:443 HTTP/1.1\r\n" + HOST + b"\r\n", 405),
@@ -53,7 +76,9 @@ def test_limit_breakers_are_logged_when_they_name_an_app() -> None:
         async with trio.open_nursery() as nursery:
             address = await start_router(nursery, backend_for([], lines))
             await raw(address, HOSTILE["header line over 8192"][0])
-            assert lines.texts()[0].startswith('at=error code=H25 desc="HTTP restriction: header line too long"')
+            assert lines.texts()[0].startswith(
+                'at=error code=H25 desc="HTTP restriction: header line too long"'
+            )
             assert " status=431 " in lines.texts()[0]
             nursery.cancel_scope.cancel()
 
@@ -108,7 +133,9 @@ def test_connection_cap() -> None:
             assert turned_away == b"" or turned_away.startswith(b"HTTP/1.1 503 ")
             await first.aclose()
             while True:  # the router frees the slot once it sees the close
-                reply = await raw(address, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+                reply = await raw(
+                    address, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+                )
                 if reply.startswith(b"HTTP/1.1 200 "):
                     break
                 await trio.sleep(0.01)

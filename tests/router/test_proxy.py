@@ -9,6 +9,7 @@ import time
 import h11
 import pytest
 import trio
+import trio.testing
 
 from router.backend import DynoState, TableBackend, WebDyno
 from tests.router.support import (
@@ -39,11 +40,17 @@ def test_round_robin_over_three_child_dynos() -> None:
         async def scenario() -> None:
             lines = Lines()
             async with trio.open_nursery() as nursery:
-                address = await start_router(nursery, backend_for([d.address for d in dynos], lines))
+                address = await start_router(
+                    nursery, backend_for([d.address for d in dynos], lines)
+                )
                 client = await Client.open(address)
                 bodies = [(await client.request()).body for _ in range(6)]
                 assert bodies == [b"web.1", b"web.2", b"web.3"] * 2
-                assert [(await get(address)).body for _ in range(3)] == [b"web.1", b"web.2", b"web.3"]
+                assert [(await get(address)).body for _ in range(3)] == [
+                    b"web.1",
+                    b"web.2",
+                    b"web.3",
+                ]
                 assert [re.search("dyno=(\\S+)", t).group(1) for t in lines.texts()][:3] == ["web.1", "web.2", "web.3"]  # type: ignore[union-attr]
                 nursery.cancel_scope.cancel()
 
@@ -56,7 +63,9 @@ def test_round_robin_over_three_child_dynos() -> None:
 def test_request_and_response_headers() -> None:
     async def answer(req: DynoRequest) -> None:
         await req.body()
-        await req.respond(200, b"ok", [(b"Connection", b"X-Private"), (b"X-Private", b"1"), (b"Via", b"1.0 app")])
+        await req.respond(
+            200, b"ok", [(b"Connection", b"X-Private"), (b"X-Private", b"1"), (b"Via", b"1.0 app")]
+        )
 
     async def scenario() -> None:
         lines = Lines()
@@ -99,8 +108,13 @@ def test_request_and_response_headers() -> None:
                 assert hop not in got
             line = one_line(lines)
             assert line.startswith('at=info method=GET path="/path?q=1" host=myapp.localhost:')
-            assert f'request_id={got[b"x-request-id"].decode()} fwd="203.0.113.7, 127.0.0.1" dyno=web.1 ' in line
-            assert re.search(r" connect=\d+ms service=\d+ms status=200 bytes=\d+ protocol=http$", line)
+            assert (
+                f'request_id={got[b"x-request-id"].decode()} fwd="203.0.113.7, 127.0.0.1" dyno=web.1 '
+                in line
+            )
+            assert re.search(
+                r" connect=\d+ms service=\d+ms status=200 bytes=\d+ protocol=http$", line
+            )
 
             mine = b"my-request-id-0123456789"
             await get(address, "/", [(b"X-Request-Id", mine)])
@@ -144,16 +158,21 @@ def test_keep_alive_is_reused_on_both_sides() -> None:
     run(scenario)
 
 
-@pytest.mark.parametrize("states, code, desc", [
-    ((), "H14", "No web processes running"),
-    ((DynoState.CRASHED, DynoState.CRASHED), "H10", "App crashed"),
-    ((DynoState.STARTING, DynoState.CRASHED), "H20", "App boot timeout"),
-])
+@pytest.mark.parametrize(
+    "states, code, desc",
+    [
+        ((), "H14", "No web processes running"),
+        ((DynoState.CRASHED, DynoState.CRASHED), "H10", "App crashed"),
+        ((DynoState.STARTING, DynoState.CRASHED), "H20", "App boot timeout"),
+    ],
+)
 def test_no_up_dyno_errors(states: tuple[DynoState, ...], code: str, desc: str) -> None:
     async def scenario() -> None:
         lines = Lines()
         backend = TableBackend(any_host="app", sink=lines)
-        backend.update("app", [WebDyno(f"web.{i}", ("127.0.0.1", 9), s) for i, s in enumerate(states, 1)])
+        backend.update(
+            "app", [WebDyno(f"web.{i}", ("127.0.0.1", 9), s) for i, s in enumerate(states, 1)]
+        )
         async with trio.open_nursery() as nursery:
             address = await start_router(nursery, backend, boot_wait=0.3)
             reply = await get(address)
@@ -184,7 +203,7 @@ def test_request_waits_for_a_booting_dyno() -> None:
             while not woken:  # the request reached the router and asked to wake the app
                 await trio.sleep(0.01)
             backend.update("app", [WebDyno("web.1", ("127.0.0.1", 9), DynoState.STARTING)])
-            await trio.sleep(0.05)
+            await trio.testing.wait_all_tasks_blocked()  # the router saw it, and holds on
             assert replies == []
             backend.update("app", [dyno.web()])
             while not replies:
@@ -205,7 +224,9 @@ def test_h12_request_timeout() -> None:
         dyno = FakeDyno(handler=_never_answer)
         async with trio.open_nursery() as nursery:
             await dyno.start(nursery)
-            address = await start_router(nursery, backend_for([dyno.address], lines), request_timeout=0.3)
+            address = await start_router(
+                nursery, backend_for([dyno.address], lines), request_timeout=0.3
+            )
             started = trio.current_time()
             reply = await get(address)
             assert reply.status == 503 and trio.current_time() - started >= 0.3
@@ -229,7 +250,9 @@ def test_h13_dyno_closes_without_response() -> None:
             await dyno.start(nursery)
             address = await start_router(nursery, backend_for([dyno.address], lines))
             assert (await get(address)).status == 503
-            assert one_line(lines).startswith('at=error code=H13 desc="Connection closed without response"')
+            assert one_line(lines).startswith(
+                'at=error code=H13 desc="Connection closed without response"'
+            )
             nursery.cancel_scope.cancel()
 
     run(scenario)
@@ -270,7 +293,10 @@ def test_h21_when_every_dyno_refuses() -> None:
 
 def test_h15_dyno_goes_quiet_mid_body() -> None:
     async def stall(req: DynoRequest) -> None:
-        await req.send(h11.Response(status_code=200, headers=[(b"Content-Length", b"100")]), h11.Data(data=b"x" * 10))
+        await req.send(
+            h11.Response(status_code=200, headers=[(b"Content-Length", b"100")]),
+            h11.Data(data=b"x" * 10),
+        )
         await trio.sleep_forever()
 
     async def scenario() -> None:
@@ -278,12 +304,17 @@ def test_h15_dyno_goes_quiet_mid_body() -> None:
         dyno = FakeDyno(handler=stall)
         async with trio.open_nursery() as nursery:
             await dyno.start(nursery)
-            address = await start_router(nursery, backend_for([dyno.address], lines), idle_timeout=0.3)
+            address = await start_router(
+                nursery, backend_for([dyno.address], lines), idle_timeout=0.3
+            )
             client = await Client.open(address)
             with pytest.raises(h11.RemoteProtocolError):  # cut short: 10 of 100 bytes
                 await client.request()
             line = one_line(lines)
-            assert line.startswith('at=error code=H15 desc="Idle connection"') and " status=200 " in line
+            assert (
+                line.startswith('at=error code=H15 desc="Idle connection"')
+                and " status=200 " in line
+            )
             nursery.cancel_scope.cancel()
 
     run(scenario)
@@ -291,7 +322,10 @@ def test_h15_dyno_goes_quiet_mid_body() -> None:
 
 def test_h18_dyno_closes_mid_body() -> None:
     async def cut(req: DynoRequest) -> None:
-        await req.send(h11.Response(status_code=200, headers=[(b"Content-Length", b"100")]), h11.Data(data=b"x" * 10))
+        await req.send(
+            h11.Response(status_code=200, headers=[(b"Content-Length", b"100")]),
+            h11.Data(data=b"x" * 10),
+        )
         await req.stream.aclose()
 
     async def scenario() -> None:
@@ -303,7 +337,9 @@ def test_h18_dyno_closes_mid_body() -> None:
             client = await Client.open(address)
             with pytest.raises(h11.RemoteProtocolError):
                 await client.request()
-            assert one_line(lines).startswith('sock=backend at=error code=H18 desc="Server Request Interrupted"')
+            assert one_line(lines).startswith(
+                'sock=backend at=error code=H18 desc="Server Request Interrupted"'
+            )
             nursery.cancel_scope.cancel()
 
     run(scenario)
@@ -321,9 +357,13 @@ def test_client_stops_mid_upload(close: bool, code: str) -> None:
         dyno = FakeDyno(handler=_read_body)
         async with trio.open_nursery() as nursery:
             await dyno.start(nursery)
-            address = await start_router(nursery, backend_for([dyno.address], lines), idle_timeout=0.3)
+            address = await start_router(
+                nursery, backend_for([dyno.address], lines), idle_timeout=0.3
+            )
             stream = await trio.open_tcp_stream(*address)
-            await stream.send_all(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n" + b"x" * 10)
+            await stream.send_all(
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n" + b"x" * 10
+            )
             while not dyno.requests:
                 await trio.sleep(0.01)
             if close:
@@ -349,7 +389,9 @@ def test_dyno_may_answer_before_reading_the_body() -> None:
             await dyno.start(nursery)
             address = await start_router(nursery, backend_for([dyno.address]))
             stream = await trio.open_tcp_stream(*address)
-            await stream.send_all(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 1000)
+            await stream.send_all(
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 1000
+            )
             got = b""
             while b"too big" not in got:
                 got += await stream.receive_some(4096)
@@ -371,7 +413,9 @@ def test_expect_100_continue_passes_through() -> None:
             await dyno.start(nursery)
             address = await start_router(nursery, backend_for([dyno.address]))
             stream = await trio.open_tcp_stream(*address)
-            await stream.send_all(b"PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+            await stream.send_all(
+                b"PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+            )
             assert (await stream.receive_some(4096)).startswith(b"HTTP/1.1 100 ")
             await stream.send_all(b"hello")
             got = b""
@@ -391,7 +435,11 @@ def test_head_and_http10_clients() -> None:
             address = await start_router(nursery, backend_for([dyno.address]))
             client = await Client.open(address)
             reply = await client.request("HEAD")
-            assert reply.status == 200 and reply.body == b"" and reply.header(b"content-length") == [b"5"]
+            assert (
+                reply.status == 200
+                and reply.body == b""
+                and reply.header(b"content-length") == [b"5"]
+            )
             assert (await client.request("GET")).body == b"web.1"
             old = await raw(address, b"GET / HTTP/1.0\r\n\r\n")
             assert old.startswith(b"HTTP/1.1 200 ") and old.endswith(b"\r\n\r\nweb.1")

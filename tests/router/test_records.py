@@ -54,12 +54,19 @@ def test_quotes_and_spaces_cannot_break_the_line() -> None:
 
 def test_restriction_is_h25_with_the_reason() -> None:
     failure = restriction(431, "too many headers")
-    assert (failure.code, failure.status, failure.desc) == ("H25", 431, "HTTP restriction: too many headers")
+    assert (failure.code, failure.status, failure.desc) == (
+        "H25",
+        431,
+        "HTTP restriction: too many headers",
+    )
 
 
 def test_codes_and_statuses() -> None:
     assert {code: f.status for code, f in FAILURES.items()} == {
-        **{code: 503 for code in ("H10", "H12", "H13", "H14", "H15", "H17", "H18", "H19", "H20", "H21")},
+        **{
+            code: 503
+            for code in ("H10", "H12", "H13", "H14", "H15", "H17", "H18", "H19", "H20", "H21")
+        },
         "H27": 499,
         "H28": 499,
     }

@@ -59,8 +59,16 @@ def test_50_mb_upload_and_download_arrive_intact() -> None:
             for chunked in (False, True):
                 stream = await trio.open_tcp_stream(*up_router)
                 conn = h11.Connection(h11.CLIENT)
-                framing = (b"Transfer-Encoding", b"chunked") if chunked else (b"Content-Length", b"%d" % (50 * MB))
-                await stream.send_all(conn.send(h11.Request(method="POST", target="/", headers=[(b"Host", b"a"), framing])))
+                framing = (
+                    (b"Transfer-Encoding", b"chunked")
+                    if chunked
+                    else (b"Content-Length", b"%d" % (50 * MB))
+                )
+                await stream.send_all(
+                    conn.send(
+                        h11.Request(method="POST", target="/", headers=[(b"Host", b"a"), framing])
+                    )
+                )
                 for _ in range(50):
                     await stream.send_all(conn.send(h11.Data(data=BLOCK)))
                 await stream.send_all(conn.send(h11.EndOfMessage()))
@@ -70,7 +78,12 @@ def test_50_mb_upload_and_download_arrive_intact() -> None:
 
             for target in ("/sized", "/chunked"):
                 client = await Client.open(down_router)
-                await client.stream.send_all(client.conn.send(h11.Request(method="GET", target=target, headers=[(b"Host", b"a")])) + client.conn.send(h11.EndOfMessage()))
+                await client.stream.send_all(
+                    client.conn.send(
+                        h11.Request(method="GET", target=target, headers=[(b"Host", b"a")])
+                    )
+                    + client.conn.send(h11.EndOfMessage())
+                )
                 digest, size = hashlib.sha256(), 0
                 response = await next_event(client.stream, client.conn)
                 assert response.status_code == 200
@@ -99,7 +112,10 @@ def test_chunks_reach_the_client_before_the_dyno_finishes() -> None:
             await dyno.start(nursery)
             address = await start_router(nursery, backend_for([dyno.address]))
             client = await Client.open(address)
-            await client.stream.send_all(client.conn.send(h11.Request(method="GET", target="/", headers=[(b"Host", b"a")])) + client.conn.send(h11.EndOfMessage()))
+            await client.stream.send_all(
+                client.conn.send(h11.Request(method="GET", target="/", headers=[(b"Host", b"a")]))
+                + client.conn.send(h11.EndOfMessage())
+            )
             response = await next_event(client.stream, client.conn)
             assert dict(response.headers)[b"transfer-encoding"] == b"chunked"
             assert (await next_event(client.stream, client.conn)).data == b"first "
@@ -113,7 +129,11 @@ def test_chunks_reach_the_client_before_the_dyno_finishes() -> None:
 
 async def _echo_upgrade(req: DynoRequest) -> None:
     assert req.header(b"upgrade") == [b"echo"]
-    await req.send(h11.InformationalResponse(status_code=101, headers=[(b"Connection", b"Upgrade"), (b"Upgrade", b"echo")]))
+    await req.send(
+        h11.InformationalResponse(
+            status_code=101, headers=[(b"Connection", b"Upgrade"), (b"Upgrade", b"echo")]
+        )
+    )
     data, _ = req.conn.trailing_data
     if data:
         await req.stream.send_all(data)
@@ -130,7 +150,9 @@ def test_upgrade_becomes_a_byte_tunnel() -> None:
             address = await start_router(nursery, backend_for([dyno.address], lines))
             stream = await trio.open_tcp_stream(*address)
             # the first frame rides in the same packet as the handshake
-            await stream.send_all(b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nhello")
+            await stream.send_all(
+                b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nhello"
+            )
             got = b""
             while not got.endswith(b"HELLO"):
                 got += await stream.receive_some(4096)
@@ -158,7 +180,9 @@ def test_killing_one_of_three_dynos_loses_only_its_requests_in_flight() -> None:
             lines = Lines()
             statuses: list[int] = []
             async with trio.open_nursery() as nursery:
-                address = await start_router(nursery, backend_for([d.address for d in dynos], lines))
+                address = await start_router(
+                    nursery, backend_for([d.address for d in dynos], lines)
+                )
 
                 async def loop() -> None:
                     client = await Client.open(address)
