@@ -69,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check", help="validate the Procfile and .env")
     _add_app_flags(check)
+
+    serve = commands.add_parser("serve", help="run the platform: API, dynos, logplex (and router)")
+    serve.add_argument("--config", type=Path, help="dynod.toml (default: the data directory's, if any)")
+    serve.add_argument("--data", type=Path, help="data directory (default $DYNOD_DATA, else XDG)")
+    serve.add_argument("--api", metavar="HOST:PORT", help="where the API listens (default 127.0.0.1:5050)")
+    serve.add_argument("--router", metavar="HOST:PORT", help="where the router listens (default 127.0.0.1:8080)")
     return parser
 
 
@@ -107,6 +113,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         local.run(command, args.procfile, args.env)
     if args.command == "check":
         return local.check(args.procfile, args.env, sys.stdout)
+    if args.command == "serve":
+        from dynod import serve  # the platform's imports are not for the local runner to pay
+
+        return serve.main(serve.options(args.config, args.data, args.api, args.router))
     raise UsageError(f"unknown command {args.command}")
 
 

@@ -1,0 +1,132 @@
+"""`dynod serve`: the platform, the API and the router in one trio program under one root nursery.
+
+Owns the start-up (config from dynod.toml and flags, the data directory, the API token and the
+`api-url` file) and the shutdown: the first SIGINT or SIGTERM stops every dyno gracefully, a
+second one hurries them (SIGKILL at once).
+"""
+
+from __future__ import annotations
+
+import secrets
+import signal
+from pathlib import Path
+from typing import AsyncIterator
+
+import attrs
+import trio
+
+from dynod.api import Api
+from dynod.config import Address, Config, resolve_data_dir
+from dynod.errors import DynodError, UsageError
+from dynod.http import serve_http
+from dynod.platform import Platform
+from dynod.reaper import Reaper
+from dynod.store import atomic_write
+
+
+@attrs.frozen
+class ServeOptions:
+    config: Path | None = None
+    data: Path | None = None
+    api: Address | None = None
+    router: Address | None = None
+
+
+def options(config: Path | None, data: Path | None, api: str | None, router: str | None) -> ServeOptions:
+    """The command line's flags, checked: a malformed HOST:PORT is a usage error."""
+    return ServeOptions(config, data, _address("--api", api), _address("--router", router))
+
+
+def _address(flag: str, value: str | None) -> Address | None:
+    if value is None:
+        return None
+    try:
+        return Address.parse(value)
+    except ValueError as err:
+        raise UsageError(f"{flag} {value}: {err}; give HOST:PORT such as 127.0.0.1:5050") from None
+
+
+def load_config(options: ServeOptions, data_dir: Path) -> Config:
+    """dynod.toml from `--config`, else from the data directory when there is one; flags win."""
+    path = options.config or data_dir / "dynod.toml"
+    config = Config.from_toml(path) if options.config or path.is_file() else Config()
+    if options.api is not None:
+        config = config.replace(api={"listen": options.api})
+    if options.router is not None:
+        config = config.replace(router={"listen": options.router})
+    return config
+
+
+def prepare_data_dir(path: Path) -> Path:
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
+
+
+def api_token(data_dir: Path) -> str:
+    """The token every API request carries, made once and kept private (mode 0600)."""
+    path = data_dir / "api-token"
+    if path.is_file():
+        token = path.read_text().strip()
+        if token:
+            if path.stat().st_mode & 0o077:
+                path.chmod(0o600)  # someone loosened it: the token is a password
+            return token
+    token = secrets.token_urlsafe(32)
+    atomic_write(path, f"{token}\n".encode(), mode=0o600)
+    return token
+
+
+def url_of(host: str, port: int) -> str:
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"  # listening everywhere: this machine's clients use loopback
+    elif host == "::":
+        host = "::1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+async def serve(options: ServeOptions) -> int:
+    data_dir = prepare_data_dir(resolve_data_dir(options.data))
+    config = load_config(options, data_dir)
+    token = api_token(data_dir)
+    stopping = trio.Event()
+    with Reaper() as reaper, trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        platform = Platform(config, data_dir, reaper=reaper)
+        async with trio.open_nursery() as root:
+            root.start_soon(_watch_signals, signals, stopping, platform)
+            async with trio.open_nursery() as work:
+                await work.start(platform.run)
+                api = Api(platform, token, url_of(config.api.listen.host, config.api.listen.port))
+                try:
+                    host, port = await work.start(serve_http, config.api.listen, api.handle)
+                except OSError as err:
+                    raise DynodError(f"cannot listen on {config.api.listen} for the API ({err.strerror}): "
+                                     "stop what uses it, or choose another with --api HOST:PORT") from None
+                api.state.base_url = url_of(host, port)
+                atomic_write(data_dir / "api-url", f"{api.state.base_url}\n".encode())
+                # ROUTER: the router starts here, in `work`, on config.router.listen, reading
+                # platform.web_targets; when it binds port 0, set api.state.router to its address.
+                print(f"dynod serve: API on {api.state.base_url}, data in {data_dir}", flush=True)
+                await stopping.wait()
+                work.cancel_scope.cancel()  # every dyno gets SIGTERM and its grace
+            root.cancel_scope.cancel()
+    return 0
+
+
+async def _watch_signals(signals: AsyncIterator[int], stopping: trio.Event, platform: Platform) -> None:
+    async for _ in signals:
+        if stopping.is_set():
+            for runtime in platform.runtimes.values():
+                runtime.manager.hurry.set()
+        stopping.set()
+
+
+def main(options: ServeOptions) -> int:
+    try:
+        return trio.run(serve, options)
+    except BaseExceptionGroup as group:
+        inner: BaseException = group
+        while isinstance(inner, BaseExceptionGroup) and len(inner.exceptions) == 1:
+            inner = inner.exceptions[0]
+        if isinstance(inner, DynodError):  # shown as one line by the command line's edge
+            raise inner from None
+        raise

@@ -1,0 +1,152 @@
+"""`dynod serve` as a user runs it: a real process on port 0, found through its `api-url` and
+`api-token` files, deploying over HTTP, and stopping cleanly (dynos included) on a signal."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from dynod.procfile import load_procfile
+from dynod.slug import pack_slug
+from tests.helpers import ROOT, dynod, pid_alive, spawn_dynod, wait_until
+
+SAMPLE = ROOT / "fixtures" / "sample"
+
+
+def call(base: str, token: str | None, method: str, path: str, body: Any = None, data: bytes | None = None) -> Any:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    url = path if path.startswith("http") else base + path
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    with urllib.request.urlopen(request, timeout=20) as response:
+        raw = response.read()
+    return json.loads(raw) if raw else None
+
+
+def start(data_dir: Path) -> tuple[subprocess.Popen[str], str, str]:
+    (data_dir / "api-url").unlink(missing_ok=True)
+    process = spawn_dynod("serve", "--data", str(data_dir), "--api", "127.0.0.1:0", "--router", "127.0.0.1:0")
+    assert wait_until(lambda: (data_dir / "api-url").exists() or process.poll() is not None, 30)
+    assert process.poll() is None, process.communicate()
+    return process, (data_dir / "api-url").read_text().strip(), (data_dir / "api-token").read_text().strip()
+
+
+def dyno_pids(serve_pid: int) -> list[int]:
+    """Processes running inside one of this dynod's dyno directories."""
+    scratch = os.path.join(tempfile.gettempdir(), f"dynod-dynos-{serve_pid}") + "/"
+    pids = []
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and os.readlink(f"/proc/{entry}/cwd").startswith(scratch):
+                pids.append(int(entry))
+        except OSError:
+            continue
+    return pids
+
+
+def stop(process: subprocess.Popen[str], signum: int) -> str:
+    process.send_signal(signum)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    return out
+
+
+def deploy(tmp_path: Path, base: str, token: str, procfile: str | None = None) -> None:
+    """The sample app as a slug through the API; returns once web.1 is up."""
+    app_dir = tmp_path / "sample"
+    shutil.copytree(SAMPLE, app_dir)
+    if procfile is not None:
+        (app_dir / "Procfile").write_text(procfile)
+    tarball = pack_slug(app_dir, tmp_path / "sample.tgz").path.read_bytes()
+    types = {t.name: t.command for t in load_procfile(app_dir / "Procfile").types}
+    call(base, token, "POST", "/apps", {"name": "served"})
+    slug = call(base, token, "POST", "/apps/served/slugs", {"process_types": types})
+    call(base, None, "PUT", slug["blob"]["url"], data=tarball)
+    call(base, token, "POST", "/apps/served/releases", {"slug": slug["id"]})
+    assert wait_until(lambda: [(d["name"], d["state"]) for d in call(base, token, "GET", "/apps/served/dynos")]
+                      == [("web.1", "up")], 60)
+
+
+def api_refuses(base: str) -> bool:
+    try:
+        call(base, None, "GET", "/account")
+    except urllib.error.HTTPError:
+        return False
+    except OSError:
+        return True
+    return False
+
+
+def test_serve_runs_the_api_deploys_and_stops_its_dynos_on_sigterm(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    process, base, token = start(data_dir)
+    try:
+        assert (data_dir.stat().st_mode & 0o777, (data_dir / "api-token").stat().st_mode & 0o777) == (0o700, 0o600)
+        try:
+            call(base, "wrong", "GET", "/apps")
+            raise AssertionError("a wrong token was accepted")
+        except urllib.error.HTTPError as err:
+            assert err.code == 401
+        deploy(tmp_path, base, token)
+        pids = dyno_pids(process.pid)
+        assert pids
+    except BaseException:
+        process.kill()
+        raise
+    out = stop(process, signal.SIGTERM)
+    assert out == f"dynod serve: API on {base}, data in {data_dir}\n"
+    assert not any(pid_alive(pid) for pid in pids)
+
+    # A second start keeps the token, brings the app back, and stops on Ctrl-C too.
+    again, base_again, token_again = start(data_dir)
+    try:
+        assert token_again == token and base_again != base
+        assert wait_until(lambda: [d["state"] for d in call(base_again, token, "GET", "/apps/served/dynos")] == ["up"], 60)
+        pids = dyno_pids(again.pid)
+    except BaseException:
+        again.kill()
+        raise
+    stop(again, signal.SIGINT)
+    assert not any(pid_alive(pid) for pid in pids)
+
+
+def test_a_second_signal_hurries_dynos_that_ignore_sigterm(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "dynod.toml").write_text("[dynos]\nstop_timeout = 120\n")
+    process, base, token = start(data_dir)
+    try:
+        deploy(tmp_path, base, token, "web: trap '' TERM; exec python3 web.py\n")
+        pids = dyno_pids(process.pid)
+        process.send_signal(signal.SIGTERM)
+        assert wait_until(lambda: api_refuses(base), 20)  # stopping, the dyno still in its grace
+        assert all(pid_alive(pid) for pid in pids)
+    except BaseException:
+        process.kill()
+        raise
+    stop(process, signal.SIGTERM)  # long before the 120 s grace would end
+    assert not any(pid_alive(pid) for pid in pids)
+
+
+def test_serve_refuses_bad_addresses_with_one_line(tmp_path: Path) -> None:
+    usage = dynod("serve", "--data", str(tmp_path / "data"), "--api", "nowhere")
+    assert usage.returncode == 2 and "--api nowhere" in usage.stderr and len(usage.stderr.splitlines()) == 1
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = dynod("serve", "--data", str(tmp_path / "data"), "--api", f"127.0.0.1:{port}")
+    assert busy.returncode == 1 and len(busy.stderr.splitlines()) == 1, busy.stderr
+    assert "cannot listen on 127.0.0.1" in busy.stderr
