@@ -1,0 +1,141 @@
+"""Handlers for dynos and their output: `ps`, `ps:scale`, `ps:restart`, `ps:stop`,
+`run:detached` and `logs`."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from typing import Any
+from urllib.parse import quote
+
+from shell.apps import app_path
+from shell.context import Context
+from shell.grammar import Parsed
+from shell.errors import UsageError
+from shell.output import ps_lines, size_name
+
+SCALE = re.compile(r"([A-Za-z0-9_-]+?)([=+-])(\d+)(?::([A-Za-z0-9_-]+))?")
+LOG_SOURCES = ("app", "heroku")
+
+
+def parse_scale(words: list[str]) -> list[dict[str, str]]:
+    """`web=2 worker+1 clock-1 web=2:standard-2X` (commas work too) as formation updates, the
+    quantity a string as the Heroku CLI sends it: `"2"`, `"+1"`, `"-1"`."""
+    updates: list[dict[str, str]] = []
+    for word in (part for w in words for part in w.split(",") if part):
+        match = SCALE.fullmatch(word)
+        if match is None:
+            raise UsageError(f"cannot read `{word}`: scale with TYPE=N, TYPE+N or TYPE-N "
+                             "(e.g. `dyno ps:scale web=2 worker+1`)")
+        kind, op, count, size = match.groups()
+        update = {"type": kind, "quantity": count if op == "=" else op + count}
+        if size:
+            update["size"] = size
+        updates.append(update)
+    return updates
+
+
+def _formation_text(entries: list[Any]) -> str:
+    return ", ".join(f"{e.get('type')} at {e.get('quantity')}:{size_name(e.get('size'))}"
+                     for e in sorted(entries, key=lambda e: str(e.get("type"))))
+
+
+def ps(ctx: Context, parsed: Parsed) -> None:
+    app = ctx.app(parsed)
+    dynos = ctx.api.list(app_path(app, "/dynos"))
+    if parsed.on("json"):
+        ctx.json(dynos)
+    elif not dynos:
+        ctx.say(f"No dynos on {app}")
+    else:
+        ctx.lines(ps_lines(dynos, ctx.clock()))
+
+
+def scale(ctx: Context, parsed: Parsed) -> None:
+    app = ctx.app(parsed)
+    updates = parse_scale(parsed.args("TYPE=N"))
+    if not updates:
+        formation = ctx.api.list(app_path(app, "/formation"))
+        if parsed.on("json"):
+            ctx.json(formation)
+        elif not formation:
+            ctx.say(f"{app} has no process types yet: deploy it first (`dyno deploy`)")
+        else:
+            ctx.say(" ".join(f"{e.get('type')}={e.get('quantity')}:{size_name(e.get('size'))}"
+                             for e in sorted(formation, key=lambda e: str(e.get("type")))))
+        return
+    changed = ctx.api.patch(app_path(app, "/formation"), {"updates": updates})
+    if parsed.on("json"):
+        ctx.json(changed)
+    else:
+        ctx.say(f"Scaling dynos on {app}... done, now running {_formation_text(changed)}")
+
+
+def _target_path(app: str, target: str) -> str:
+    """A dyno (`web.1`, `run.4821`) or a process type (`web`)."""
+    kind = "dynos" if "." in target else "formations"
+    return app_path(app, f"/{kind}/{quote(target, safe='')}")
+
+
+def restart(ctx: Context, parsed: Parsed) -> None:
+    app = ctx.app(parsed)
+    target = parsed.arg("TARGET")
+    if target is None:
+        ctx.api.delete(app_path(app, "/dynos"))
+        ctx.say(f"Restarting dynos on {app}... done")
+        return
+    ctx.api.delete(_target_path(app, target))
+    what = f"{target} dyno" if "." in target else f"{target} dynos"
+    ctx.say(f"Restarting {what} on {app}... done")
+
+
+def stop(ctx: Context, parsed: Parsed) -> None:
+    app = ctx.app(parsed)
+    target = parsed.arg("TARGET") or ""
+    ctx.api.post(_target_path(app, target) + "/actions/stop")
+    what = f"{target} dyno" if "." in target else f"{target} dynos"
+    ctx.say(f"Stopping {what} on {app}... done")
+
+
+def command_line(words: list[str]) -> str:
+    """One word is the command as typed (`"rake db:migrate && rake seed"`); several are quoted
+    so that the dyno's `bash -c` sees exactly these words."""
+    return words[0] if len(words) == 1 else shlex.join(words)
+
+
+def run_detached(ctx: Context, parsed: Parsed) -> None:
+    app = ctx.app(parsed)
+    command = command_line(parsed.args("COMMAND"))
+    dyno = ctx.api.post(app_path(app, "/dynos"), {"command": command, "attach": False})
+    if parsed.on("json"):
+        ctx.json(dyno)
+        return
+    name = dyno.get("name")
+    ctx.say(f"Running `{command}` on {app}... up, {name}")
+    ctx.say(f"Run `dyno logs -a {app} -d {name}` to view the output.")
+
+
+def logs(ctx: Context, parsed: Parsed) -> None:
+    app = ctx.app(parsed)
+    body: dict[str, object] = {"tail": parsed.on("tail")}
+    lines = parsed.value("num")
+    if lines is not None and not lines.isdigit():
+        raise UsageError(f"-n takes a number of lines, not `{lines}`")
+    body["lines"] = int(lines) if lines is not None else 100
+    dyno, kind = parsed.value("dyno"), parsed.value("process-type")
+    if dyno and kind:
+        raise UsageError("give -d DYNO or -p TYPE, not both")
+    if dyno or kind:
+        body["dyno"] = dyno or kind  # the API matches `web` to web.N, as the Heroku CLI sends it
+    source = parsed.value("source")
+    if source is not None:
+        if source not in LOG_SOURCES:
+            raise UsageError(f"-s takes app or heroku, not `{source}`")
+        body["source"] = source
+    session = ctx.api.post(app_path(app, "/log-sessions"), body)
+    try:
+        ctx.copy_stream(ctx.api.stream(str(session.get("logplex_url"))))
+    except KeyboardInterrupt:
+        if not parsed.on("tail"):
+            raise
+        # Ctrl-C is how a tail ends: a normal, quiet exit.
