@@ -28,7 +28,6 @@ from dynod.reaper import Reaper
 from dynod.routing import feed_router
 from router.backend import TableBackend
 from router.config import RouterConfig
-from router.server import serve as serve_router
 
 DEFAULT_BASE_PORT = 5000
 LOCAL_APP = "local"
@@ -143,6 +142,8 @@ async def _start_router(nursery: trio.Nursery, manager: Manager, ring: LogRing, 
 
     def log(app: str, text: str) -> None:
         ring.publish(HEROKU, "router", [text], time.time())
+
+    from router.server import serve as serve_router  # loaded only when routing: faster launch
 
     backend = TableBackend(any_host=LOCAL_APP, sink=log)
     nursery.start_soon(feed_router, manager, backend, LOCAL_APP)

@@ -3,13 +3,20 @@
 The reaper is a tiny sidecar process in its own session. dynod tells it, over a pipe, which
 process groups are dynos; when the pipe reaches EOF (dynod exited, even by SIGKILL) it sends
 SIGTERM to every group it still knows, and SIGKILL half a second later.
+
+If the reaper dies too (both killed at once), the platform's record of running dyno groups
+(`Reaper(record=…)`, an append-only file in the data directory) lets the next dynod find and end
+what is left before it starts anything.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 # Runs under `python -S`: nothing but the standard library, no site packages.
 REAPER_CODE = r"""
@@ -40,9 +47,18 @@ send(signal.SIGKILL)
 
 
 class Reaper:
-    """Handle on the sidecar. `watch`/`forget` are cheap synchronous writes to its pipe."""
+    """Handle on the sidecar. `watch`/`forget` are cheap synchronous writes to its pipe (and,
+    with `record`, to the record file)."""
 
-    def __init__(self) -> None:
+    def __init__(self, record: Path | None = None) -> None:
+        self.record = record
+        self.leftovers: list[int] = []  # groups of an earlier dynod this one ended at start
+        self._groups: dict[int, int] = {}  # pgid -> its leader's start time
+        self._record_fd = -1
+        self._record_lines = 0
+        if record is not None:
+            self.leftovers = end_leftovers(read_record(record))
+            self._rewrite_record()
         self._process = subprocess.Popen(
             [sys.executable, "-S", "-c", REAPER_CODE],
             stdin=subprocess.PIPE,
@@ -54,9 +70,34 @@ class Reaper:
 
     def watch(self, pgid: int) -> None:
         self._send(b"+%d\n" % pgid)
+        if self.record is not None:
+            self._groups[pgid] = start_time(pgid) or 0
+            self._note(b"+%d %d\n" % (pgid, self._groups[pgid]))
 
     def forget(self, pgid: int) -> None:
         self._send(b"-%d\n" % pgid)
+        if self.record is not None and self._groups.pop(pgid, None) is not None:
+            self._note(b"-%d\n" % pgid)
+
+    def _note(self, line: bytes) -> None:
+        if self._record_lines > 10_000 + 2 * len(self._groups):
+            self._rewrite_record()  # keep the append-only file small: only the live groups
+            return
+        try:
+            os.write(self._record_fd, line)
+            self._record_lines += 1
+        except OSError:
+            pass  # a full disk costs the restart safety net, not the dyno
+
+    def _rewrite_record(self) -> None:
+        assert self.record is not None
+        if self._record_fd >= 0:
+            os.close(self._record_fd)
+        fresh = self.record.with_name(self.record.name + ".new")
+        fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+        os.write(fd, b"".join(b"+%d %d\n" % item for item in self._groups.items()))
+        os.replace(fresh, self.record)
+        self._record_fd, self._record_lines = fd, len(self._groups)
 
     def _send(self, message: bytes) -> None:
         try:
@@ -66,6 +107,11 @@ class Reaper:
 
     def close(self) -> None:
         """A clean exit: every dyno was stopped already; the reaper leaves with nothing to do."""
+        if self._record_fd >= 0:
+            os.close(self._record_fd)
+            self._record_fd = -1
+            if not self._groups and self.record is not None:
+                self.record.unlink(missing_ok=True)
         if self._process.stdin is not None:
             self._process.stdin.close()
         try:
@@ -116,3 +162,57 @@ def live_group_members(pgid: int) -> list[int]:
             members.append(int(entry))
     return members
 
+
+
+def start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (Linux), None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    return int(fields[19]) if len(fields) > 19 else None
+
+
+def read_record(path: Path) -> dict[int, int]:
+    """The groups an earlier dynod had running when it stopped writing: {pgid: start time}.
+    A torn last line (killed mid-write) is ignored."""
+    groups: dict[int, int] = {}
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return groups
+    for line in data.split(b"\n")[:-1]:  # what follows the last newline is torn or empty
+        parts = line.split()
+        try:
+            if line[:1] == b"+" and len(parts) == 2:
+                groups[int(parts[0][1:])] = int(parts[1])
+            elif line[:1] == b"-":
+                groups.pop(int(parts[0][1:]), None)
+        except (ValueError, IndexError):
+            continue
+    return groups
+
+
+def end_leftovers(groups: dict[int, int]) -> list[int]:
+    """End the recorded groups that still run. A group is the same one we started when its
+    leader is still the process we recorded (same start time), or when the leader is gone but
+    members remain: Linux never hands out a process id still in use as a group id."""
+    ours = []
+    for pgid, started in groups.items():
+        if not group_alive(pgid):
+            continue
+        leader = start_time(pgid)
+        if leader is None or leader == started:
+            ours.append(pgid)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pgid in ours:
+            try:
+                os.killpg(pgid, sig)
+            except OSError:
+                pass
+        deadline = time.monotonic() + 2.0
+        while sig == signal.SIGTERM and time.monotonic() < deadline and any(map(group_alive, ours)):
+            time.sleep(0.02)
+    return ours

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from router.backend import DynoState as RouteState
 from router.backend import TableBackend, WebDyno
+from router.config import RouterConfig
+
+from dynod.config import RouterSettings
 
 from dynod.lifecycle import DynoState
 from dynod.manager import Manager
@@ -34,3 +37,17 @@ async def feed_router(manager: Manager, backend: TableBackend, app: str) -> None
             await manager.changed.wait()
     finally:
         backend.remove(app)
+
+
+def router_config(settings: RouterSettings) -> RouterConfig:
+    """dynod.toml's `[router]` table as the router's own config (the router knows no dynod types)."""
+    return RouterConfig(
+        listen=str(settings.listen),
+        domain=settings.domain,
+        connect_timeout=settings.connect_timeout,
+        request_timeout=settings.request_timeout,
+        idle_timeout=settings.idle_timeout,
+        boot_wait=settings.boot_wait,
+        header_timeout=settings.header_timeout,
+        max_connections=settings.max_connections,
+    )

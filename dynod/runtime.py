@@ -150,8 +150,31 @@ class AppRuntime:
         return self.manager.web_dynos()
 
 
+_SCRATCH = "dynod-dynos-"
+
+
 def scratch_dir() -> Path:
     """Where dyno directories live: the system's temporary directory, outside the data dir."""
-    path = Path(tempfile.gettempdir()) / f"dynod-dynos-{os.getpid()}"
+    path = Path(tempfile.gettempdir()) / f"{_SCRATCH}{os.getpid()}"
     path.mkdir(mode=0o711, exist_ok=True)
     return path
+
+
+def sweep_scratch() -> list[Path]:
+    """Delete the dyno directories of dynods that are no longer running (killed ones leave
+    theirs behind). Run at start, after leftover dynos were ended."""
+    swept = []
+    for path in Path(tempfile.gettempdir()).glob(f"{_SCRATCH}*"):
+        pid = path.name[len(_SCRATCH):]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # that dynod still runs
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        swept.append(path)
+    return swept

@@ -8,6 +8,7 @@ second one hurries them (SIGKILL at once).
 from __future__ import annotations
 
 import secrets
+import shutil
 import signal
 from pathlib import Path
 from typing import AsyncIterator
@@ -21,6 +22,8 @@ from dynod.errors import DynodError, UsageError
 from dynod.http import serve_http
 from dynod.platform import Platform
 from dynod.reaper import Reaper
+from dynod.routing import router_config
+from dynod.runtime import sweep_scratch
 from dynod.store import atomic_write
 
 
@@ -89,7 +92,12 @@ async def serve(options: ServeOptions) -> int:
     config = load_config(options, data_dir)
     token = api_token(data_dir)
     stopping = trio.Event()
-    with Reaper() as reaper, trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with Reaper(record=data_dir / "dynos.running") as reaper, \
+            trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        if reaper.leftovers:
+            print(f"dynod serve: ended {len(reaper.leftovers)} dyno process group(s) an earlier "
+                  "dynod left running", flush=True)
+        sweep_scratch()
         platform = Platform(config, data_dir, reaper=reaper)
         async with trio.open_nursery() as root:
             root.start_soon(_watch_signals, signals, stopping, platform)
@@ -103,13 +111,29 @@ async def serve(options: ServeOptions) -> int:
                                      "stop what uses it, or choose another with --api HOST:PORT") from None
                 api.state.base_url = url_of(host, port)
                 atomic_write(data_dir / "api-url", f"{api.state.base_url}\n".encode())
-                # ROUTER: the router starts here, in `work`, on config.router.listen, reading
-                # platform.web_targets; when it binds port 0, set api.state.router to its address.
-                print(f"dynod serve: API on {api.state.base_url}, data in {data_dir}", flush=True)
+                api.state.router = await _start_router(work, config, platform)
+                router_url = url_of(api.state.router.host, api.state.router.port)
+                print(f"dynod serve: API on {api.state.base_url}, router on {router_url}, "
+                      f"data in {data_dir}", flush=True)
                 await stopping.wait()
                 work.cancel_scope.cancel()  # every dyno gets SIGTERM and its grace
             root.cancel_scope.cancel()
+        shutil.rmtree(platform.workspace.scratch, ignore_errors=True)  # every dyno's is gone
     return 0
+
+
+async def _start_router(nursery: trio.Nursery, config: Config, platform: Platform) -> Address:
+    """The router on config.router.listen in front of every app's web dynos; its bound address."""
+    from router.server import serve as serve_router  # the router's imports cost only `serve`
+
+    listen = config.router.listen
+    try:
+        bound = await nursery.start(serve_router, router_config(config.router), platform.router)
+    except OSError as err:
+        raise DynodError(f"cannot listen on {listen} for the router ({err.strerror}): "
+                         "stop what uses it, or choose another with --router HOST:PORT") from None
+    host, port = bound[0]
+    return Address(listen.host, port)
 
 
 async def _watch_signals(signals: AsyncIterator[int], stopping: trio.Event, platform: Platform) -> None:

@@ -6,7 +6,6 @@ host, wake an app, log a line) and runs `serve(config, backend)` in its nursery.
 
 from .backend import AppTable, Backend, DynoState, TableBackend, WebDyno, static_backend
 from .config import ConfigError, RouterConfig
-from .server import serve
 
 __all__ = [
     "AppTable",
@@ -19,3 +18,13 @@ __all__ = [
     "serve",
     "static_backend",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # `serve` pulls in h11 and the proxy: loaded on first use, so `dynod start` without
+    # --router (and every import of the backend types) does not pay for it.
+    if name == "serve":
+        from .server import serve
+
+        return serve
+    raise AttributeError(f"module 'router' has no attribute {name!r}")

@@ -105,7 +105,8 @@ def test_serve_runs_the_api_deploys_and_stops_its_dynos_on_sigterm(tmp_path: Pat
         process.kill()
         raise
     out = stop(process, signal.SIGTERM)
-    assert out == f"dynod serve: API on {base}, data in {data_dir}\n"
+    assert out.startswith(f"dynod serve: API on {base}, router on http://127.0.0.1:")
+    assert out.endswith(f", data in {data_dir}\n") and len(out.splitlines()) == 1
     assert not any(pid_alive(pid) for pid in pids)
 
     # A second start keeps the token, brings the app back, and stops on Ctrl-C too.
@@ -149,4 +150,12 @@ def test_serve_refuses_bad_addresses_with_one_line(tmp_path: Path) -> None:
         port = taken.getsockname()[1]
         busy = dynod("serve", "--data", str(tmp_path / "data"), "--api", f"127.0.0.1:{port}")
     assert busy.returncode == 1 and len(busy.stderr.splitlines()) == 1, busy.stderr
-    assert "cannot listen on 127.0.0.1" in busy.stderr
+    assert "cannot listen on 127.0.0.1" in busy.stderr and "for the API" in busy.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = dynod("serve", "--data", str(tmp_path / "data"), "--api", "127.0.0.1:0",
+                     "--router", f"127.0.0.1:{port}")
+    assert busy.returncode == 1 and len(busy.stderr.splitlines()) == 1, busy.stderr
+    assert "for the router" in busy.stderr and "--router HOST:PORT" in busy.stderr

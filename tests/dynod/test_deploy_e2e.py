@@ -1,0 +1,264 @@
+"""The platform end to end, as a user drives it: a real `dynod serve`, the `dyno` client and
+`git` as subprocesses, and HTTP through the router with `Host: <app>.localhost`.
+
+The tests run in file order on one dynod and one data directory; the last one kills dynod with
+SIGKILL and starts it again on the same data.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from tests.dynod.test_serve import dyno_pids
+from tests.helpers import ROOT, pid_alive, wait_until
+
+PY = sys.executable
+PYTHON_APP = ROOT / "fixtures" / "python-app"
+SECRET = "DYNOD_E2E_SECRET_OF_THE_DAEMON"
+
+
+class Served:
+    """One `dynod serve` on a data directory, restartable, and `dyno` run against it."""
+
+    def __init__(self, data: Path, cwd: Path, log: Path) -> None:
+        self.data, self.cwd, self.log = data, cwd, log
+        self.env = {k: v for k, v in os.environ.items()
+                    if k not in ("DYNOD_API_URL", "DYNOD_API_TOKEN", "DYNO_APP")}
+        self.env["DYNOD_DATA"] = str(data)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        (self.data / "api-url").unlink(missing_ok=True)
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [PY, "-m", "dynod.cli", "serve", "--data", str(self.data), "--api", "127.0.0.1:0",
+                 "--router", "127.0.0.1:0"],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                env={**self.env, SECRET: "leaked"},
+            )
+        up = wait_until(lambda: (self.data / "api-url").exists() or self.process.poll() is not None, 60)
+        assert up and self.process.poll() is None, self.log.read_text()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+    def __call__(self, *args: str, cwd: Path | None = None, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([PY, "-m", "shell.cli", *args], cwd=cwd or self.cwd, env=self.env,
+                              capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+    def ok(self, *args: str, cwd: Path | None = None, timeout: float = 120.0) -> str:
+        done = self(*args, cwd=cwd, timeout=timeout)
+        assert done.returncode == 0, f"dyno {' '.join(args)}: {done.stderr}{done.stdout}"
+        return done.stdout
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.ok(*args, "--json"))
+
+    def router(self, app: str) -> int:
+        """The router's port, read from the app's web_url (`http://<app>.localhost:PORT/`)."""
+        url = self.json("apps:info", "-a", app)["web_url"]
+        assert url.startswith(f"http://{app}.localhost:"), url
+        return int(url.rsplit(":", 1)[1].rstrip("/"))
+
+    def get(self, app: str, path: str = "/") -> tuple[int, str]:
+        """GET through the router, as a browser at http://<app>.localhost:PORT/ would."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.router(app), timeout=30)
+        try:
+            connection.request("GET", path, headers={"Host": f"{app}.localhost"})
+            response = connection.getresponse()
+            return response.status, response.read().decode()
+        finally:
+            connection.close()
+
+    def states(self, app: str) -> dict[str, str]:
+        return {d["name"]: d["state"] for d in self.json("ps", "-a", app)}
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    server = Served(tmp_path_factory.mktemp("data"), tmp_path_factory.mktemp("cwd"),
+                    tmp_path_factory.mktemp("log") / "serve.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def eventually(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    assert wait_until(check, timeout=timeout, every=0.2), f"timed out waiting for {what}"
+
+
+def answers(served: Served, app: str, path: str, want: str) -> Callable[[], bool]:
+    def check() -> bool:
+        status, body = served.get(app, path)
+        return status == 200 and body == want
+    return check
+
+
+def git(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+    return subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def repository(tmp_path: Path, source: Path | None) -> Path:
+    work = tmp_path / "work"
+    if source is None:
+        work.mkdir(parents=True)
+        (work / "README").write_text("nothing any buildpack knows\n")
+    else:
+        shutil.copytree(source, work)
+    assert git(work, "init", "--quiet", "--initial-branch=main").returncode == 0
+    git(work, "add", ".")
+    assert git(work, "commit", "--quiet", "-m", "first").returncode == 0
+    return work
+
+
+def test_git_push_deploys_and_a_failed_build_rejects_the_push(served: Served, tmp_path: Path) -> None:
+    served.ok("apps:create", "pushed")
+    work = repository(tmp_path, PYTHON_APP)
+    assert "dynod" in served.ok("git:remote", "-a", "pushed", cwd=work)
+    push = git(work, "push", "dynod", "main")
+    assert push.returncode == 0, push.stderr
+    assert "remote: -----> " in push.stderr
+    assert served.json("releases", "-a", "pushed")[0]["description"].startswith("Deploy ")
+    eventually(answers(served, "pushed", "/", "Hello from web.1\n"), "the pushed app through the router")
+
+    served.ok("apps:create", "unbuildable")
+    broken = repository(tmp_path / "broken", None)
+    served.ok("git:remote", "-a", "unbuildable", cwd=broken)
+    rejected = git(broken, "push", "dynod", "main")
+    assert rejected.returncode != 0
+    assert "remote:  !     " in rejected.stderr
+    assert [r["version"] for r in served.json("releases", "-a", "unbuildable")] == [1]
+
+
+def test_deploy_scale_round_robin_config_and_rollback(served: Served) -> None:
+    app = ["-a", "shop"]
+    served.ok("apps:create", "shop")
+    out = served.ok("deploy", str(PYTHON_APP), *app, timeout=300)
+    assert "-----> " in out and "Released v2 of shop" in out
+    eventually(answers(served, "shop", "/", "Hello from web.1\n"), "web.1 through the router")
+
+    served.ok("ps:scale", "web=3", *app)
+    eventually(lambda: served.states("shop") == {"web.1": "up", "web.2": "up", "web.3": "up"}, "3 web dynos up")
+    eventually(lambda: {served.get("shop")[1] for _ in range(3)}
+               == {"Hello from web.1\n", "Hello from web.2\n", "Hello from web.3\n"}, "round robin over 3")
+
+    # A file written in one dyno is seen by neither another dyno nor the same one after a restart.
+    first = [served.get("shop", "/scratch")[1] for _ in range(3)]
+    assert sorted(first) == ["web.1 seen=no\n", "web.2 seen=no\n", "web.3 seen=no\n"]
+    assert sorted(served.get("shop", "/scratch")[1] for _ in range(3)) == [
+        "web.1 seen=yes\n", "web.2 seen=yes\n", "web.3 seen=yes\n"]
+    served.ok("ps:scale", "web=1", *app)
+    eventually(lambda: served.states("shop") == {"web.1": "up"}, "scaled down to web.1")
+    served.ok("ps:restart", *app)
+    eventually(answers(served, "shop", "/scratch", "web.1 seen=no\n"), "a fresh directory after the restart")
+
+    # dynod's own environment never reaches a dyno.
+    assert served.get("shop", f"/env/{SECRET}") == (404, "unset\n")
+    assert served.get("shop", "/env/DYNO") == (200, "web.1\n")
+
+    served.ok("config:set", "GREETING=bonjour", *app)
+    latest = served.json("releases", *app)[0]
+    assert (latest["version"], latest["description"]) == (3, "Set GREETING config vars")
+    eventually(answers(served, "shop", "/env/GREETING", "bonjour\n"), "the dynos restarted on v3")
+
+    out = served.ok("releases:rollback", "v2", *app)
+    assert out.startswith("Rolling back shop to v2... done, v4")
+    assert served.json("releases", *app)[0]["description"] == "Rollback to v2"
+    eventually(lambda: served.get("shop", "/env/GREETING") == (404, "unset\n"), "the dynos back on v2's config")
+
+
+def test_a_failing_release_phase_keeps_the_old_release_serving(served: Served) -> None:
+    app = ["-a", "shop"]
+    current = served.json("releases", *app)[0]["version"]
+    served("config:set", "FAIL_RELEASE=1", *app)  # the client may report the failed release
+    eventually(lambda: served.json("releases", *app)[0]["status"] == "failed", "the release phase to fail")
+    assert served.json("releases", *app)[0]["version"] == current + 1
+    assert "release phase on" in served.ok("releases:output", f"v{current + 1}", *app)
+    assert served.get("shop", "/env/FAIL_RELEASE") == (404, "unset\n")
+    assert served.get("shop", "/")[0] == 200
+    # As on Heroku, the app's config holds the change; unsetting it is the way back.
+    assert served.json("config", *app)["FAIL_RELEASE"] == "1"
+    served.ok("config:unset", "FAIL_RELEASE", *app)
+    eventually(lambda: served.json("releases", *app)[0]["status"] == "succeeded", "the next release")
+    assert "FAIL_RELEASE" not in served.json("config", *app)
+
+
+def reaper_of(pid: int) -> int:
+    """dynod's reaper sidecar: its child running `python -S -c …`."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_bytes()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if int(stat[stat.rfind(b")") + 2:].split()[1]) == pid and b"-S" in cmdline:
+            return int(entry)
+    raise AssertionError("dynod has no reaper")
+
+
+def test_kill_9_then_serve_again_brings_everything_back(served: Served) -> None:
+    app = ["-a", "shop"]
+    served.ok("ps:scale", "web=2", *app)
+    served.ok("config:set", "KEPT=yes", *app)
+    eventually(lambda: served.states("shop") == {"web.1": "up", "web.2": "up"}, "2 web dynos")
+    before = {
+        "apps": sorted(a["name"] for a in served.json("apps")),
+        "releases": [(r["version"], r["description"], r["status"]) for r in served.json("releases", *app)],
+        "config": served.json("config", *app),
+    }
+    assert served.process is not None
+
+    # SIGKILL to dynod alone: its reaper ends every dyno within seconds.
+    pids = dyno_pids(served.process.pid)
+    assert len(pids) >= 2
+    served.process.kill()
+    served.process.wait(timeout=10)
+    eventually(lambda: not any(pid_alive(pid) for pid in pids), "the killed dynod's dynos to end", 5)
+
+    served.start()
+    eventually(lambda: served.states("shop") == {"web.1": "up", "web.2": "up"}, "the formation back")
+    after = {
+        "apps": sorted(a["name"] for a in served.json("apps")),
+        "releases": [(r["version"], r["description"], r["status"]) for r in served.json("releases", *app)],
+        "config": served.json("config", *app),
+    }
+    assert after == before
+    eventually(answers(served, "shop", "/env/KEPT", "yes\n"), "the app serving on its current release")
+
+    # SIGKILL to dynod and its reaper together: the next dynod finds and ends what they left.
+    pids = dyno_pids(served.process.pid)
+    scratch = Path(tempfile.gettempdir()) / f"dynod-dynos-{served.process.pid}"
+    assert scratch.is_dir()
+    os.kill(reaper_of(served.process.pid), signal.SIGKILL)
+    served.process.kill()
+    served.process.wait(timeout=10)
+    assert any(pid_alive(pid) for pid in pids)  # nothing could end them yet
+    served.start()
+    eventually(lambda: not any(pid_alive(pid) for pid in pids), "the leftovers to be ended", 10)
+    assert not scratch.exists()  # their directories went with them
+    # shop's web.1 and web.2, and pushed's web.1
+    assert "ended 3 dyno process group(s) an earlier dynod left running" in served.log.read_text()
+    eventually(lambda: served.states("shop") == {"web.1": "up", "web.2": "up"}, "the formation back again")
