@@ -407,6 +407,7 @@ async def run_build(
     output: Output,
     timeout: float = DEFAULT_BUILD_TIMEOUT,
     reaper: Reaper | None = None,
+    path: str | None = None,
 ) -> BuildResult:
     """Run buildpacks over a prepared build directory, in place, as Heroku does.
 
@@ -416,7 +417,9 @@ async def run_build(
     with the earlier ones' exports sourced; the last one's bin/release gives default process
     types, which the Procfile overrides. Raises BuildFailed naming the failed step; its
     message is not streamed, so that the caller shows it once (as a ` !     ` line, as Heroku
-    does). Cancelling kills the running step's process group.
+    does). Cancelling kills the running step's process group. `path` is the PATH buildpacks see
+    (dynod's own by default; the platform gives the dynos' PATH when dynos run as another user,
+    so that what a build links to, such as Python, is what those dynos can read).
     """
     build = Path(build_dir).resolve()
     if not build.is_dir():
@@ -425,7 +428,7 @@ async def run_build(
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="dynod-build-") as scratch_name:
         scratch = Path(scratch_name)
-        runner = _Runner(build, cache, scratch, source_version, output, reaper)
+        runner = _Runner(build, cache, scratch, source_version, output, reaper, path)
         runner.write_env_dir(config_vars)
         with trio.move_on_after(timeout) as limit:
             return await runner.run(list(buildpacks))
@@ -445,6 +448,7 @@ class _Runner:
         source_version: str,
         output: Output,
         reaper: Reaper | None,
+        path: str | None = None,
     ) -> None:
         self.build, self.cache, self.scratch = build, cache, scratch
         self.output, self.reaper = output, reaper
@@ -454,7 +458,7 @@ class _Runner:
         tmp.mkdir()
         # Built from nothing: only what a build needs, never dynod's own environment.
         self.env = {
-            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            "PATH": path or os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
             "HOME": os.environ.get("HOME", str(tmp)),
             "LANG": os.environ.get("LANG", "C.UTF-8"),
             "STACK": STACK,

@@ -22,6 +22,7 @@ from dynod.build import prepare_source, run_build, source_id
 from dynod.builds import Build, BuildOutput, BuildStore, fetch_source, scratch
 from dynod.config import Config
 from dynod.git import ensure_repo, remove_repo, repo_path
+from dynod.dyno import DYNO_PATH
 from dynod.errors import DynodError, Invalid, NotFound
 from dynod.ledger import Release
 from dynod.lifecycle import DynoState
@@ -423,6 +424,9 @@ class Platform:
                 build_dir, cache_dir=self.apps.cache_dir(app), config_vars=self.config_vars(app),
                 buildpacks=list(build.buildpacks) or list(app.buildpacks),
                 source_version=version, output=say, reaper=self.reaper,
+                # Dynos of another user cannot read dynod's interpreters (pyenv under /root):
+                # the build uses the tools on the dynos' PATH.
+                path=DYNO_PATH if self.workspace.owner is not None else None,
             )
             say("-----> Compressing...")
             info = await trio.to_thread.run_sync(pack_slug, build_dir, work / "slug.tgz")
