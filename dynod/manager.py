@@ -138,6 +138,7 @@ class Manager:
         slot = DynoSlot(plan, Lifecycle(DynoState.STARTING, time.time()))
         self.slots[plan.name] = slot
         self._nursery.start_soon(self._supervise, slot, name=f"dyno {plan.name}")
+        self._notify()  # the router holds requests for a starting web dyno instead of H14
         return slot
 
     def stop_dyno(self, name: str) -> None:
