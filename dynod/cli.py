@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="validate the Procfile and .env")
     _add_app_flags(check)
 
-    serve = commands.add_parser("serve", help="run the platform: API, dynos, logplex (and router)")
+    serve = commands.add_parser("serve", help="run the platform: API, router, builds, dynos, logplex")
     serve.add_argument("--config", type=Path, help="dynod.toml (default: the data directory's, if any)")
     serve.add_argument("--data", type=Path, help="data directory (default $DYNOD_DATA, else XDG)")
     serve.add_argument("--api", metavar="HOST:PORT", help="where the API listens (default 127.0.0.1:5050)")
