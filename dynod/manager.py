@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import time
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import AsyncIterator, Callable, Mapping, Protocol
 
@@ -17,6 +17,7 @@ import attrs
 import trio
 
 from dynod.dyno import DynoProcess, DynoSpec, dyno_env, run_dyno
+from dynod.errors import DynodError
 from dynod.lifecycle import DynoState, IllegalTransition, Lifecycle
 from dynod.logline import HEROKU, LogSink
 from dynod.policy import PLATFORM_LADDER, RestartLadder, cycle_delay
@@ -220,7 +221,10 @@ class Manager:
         plan = slot.plan
         exited = trio.Event()
         result: list[int] = []
-        async with self.workspace.checkout(plan) as home:
+        async with AsyncExitStack() as stack:
+            home = await self._checkout(stack, plan)
+            if home is None:
+                return 1  # no directory to run in (a refused slug): a crash, on the ladder
             spec = self._spec(plan, home)
             self._say(plan.name, f"Starting process with command `{plan.command}`")
 
@@ -285,7 +289,10 @@ class Manager:
         """Run a dyno once to completion (never restarted); returns its exit status."""
         lifecycle = Lifecycle(DynoState.STARTING, time.time())
         result: list[int] = []
-        async with self.workspace.checkout(plan) as home:
+        async with AsyncExitStack() as stack:
+            home = await self._checkout(stack, plan)
+            if home is None:
+                return 1
             spec = self._spec(plan, home)
             self._say(plan.name, f"Starting process with command `{plan.command}`")
 
@@ -304,6 +311,15 @@ class Manager:
         return result[0]
 
     # ----- helpers
+
+    async def _checkout(self, stack: AsyncExitStack, plan: DynoPlan) -> Path | None:
+        """The dyno's directory, or None after saying why there is none (a slug refused at
+        unpacking, such as R17): one dyno fails, never the manager or dynod."""
+        try:
+            return await stack.enter_async_context(self.workspace.checkout(plan))
+        except DynodError as err:
+            self._say(plan.name, str(err))
+            return None
 
     def _spec(self, plan: DynoPlan, home: Path) -> DynoSpec:
         env = dyno_env(

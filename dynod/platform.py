@@ -12,7 +12,7 @@ import random
 import shutil
 import time
 from pathlib import Path
-from typing import AsyncIterator, Callable, Mapping
+from typing import AsyncIterator, Callable, Mapping, Sequence
 
 import attrs
 import trio
@@ -235,15 +235,21 @@ class Platform:
         name = f"release.{release.version}"
         output: list[str] = []
 
-        def keep(source: str, dyno: str, texts: object, when: float) -> None:
-            if dyno == name and source == APP:
-                output.extend(texts)  # type: ignore[arg-type]
+        def keep(source: str, dyno: str, texts: Sequence[str], when: float) -> None:
+            if dyno != name:
+                return
+            # The command's own output, and the dyno manager's errors (R17: a refused slug).
+            output.extend(t for t in texts if source == APP or t.startswith("Error R"))
 
         unsubscribe = self.ring(app).subscribe(keep)
+        status = 1
         try:
             plan = runtime.one_off_plan(release, slug.process_types["release"], name)
-            with trio.move_on_after(RELEASE_PHASE_TIMEOUT):
+            with trio.move_on_after(RELEASE_PHASE_TIMEOUT) as limit:
                 status = await runtime.manager.run_one_off(plan)
+            if limit.cancelled_caught:
+                output.append(f"The release command ran over {RELEASE_PHASE_TIMEOUT / 60:g} "
+                              "minutes and was stopped")
             runtime.ports.give_back(plan.port)
         finally:
             unsubscribe()

@@ -15,12 +15,15 @@ import signal
 import subprocess
 import sys
 import tempfile
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
 
 from tests.dynod.test_serve import dyno_pids
+from tests.dynod.test_slug import GOOD, HOSTILE, make_slug
 from tests.helpers import ROOT, pid_alive, wait_until
 
 PY = sys.executable
@@ -264,3 +267,57 @@ def test_kill_9_then_serve_again_brings_everything_back(served: Served) -> None:
     # shop's web.1 and web.2, and pushed's web.1
     assert "ended 3 dyno process group(s) an earlier dynod left running" in served.log.read_text()
     eventually(lambda: served.states("shop") == {"web.1": "up", "web.2": "up"}, "the formation back again")
+
+
+# ----- hostile slugs, through the API of a running dynod
+
+
+def api(served: Served, method: str, path: str, body: Any = None, data: bytes | None = None,
+        auth: bool = True) -> tuple[int, Any]:
+    base = (served.data / "api-url").read_text().strip()
+    token = (served.data / "api-token").read_text().strip()
+    headers = {"Authorization": f"Bearer {token}"} if auth else {}
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    url = path if path.startswith("http") else base + path
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            raw, status = response.read(), response.status
+    except urllib.error.HTTPError as err:
+        raw, status = err.read(), err.code
+    return status, json.loads(raw) if raw else None
+
+
+def test_every_hostile_slug_kind_is_refused_and_nothing_runs(served: Served, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    tmp_path.chmod(0o777)  # the dyno user could write the marker, were anything run
+    types = {"web": f"touch {marker}; exec sleep 60", "release": f"touch {marker}"}
+    served.ok("apps:create", "victim")
+    for kind, (extra, member, rule) in sorted(HOSTILE.items()):
+        slug = make_slug(tmp_path / "slug.tgz", GOOD + extra).read_bytes()
+        status, created = api(served, "POST", "/apps/victim/slugs", {"process_types": types})
+        assert status == 201, created
+        status, refused = api(served, "PUT", created["blob"]["url"], data=slug, auth=False)
+        assert status == 422 and rule in refused["message"], (kind, refused)
+        status, _ = api(served, "POST", "/apps/victim/releases", {"slug": created["id"]})
+        assert status == 404, kind
+
+    # A slug whose checksum is not the one announced is refused too (R17 before storing) …
+    good = make_slug(tmp_path / "good.tgz", GOOD).read_bytes()
+    status, created = api(served, "POST", "/apps/victim/slugs",
+                          {"process_types": types, "checksum": "SHA256:" + "0" * 64})
+    status, refused = api(served, "PUT", created["blob"]["url"], data=good, auth=False)
+    assert status == 422 and "R17" in refused["message"], refused
+
+    # … and so is one whose stored blob changed on disk after the upload: its dynos never start.
+    status, created = api(served, "POST", "/apps/victim/slugs", {"process_types": types})
+    assert api(served, "PUT", created["blob"]["url"], data=good, auth=False)[0] == 200
+    for blob in (served.data / "slugs").rglob("*.tar.gz"):
+        blob.write_bytes(blob.read_bytes() + b"tampered")
+    api(served, "POST", "/apps/victim/releases", {"slug": created["id"]})
+    eventually(lambda: "R17" in served.ok("logs", "-n", "200", "-a", "victim"), "the R17 line")
+    assert "Error R17 (Checksum error)" in served.ok("releases:output", "-a", "victim")
+    assert not marker.exists()
+    assert [r["version"] for r in served.json("releases", "-a", "victim") if r["status"] == "succeeded"] == [1]
