@@ -10,9 +10,10 @@ from __future__ import annotations
 import getpass
 import random
 import shutil
+import sys
 import time
 from pathlib import Path
-from typing import AsyncIterator, Callable, Mapping, Sequence
+from typing import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 
 import attrs
 import trio
@@ -105,10 +106,18 @@ class Platform:
             task_status.started()
             await trio.sleep_forever()
 
-    def spawn(self, fn: Callable[[], object], name: str) -> None:
+    def spawn(self, fn: Callable[[], Awaitable[object]], name: str) -> None:
         """Run background work (a build, a release phase) under the platform's nursery."""
         assert self._nursery is not None
-        self._nursery.start_soon(fn, name=name)  # type: ignore[arg-type]
+
+        async def guarded() -> None:
+            try:
+                await fn()
+            except Exception as err:  # a bug must cost this work, not every app's dynos
+                print(f"dynod: {name} failed inside dynod ({type(err).__name__}: {err}); "
+                      "please report it", file=sys.stderr, flush=True)
+
+        self._nursery.start_soon(guarded, name=name)
 
     async def _start_runtime(self, app: App) -> AppRuntime:
         assert self._nursery is not None
