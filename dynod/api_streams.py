@@ -13,6 +13,7 @@ import re
 import secrets
 import shutil
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import Any, AsyncGenerator, Iterable, Protocol, TypeVar
@@ -169,8 +170,24 @@ async def create_source(call: Call) -> Response:
     state.pending_sources = {key: until for key, until in state.pending_sources.items() if until >= _now()}
     secret = _secret()
     state.pending_sources[secret] = _now() + UPLOAD_LIFETIME
+    _drop_old_sources(_blob_dir(state, "sources"))
     url = f"{state.base_url}/blobs/sources/{secret}"
     return json_response({"source_blob": {"get_url": url, "put_url": url}}, 201)
+
+
+SOURCE_KEEP = 24 * 3600.0  # an uploaded source is readable this long (a day, for rebuilds)
+
+
+def _drop_old_sources(directory: Path) -> None:
+    """Uploaded sources are deleted a day after upload, so the data directory does not grow
+    with every deploy (their builds keep what they need: the slug)."""
+    cutoff = time.time() - SOURCE_KEEP
+    for path in directory.iterdir():
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+        except OSError:
+            continue
 
 
 def _source_path(call: Call) -> Path:

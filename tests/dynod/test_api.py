@@ -6,8 +6,10 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import shutil
 import tarfile
+import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
@@ -481,5 +483,11 @@ def test_a_build_from_an_uploaded_source_streams_its_output_and_releases(tmp_pat
         assert refused.status == 422 and "source_blob.url" in refused.json()["message"]
         forged = build["output_stream_url"][:-4] + "0000"
         assert (await client.request("GET", forged, auth=None)).status == 404
+
+        # Uploaded sources are kept a day, then dropped when someone asks for a new source URL.
+        uploaded = next((platform.data_dir / "sources").iterdir())
+        os.utime(uploaded, (time.time() - 2 * 86400,) * 2)
+        await client.request("POST", "/sources")
+        assert not uploaded.exists()
 
     with_api(tmp_path, scenario)
