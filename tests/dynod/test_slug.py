@@ -6,6 +6,8 @@ import io
 import os
 import stat
 import tarfile
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -338,6 +340,25 @@ def test_materialize_gives_each_dyno_its_own_copy(tmp_path: Path, app: Path) -> 
     assert tree(store.materialize(slug, tmp_path / "web.3")) == tree(app)
     with pytest.raises(DynodError, match="already exists"):
         store.materialize(slug, tmp_path / "web.1")  # never into a used directory
+
+
+def test_dynos_starting_together_unpack_a_new_slug_once(
+    tmp_path: Path, app: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SlugStore(tmp_path / "store")
+    slug = store.put(pack_slug(app, tmp_path / "slug.tgz").path, {"web": "bin/web"})
+    unpacks: list[Path] = []
+
+    def slow_unpack(*args: object, **kwargs: object) -> None:
+        unpacks.append(Path(str(args[1])))
+        time.sleep(0.2)  # long enough for every other thread to arrive meanwhile
+        unpack_slug(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("dynod.slug.unpack_slug", slow_unpack)
+    with ThreadPoolExecutor(20) as pool:
+        homes = list(pool.map(lambda i: store.materialize(slug, tmp_path / f"web.{i}"), range(1, 21)))
+    assert len(unpacks) == 1
+    assert all(tree(home) == tree(app) for home in homes)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="giving files away needs root")
