@@ -449,7 +449,8 @@ class Platform:
                 info.size, warn_mb=self.config.build.slug_warn_mb, max_mb=self.config.build.slug_max_mb)
             if warning:
                 say(f" !     {warning}")
-            slug = self.slugs.put(info.path, result.process_types, commit=version)
+            slug = await trio.to_thread.run_sync(  # a copy and an fsync: off the event loop
+                lambda: self.slugs.put(info.path, result.process_types, commit=version))
             say(f"       Done: {info.size / 1048576:.1f}M")
             say("-----> Launching...")
             release = await self.create_release(
