@@ -11,7 +11,9 @@ time on this machine, and another busy process skews all of them):
 The peers it lacks are installed first: honcho and supervisor from PyPI into bench/.peers/venv,
 foreman from Debian (`ruby-foreman`, through apt-get, so as root), node-foreman from npm into
 bench/.peers/node. dynod is `.venv/bin/dynod start` from this checkout (`--dynod PATH` to use
-another); it is skipped, with a note, while that command does not exist. Every tool runs the same
+another); it is skipped, with a note, while that command does not exist. The checkout's packages
+are byte-compiled first, as pip compiles an installed package (the peers' included): an editable
+install under PYTHONDONTWRITEBYTECODE=1 would otherwise compile dynod from source at every launch. Every tool runs the same
 workloads in the same run, each supervisor in its own session, and each is stopped afterwards
 with its whole process tree (its group, then SIGKILL to anything still carrying the run's tag in
 its environment), whatever happened. Scratch files live in bench/.work/supervise/.
@@ -65,7 +67,6 @@ import statistics
 import subprocess
 import sys
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Callable, Iterator
@@ -257,6 +258,28 @@ def dynod_ready(peer: Peer) -> str | None:
     return None
 
 
+def byte_compile_checkout(binary: str) -> str:
+    """Byte-compile this checkout's packages with the interpreter that runs `binary`, as pip does
+    when it installs a package (the peers in bench/.peers got theirs at install). The checkout is
+    an editable install, and under PYTHONDONTWRITEBYTECODE=1 (set on the development machine) no
+    run ever writes the cache, so without this every `dynod start` compiled its modules from
+    source (40-70 ms of CPU) and the bench timed the environment, not dynod. Says what it did."""
+    try:
+        first = Path(binary).read_bytes().split(b"\n", 1)[0].decode()
+    except (OSError, UnicodeDecodeError):
+        return "not byte-compiled: cannot read the dynod script"
+    python = first[2:].strip().split()[0] if first.startswith("#!") else ""
+    if "python" not in Path(python).name:
+        return f"not byte-compiled: {binary} is not a Python script"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    packages = [str(REPO / name) for name in ("dynod", "router") if (REPO / name).is_dir()]
+    done = subprocess.run([python, "-m", "compileall", "-q", *packages], env=env,
+                          stdin=subprocess.DEVNULL, capture_output=True, timeout=300)
+    names = " and ".join(Path(p).name for p in packages)
+    return (f"byte-compiled {names} with {python}" if done.returncode == 0
+            else f"byte-compiling failed ({done.returncode}): {done.stderr.decode()[-200:]}")
+
+
 def version_of(peer: Peer) -> str:
     flags = {"foreman": ["version"], "supervisord": ["--version"], "dynod": ["--version"]}
     try:
@@ -320,7 +343,7 @@ def launched(peer: Peer, work: Workload, directory: Path,
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
     config = peer.write_config(directory, work)
-    tag = uuid.uuid4().hex
+    tag = os.urandom(16).hex()  # not uuid: it imports `platform`, which bench/platform.py shadows
     env = dict(os.environ, **{TAG_VAR: tag})
     with open(directory / "stderr.txt", "wb") as stderr:
         started = time.monotonic()
@@ -814,6 +837,7 @@ def available_tools(opts: argparse.Namespace) -> list[Peer]:
     if why_not:
         print(f"skipping dynod: {why_not}")
     else:
+        print(f"dynod: {byte_compile_checkout(opts.dynod)}")
         tools.append(dynod)
     return tools
 

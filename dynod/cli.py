@@ -4,15 +4,17 @@ exit status (0 done, 1 refused or failed, 2 usage)."""
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 from pathlib import Path
 from typing import Sequence
 
-import trio
-
-from dynod import __version__, local
+from dynod import __version__
 from dynod.errors import DynodError, ParseError, UsageError
+
+# Each command imports what it needs when it runs: `dynod start` is timed from launch to its
+# processes' first lines, and `dynod check` needs no event loop at all.
 
 
 class _Parser(argparse.ArgumentParser):
@@ -99,19 +101,38 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.timeout < 0:
             raise UsageError("-t must be zero or more seconds")
         colour = sys.stdout.isatty() and not args.no_color and "NO_COLOR" not in os.environ
-        options = local.StartOptions(
-            procfile=args.procfile, env_files=args.env, formation=args.formation,
-            concurrency=args.concurrency, port=args.port, stop_timeout=args.timeout,
-            exit_on_crash=args.exit_on_crash, colour=colour, clean_env=args.clean_env,
-            tty=args.tty, router_port=args.router,
-        )
-        return trio.run(local.start, options)
+        from dynod.reaper import Reaper
+
+        # The reaper sidecar first: its own start-up (a Python interpreter) then runs on another
+        # core while this one imports trio and the dyno manager.
+        with Reaper() as reaper:
+            # Importing makes many objects and no garbage: no collections meanwhile, and what
+            # the imports made is then frozen out of every later collection's way.
+            gc.disable()
+            try:
+                import trio
+
+                from dynod import local
+            finally:
+                gc.freeze()
+                gc.enable()
+            options = local.StartOptions(
+                procfile=args.procfile, env_files=args.env, formation=args.formation,
+                concurrency=args.concurrency, port=args.port, stop_timeout=args.timeout,
+                exit_on_crash=args.exit_on_crash, colour=colour, clean_env=args.clean_env,
+                tty=args.tty, router_port=args.router,
+            )
+            return trio.run(local.start, options, sys.stdout, reaper)
     if args.command == "run":
+        from dynod import local
+
         command = args.args[1:] if args.args[:1] == ["--"] else args.args
         if not command:
             raise UsageError("nothing to run: give a command, e.g. `dynod run python manage.py shell`")
         local.run(command, args.procfile, args.env)
     if args.command == "check":
+        from dynod import local
+
         return local.check(args.procfile, args.env, sys.stdout)
     if args.command == "serve":
         from dynod import serve  # the platform's imports are not for the local runner to pay

@@ -4,6 +4,7 @@ the same dyno manager the platform uses (dynos in place, the user's environment,
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -25,9 +26,6 @@ from dynod.policy import LOCAL_LADDER
 from dynod.printer import TerminalPrinter
 from dynod.procfile import Procfile, load_procfile
 from dynod.reaper import Reaper
-from dynod.routing import feed_router
-from router.backend import TableBackend
-from router.config import RouterConfig
 
 DEFAULT_BASE_PORT = 5000
 LOCAL_APP = "local"
@@ -85,7 +83,9 @@ def base_environment(clean: bool, root: Path) -> dict[str, str]:
     return {"PATH": DYNO_PATH, "HOME": str(root)}
 
 
-async def start(options: StartOptions, out: TextIO = sys.stdout) -> int:
+async def start(options: StartOptions, out: TextIO = sys.stdout, reaper: Reaper | None = None) -> int:
+    """Run the app until a requested stop (or, with --exit-on-crash, a crash); the exit status.
+    `reaper`: one already started (the CLI starts it first), else one of our own."""
     root = options.procfile.resolve().parent
     procfile = read_procfile(options.procfile)
     formation = choose_formation(procfile, options.formation, options.concurrency)
@@ -123,10 +123,11 @@ async def start(options: StartOptions, out: TextIO = sys.stdout) -> int:
     # terminal printer reads every line of it, losslessly.
     ring = LogRing()
     ring.subscribe(printer.publish)
-    with Reaper() as reaper:
+    with contextlib.nullcontext(reaper) if reaper is not None else Reaper() as reaper:
         manager = Manager(ring, InPlace(root), settings, reaper=reaper)
         status = 0
         async with trio.open_nursery() as nursery:
+            await nursery.start(printer.run)
             with trio.CancelScope() as flow:
                 nursery.start_soon(_watch_signals, manager, stopping)
                 nursery.start_soon(_stop_when_asked, manager, stopping, flow)
@@ -143,7 +144,11 @@ async def _start_router(nursery: trio.Nursery, manager: Manager, ring: LogRing, 
     def log(app: str, text: str) -> None:
         ring.publish(HEROKU, "router", [text], time.time())
 
-    from router.server import serve as serve_router  # loaded only when routing: faster launch
+    # Loaded only when routing: `dynod start` without --router launches faster without them.
+    from dynod.routing import feed_router
+    from router.backend import TableBackend
+    from router.config import RouterConfig
+    from router.server import serve as serve_router
 
     backend = TableBackend(any_host=LOCAL_APP, sink=log)
     nursery.start_soon(feed_router, manager, backend, LOCAL_APP)

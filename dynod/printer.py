@@ -7,9 +7,12 @@ Lines from the dyno manager carry Heroku's source in the name: `heroku[web.1]`.
 from __future__ import annotations
 
 import time
-from typing import BinaryIO, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, BinaryIO, Callable, Iterable, Sequence
 
 from dynod.logline import HEROKU
+
+if TYPE_CHECKING:
+    import trio
 
 # foreman's palette, in its order.
 COLOURS = ("36", "33", "32", "35", "34", "31", "96", "93", "92", "95", "94", "91")
@@ -40,6 +43,8 @@ class TerminalPrinter:
         self._broken = False
         self._second = -1
         self._clock = ""
+        self._pending: list[str] = []
+        self._ready: trio.Event | None = None  # while `run` writes for us
 
     def publish(self, source: str, dyno: str, texts: Sequence[str], when: float) -> None:
         if self._broken:
@@ -50,12 +55,46 @@ class TerminalPrinter:
             colour = self._palette.get(process_type(dyno), "37")
             prefix = f"\x1b[{colour}m{prefix}{RESET}"
         block = prefix + ("\n" + prefix).join(texts) + "\n"
+        if self._ready is None:
+            self._write(block.encode("utf-8", "replace"))
+            return
+        self._pending.append(block)
+        self._ready.set()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] | None = None) -> None:
+        """Write what was published, once per pass of the event loop: a burst of lines from
+        many dynos at once (a formation starting) costs one write, not one each, and wakes the
+        reader once. Start it with `nursery.start`; until then, and after it ends, every
+        publish is written at once."""
+        import trio
+
+        self._ready = trio.Event()
+        (task_status or trio.TASK_STATUS_IGNORED).started()
         try:
-            self._out.write(block.encode("utf-8", "replace"))
+            while True:
+                await self._ready.wait()
+                self._ready = trio.Event()
+                self.flush()
+        finally:
+            self._ready = None
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            data = "".join(self._pending).encode("utf-8", "replace")
+            self._pending.clear()
+            self._write(data)
+
+    def _write(self, data: bytes) -> None:
+        if self._broken:
+            return
+        try:
+            self._out.write(data)
             self._out.flush()
         except BrokenPipeError:
             # `dynod start | head`: the reader left, so the run should end, quietly.
             self._broken = True
+            self._pending.clear()
             if self._on_broken_pipe is not None:
                 self._on_broken_pipe()
 

@@ -19,15 +19,24 @@ import time
 from pathlib import Path
 
 # Runs under `python -S`: nothing but the standard library, no site packages.
+# It reads what is there, then naps before reading again: a formation starting 100 dynos then
+# costs dynod a few wake-ups of this process, not one per dyno (a woken reader takes the CPU from
+# the writer at once), and the end of dynod is still noticed within the nap.
 REAPER_CODE = r"""
 import os, signal, sys, time
 groups = set()
-for line in sys.stdin.buffer:
-    line = line.strip()
-    if line[:1] == b"+":
-        groups.add(int(line[1:]))
-    elif line[:1] == b"-":
-        groups.discard(int(line[1:]))
+pending = b""
+while True:
+    chunk = os.read(0, 65536)
+    if not chunk:
+        break
+    *lines, pending = (pending + chunk).split(b"\n")
+    for line in lines:
+        if line[:1] == b"+":
+            groups.add(int(line[1:]))
+        elif line[:1] == b"-":
+            groups.discard(int(line[1:]))
+    time.sleep(0.02)
 def send(sig):
     alive = set()
     for pgid in groups:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import signal
@@ -9,6 +10,10 @@ import subprocess
 import time
 from pathlib import Path
 
+import trio
+import trio.testing
+
+from dynod.printer import TerminalPrinter
 from tests.helpers import PY, ROOT, dynod, pid_alive, spawn_dynod, wait_until
 
 LINE = re.compile(r"^\d\d:\d\d:\d\d (\S+) +\| (.*)$")
@@ -250,3 +255,38 @@ def test_router_round_robins_across_web_dynos(tmp_path: Path) -> None:
     assert sorted(answers[:3]) == ["web.1", "web.2", "web.3"]
     assert answers[3:] == answers[:3]
     assert "heroku[router]" in out and "at=info method=GET" in out
+
+
+class _Writes(io.BytesIO):
+    """A terminal stand-in that remembers each write call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[bytes] = []
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        self.calls.append(bytes(data))
+        return super().write(data)
+
+
+def test_the_printer_writes_a_burst_of_lines_once_and_in_order() -> None:
+    out = _Writes()
+    printer = TerminalPrinter(out, colour=False, types=["web"], names=["web.1", "web.2"])
+
+    async def main() -> None:
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(printer.run)
+                for i in range(50):  # many dynos speaking in one pass of the event loop
+                    printer.publish("app", f"web.{i % 2 + 1}", [f"line {i}"], 0.0)
+                assert out.calls == []
+                await trio.testing.wait_all_tasks_blocked()
+                assert len(out.calls) == 1
+                printer.publish("app", "web.1", ["late"], 0.0)
+                nursery.cancel_scope.cancel()
+        printer.publish("app", "web.1", ["after"], 0.0)  # no writer task: written at once
+
+    trio.run(main)
+    texts = [line.split("| ", 1)[1] for line in out.getvalue().decode().splitlines()]
+    assert texts == [f"line {i}" for i in range(50)] + ["late", "after"]
+    assert len(out.calls) == 3
