@@ -4,15 +4,15 @@
 Run it by hand from the repository root, under the lock the other benches take (the machine is
 shared, and every figure is wall-clock or CPU time on it):
 
-    flock /tmp/dynod-bench.lock python3 bench/platform.py    # everything (8-20 minutes)
-    python3 bench/platform.py --quick                         # a smoke run (3-5 minutes)
-    python3 bench/platform.py --only b --runs 5
+    flock /tmp/dynod-bench.lock python3 bench/deploy.py    # everything (8-20 minutes)
+    python3 bench/deploy.py --quick                         # a smoke run (3-5 minutes)
+    python3 bench/deploy.py --only b --runs 5
 
 Each part starts its own `.venv/bin/dynod serve --data <scratch> --api 127.0.0.1:0 --router
 127.0.0.1:0`, finds it through the `api-url` and `api-token` files of its data directory, and
 stops it afterwards whatever happened, Ctrl-C included (SIGTERM; SIGKILL after 60 s; then any
 process left in its dyno directories is killed and the directories deleted). Scratch files live
-in bench/.work/platform/run-*/ and are deleted at the end (--keep keeps them).
+in bench/.work/deploy/run-*/ and are deleted at the end (--keep keeps them).
 
 What each figure means:
 
@@ -49,35 +49,30 @@ What each figure means:
 
 from __future__ import annotations
 
+import argparse
+import http.client
+import json
+import os
+import random
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
 import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Callable, Iterator, TypeVar
 
-# This file is bench/platform.py: with bench/ first on sys.path, the standard library's own
-# `import platform` (uuid does it) would load this script instead.
 HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
-
-import argparse  # noqa: E402
-import http.client  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import random  # noqa: E402
-import resource  # noqa: E402
-import shutil  # noqa: E402
-import signal  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-import urllib.error  # noqa: E402
-import urllib.request  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
-from typing import Any, Callable, Iterator, TypeVar  # noqa: E402
-
 REPO = HERE.parent
 VENV = REPO / ".venv" / "bin"
-WORK = HERE / ".work" / "platform"
+WORK = HERE / ".work" / "deploy"
 PYTHON_APP = REPO / "fixtures" / "python-app"
 TICKS = os.sysconf("SC_CLK_TCK")
 T = TypeVar("T")
