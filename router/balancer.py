@@ -41,28 +41,32 @@ class Balancer:
     quarantine_seconds: float = 5.0
     _turn: dict[str, int] = attrs.field(factory=dict, init=False)
     _quarantined: dict[tuple[str, Address], float] = attrs.field(factory=dict, init=False)
-    # Per app, the last dyno table seen and its up dynos: tables change rarely.
-    _up: dict[str, tuple[Sequence[WebDyno], tuple[WebDyno, ...]]] = attrs.field(
+    # Per app, the last dyno table seen and, for each turn, the order its up dynos are tried
+    # in: tables change rarely, requests come all the time.
+    _orders: dict[str, tuple[Sequence[WebDyno], tuple[Try, ...]]] = attrs.field(
         factory=dict, init=False
     )
 
     def choose(self, app: str, dynos: Sequence[WebDyno], now: float) -> Decision:
-        seen = self._up.get(app)
+        seen = self._orders.get(app)
         if seen is not None and seen[0] is dynos:
-            up = seen[1]
+            orders = seen[1]
         else:
             up = tuple(d for d in dynos if d.state is DynoState.UP)
-            self._up[app] = (dynos, up)
-        if not up:
+            orders = tuple(Try(up[turn:] + up[:turn]) for turn in range(len(up)))
+            self._orders[app] = (dynos, orders)
+        if not orders:
             return _without_up(dynos)
         turn = self._turn.get(app, 0)
         self._turn[app] = turn + 1
-        start = turn % len(up)
-        ordered = up[start:] + up[:start]
+        order = orders[turn % len(orders)]
         if not self._quarantined:
-            return Try(ordered)
-        fresh = tuple(d for d in ordered if not self._is_quarantined(d, now))
-        held = tuple(d for d in ordered if self._is_quarantined(d, now))
+            return order
+        if max(self._quarantined.values()) <= now:  # all served their time
+            self._quarantined.clear()
+            return order
+        fresh = tuple(d for d in order.dynos if not self._is_quarantined(d, now))
+        held = tuple(d for d in order.dynos if self._is_quarantined(d, now))
         return Try(fresh + held)
 
     def quarantine(self, dyno: WebDyno, now: float) -> None:

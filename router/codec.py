@@ -1,10 +1,10 @@
 """The dyno side of HTTP/1.1: request heads and bodies out, responses in. Sans-I/O.
 
-Clients are parsed by h11, which guards the router against hostile input. Towards dynos the
-router only writes what h11 already accepted and reads what a dyno answers; doing that with h11
-as well cost a third of the router's time per request (profiled under wrk), so this small codec
-does it. It keeps h11's framing rules (tests/router/test_codec.py holds it to h11) and is
-strict: any doubt is an error.
+Clients are parsed by h11 (or, for plain heads, by request.py to h11's rules), which guards the
+router against hostile input. Towards dynos the router only writes what was accepted there and
+reads what a dyno answers; doing that with h11 as well cost a third of the router's time per
+request (profiled under wrk), so this small codec does it. It keeps h11's framing rules
+(tests/router/test_codec.py holds it to h11) and is strict: any doubt is an error.
 """
 
 from __future__ import annotations
@@ -36,13 +36,15 @@ Event = Union[Head, bytes, Signal]  # bytes: a piece of the body
 
 # A whole response head in one match (its shape, not its meaning): a status line, then
 # `token: value` lines whose values hold no control character but tab, so no line can hide
-# another. The parts are then cut out with split and partition.
-_VALUE = rb"[\t\x20-\x7e\x80-\xff]*"
-_HEADER_LINE = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+:" + _VALUE
+# another. The parts are then cut out with split and partition. (Possessive quantifiers: no
+# part can give characters back to the next, so the matcher need not keep track.)
+_VALUE = rb"[\t\x20-\x7e\x80-\xff]*+"
+_HEADER_LINE = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]++:" + _VALUE
 _HEAD_SHAPE = re.compile(
-    rb"HTTP/1\.[01] [0-9]{3}(?: " + _VALUE + rb")?(?:\r\n" + _HEADER_LINE + rb")*"
+    rb"HTTP/1\.[01] [0-9]{3}(?: " + _VALUE + rb")?(?:\r\n" + _HEADER_LINE + rb")*+"
 )
 _TRAILER = re.compile(_HEADER_LINE)
+_FRAMING = frozenset((b"content-length", b"transfer-encoding", b"connection"))
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n]*)?")
 _MAX_CHUNK_LINE = 1024
 
@@ -92,10 +94,11 @@ class DynoCodec:
         self._head_request = method == b"HEAD"
         self._chunked_request = chunked
         self.request_done = not body
-        lines = [b"%s %s HTTP/1.1\r\n" % (method, target)]
-        lines += [b"%s: %s\r\n" % (raw, value) for raw, _, value in headers]
-        lines.append(b"\r\n")
-        return b"".join(lines)
+        out = [method, b" ", target, b" HTTP/1.1\r\n"]
+        for raw, _, value in headers:
+            out += (raw, b": ", value, b"\r\n")  # cheaper than formatting each line
+        out.append(b"\r\n")
+        return b"".join(out)
 
     def data(self, data: bytes) -> bytes:
         if not self._chunked_request or not data:
@@ -136,7 +139,7 @@ class DynoCodec:
         )
 
     def start_next_cycle(self) -> None:
-        assert self.reusable
+        """Ready for the next request; only once `reusable` (the pool checks)."""
         self._state = _HEAD
 
     def next_event(self) -> Event:
@@ -176,19 +179,28 @@ class DynoCodec:
         status_line = lines[0]  # "HTTP/1.1 200 OK": fixed offsets, checked by _HEAD
         code = int(status_line[9:12])
         headers: Headers = []
+        framing: list[tuple[bytes, bytes]] = []
         for line in lines[1:]:
             raw, _, value = line.partition(b":")
-            headers.append((raw, raw.lower(), value.strip(b" \t")))
-        self._frame(code, status_line[7:8] == b"1", headers)
+            name = raw.lower()
+            value = value.strip(b" \t")
+            headers.append((raw, name, value))
+            if name in _FRAMING:
+                framing.append((name, value))
+        self._frame(code, status_line[7:8] == b"1", framing)
         return Head(code, status_line[13:], headers)
 
-    def _frame(self, code: int, http11: bool, headers: Headers) -> None:
-        """Body framing and keep-alive, as RFC 9112 §6.3 and h11 decide them."""
+    def _frame(self, code: int, http11: bool, framing: list[tuple[bytes, bytes]]) -> None:
+        """Body framing and keep-alive, as RFC 9112 §6.3 and h11 decide them, from the
+        response's Content-Length, Transfer-Encoding and Connection headers."""
         length: bytes | None = None
         chunked = False
         close = not http11
-        for _, name, value in headers:
+        for name, value in framing:
             if name == b"content-length":
+                if length is None and value.isdigit() and len(value) <= 20:
+                    length = value  # the usual: one plain number
+                    continue
                 for part in value.split(b","):
                     part = part.strip()
                     if (
@@ -202,8 +214,8 @@ class DynoCodec:
                 if chunked or value.strip().lower() != b"chunked":
                     raise DynoProtocolError("unsupported Transfer-Encoding")
                 chunked = True
-            elif name == b"connection":
-                if b"close" in [t.strip().lower() for t in value.split(b",")]:
+            elif b"close" in value.lower():  # Connection (usually keep-alive: no split then)
+                if b"close" in [t.strip() for t in value.lower().split(b",")]:
                     close = True
         if chunked and length is not None:
             raise DynoProtocolError("both Content-Length and Transfer-Encoding")

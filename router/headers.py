@@ -43,6 +43,7 @@ _SPECIAL = (
     | _REPLACED
     | {b"host", b"content-length", b"x-forwarded-for", b"x-request-id", b"via"}
 )
+_RESPONSE_SPECIAL = HOP_BY_HOP | {b"via"}
 
 
 class Forwarded(NamedTuple):
@@ -150,14 +151,17 @@ def forward_request(
         if hosts and authority.lower() != host.lower():
             return Rejected(400, "request target names another host")
         target = b"/" + path
-    extra = [o for o in options if o and o not in _CONNECTION_OPTIONS]
-    if extra:
-        named = set(extra)
-        out = [header for header in out if header[1] not in named]
+    if options:
+        named = {o for o in options if o and o not in _CONNECTION_OPTIONS}
+        if named:
+            out = [header for header in out if header[1] not in named]
     body = chunked or length.strip(b"0") != b""
     is_upgrade = bool(upgrade) and b"upgrade" in options and not body
-    if not request_id or not valid_request_id(request_id):
-        request_id = new_id().encode()
+    if request_id and valid_request_id(request_id):
+        request_id_text = request_id.decode("ascii")
+    else:
+        request_id_text = new_id()
+        request_id = request_id_text.encode()
     client = client_ip.encode()
     chain = b", ".join(forwarded + [client]) if forwarded else client
     out += [
@@ -176,7 +180,7 @@ def forward_request(
         headers=out,
         target=target,
         host=host.decode("latin-1"),
-        request_id=request_id.decode("ascii"),
+        request_id=request_id_text,
         forwarded_for=chain.decode("latin-1"),
         body=body,
         chunked=chunked,
@@ -191,22 +195,24 @@ def forward_response(headers: Sequence[Header], *, upgrade: bool = False) -> Hea
     body again), our Via appended; a 101 keeps its `Upgrade`."""
     out: Headers = []
     via: list[bytes] = []
-    options: list[bytes] = []
+    named: set[bytes] = set()  # more hop-by-hop headers, listed in `Connection`
     upgrade_to = b""
     for header in headers:
-        _, name, value = header
-        if name == b"via":
-            via.append(value)
-        elif name == b"connection":
-            options.extend(t.strip().lower() for t in value.split(b","))
-        elif name == b"upgrade":
-            upgrade_to = value
-        elif name not in HOP_BY_HOP:
+        name = header[1]
+        if name not in _RESPONSE_SPECIAL:  # most headers: passed on as they are
             out.append(header)
-    extra = {o for o in options if o and o not in _CONNECTION_OPTIONS}
-    if extra:
-        out = [header for header in out if header[1] not in extra]
-    out.append((b"Via", b"via", b", ".join(via + [VIA])))
+        elif name == b"via":
+            via.append(header[2])
+        elif name == b"connection":
+            for option in header[2].split(b","):
+                option = option.strip().lower()
+                if option and option not in _CONNECTION_OPTIONS:
+                    named.add(option)
+        elif name == b"upgrade":
+            upgrade_to = header[2]
+    if named:
+        out = [header for header in out if header[1] not in named]
+    out.append((b"Via", b"via", b", ".join(via + [VIA]) if via else VIA))
     if upgrade:
         out += [(b"Connection", b"connection", b"upgrade"), (b"Upgrade", b"upgrade", upgrade_to)]
     return out

@@ -1,5 +1,6 @@
-"""One client connection: read each request, route it to a web dyno, stream the exchange both
-ways, log one line. Everything that goes wrong becomes an H code (records.py) and a plain page.
+"""One client connection: read each request (client.py), route it to a web dyno, stream the
+exchange both ways, log one line. Everything that goes wrong becomes an H code (records.py)
+and a plain page.
 
 The request body is pumped by a second task only when there is one, so a dyno may answer
 before it has read the whole body; body-less requests (the common case) stay on one task.
@@ -11,34 +12,35 @@ from __future__ import annotations
 import os
 import random
 import time
-from typing import Union
+from typing import Callable, Union
 
 import attrs
 import h11
 import trio
 from attrs import define
 
-from . import events
 from .backend import AppTable, Backend
 from .balancer import Balancer, Refuse, Wait
+from .client import GONE, Client, read_request, send_page
 from .codec import END, NEED_DATA, DynoProtocolError, Head
 from .config import RouterConfig
 from .framing import CHUNKED, LAST_CHUNK, chunk, frame_response, render_head
 from .headers import Forwarded, Rejected, app_name, forward_request, forward_response
 from .net import Stream, StreamTimeout
 from .pool import Pool, Upstream
+from .request import RequestHead
 from .records import FAILURES, Failure, error_page, log_line, restriction
 from .tunnel import tunnel
 
 _INF = float("inf")
-_GONE = (OSError, trio.ClosedResourceError)  # the peer reset or closed the connection
 _ids = random.Random(os.urandom(16))
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}  # 0b10xx
 
 
 def new_request_id() -> str:
     """A version-4 UUID. Request ids need to be unique, not secret, so no syscall per id."""
-    h = "%032x" % (_ids.getrandbits(128) & ~(0xF << 76) & ~(0x3 << 62) | (0x4 << 76) | (0x2 << 62))
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    h = "%032x" % _ids.getrandbits(128)
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
 
 class Fail(Exception):
@@ -56,37 +58,17 @@ class Retry(Exception):
 
 @define(eq=False)
 class Router:
-    """What every connection shares."""
+    """What every connection shares. Made inside trio.run: `now` is trio's clock, read without
+    the three calls trio.current_time() makes on the way to it."""
 
     config: RouterConfig
     backend: Backend
     balancer: Balancer
     pool: Pool
     connections: int = 0
-
-
-@define(slots=True, eq=False)
-class Client:
-    """A client connection. h11 parses what it sends, one request per h11.Connection; the
-    router writes the answers itself (framing.py)."""
-
-    stream: Stream
-    ip: str
-    port: int  # the router's port it reached
-    max_head: int
-    conn: h11.Connection = attrs.field(init=False)
-
-    def __attrs_post_init__(self) -> None:
-        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_head)
-
-    def next_request(self) -> None:
-        """A fresh parser, fed whatever the client sent past the request just answered."""
-        data, closed = self.conn.trailing_data
-        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.max_head)
-        if data:
-            self.conn.receive_data(data)
-        if closed:
-            self.conn.receive_data(b"")
+    now: Callable[[], float] = attrs.field(
+        factory=lambda: trio.lowlevel.current_clock().current_time
+    )
 
 
 async def serve_client(router: Router, client: Client) -> None:
@@ -94,59 +76,15 @@ async def serve_client(router: Router, client: Client) -> None:
     first = True
     try:
         while True:
-            request = await _read_request(router.config, client, first)
+            request = await read_request(router.config, client, first)
             if request is None:
                 return
             first = False
-            if not await Exchange(router, client, request, trio.current_time()).run():
+            if not await Exchange(router, client, request, router.now()).run():
                 return
             client.next_request()
     finally:
         client.stream.close()
-
-
-async def _read_request(config: RouterConfig, client: Client, first: bool) -> h11.Request | None:
-    """The next request head, or None when the connection should end (after a 4xx if due)."""
-    conn = client.conn
-    # The first request must be complete `header_timeout` after the accept; a kept-alive
-    # connection may idle `idle_timeout`, then gets `header_timeout` from its next first byte.
-    deadline = trio.current_time() + config.header_timeout if first else _INF
-    timeout = _INF if first else config.idle_timeout
-    begun = False  # a connection that said nothing is closed without a word
-    while True:
-        try:
-            event = conn.next_event()
-        except h11.RemoteProtocolError as exc:
-            await _send_page(client, exc.error_status_hint)
-            return None
-        if type(event) is h11.Request:
-            return event
-        if event is not h11.NEED_DATA:
-            return None  # ConnectionClosed
-        if begun and deadline == _INF:  # a head that came in pieces (rare): start its clock
-            deadline = trio.current_time() + config.header_timeout
-        try:
-            # A kept-alive client sends its next request only once it has the last answer.
-            data = await client.stream.receive(timeout, deadline, settle=not first and not begun)
-        except StreamTimeout:
-            if begun:
-                await _send_page(client, 408)
-            return None
-        except _GONE:
-            return None
-        if data:
-            begun = True
-            timeout = _INF
-        conn.receive_data(data)
-
-
-async def _send_page(client: Client, status: int, *, body: bool = True) -> int:
-    page = error_page(status, body=body)
-    try:
-        await client.stream.send_all(page, 1.0)
-    except (StreamTimeout, *_GONE):
-        return 0
-    return len(page)
 
 
 @define(slots=True, eq=False)
@@ -155,7 +93,7 @@ class Exchange:
 
     router: Router
     client: Client
-    request: h11.Request
+    request: RequestHead
     started: float
     forwarded: Forwarded | None = None
     dyno: str = ""
@@ -174,7 +112,7 @@ class Exchange:
         forwarded = forward_request(
             request.method,
             request.target,
-            events.items(request),
+            request.headers,
             http_version=request.http_version,
             client_ip=self.client.ip,
             port=self.client.port,
@@ -191,7 +129,7 @@ class Exchange:
         name = app_name(forwarded.host, config.domain)
         table = router.backend.lookup(name)
         if table is None:
-            await _send_page(self.client, 404, body=request.method != b"HEAD")
+            await send_page(self.client, 404, body=request.method != b"HEAD")
             return False
         failure: Failure | None = None
         outcome: Union[bool, Upstream] = False
@@ -202,14 +140,14 @@ class Exchange:
             if not self.head_sent or failure.status == 499:
                 self.status = failure.status  # else the client got (and the log says) the dyno's
             if not self.head_sent and failure.status != 499:
-                page = await _send_page(self.client, failure.status, body=request.method != b"HEAD")
+                page = await send_page(self.client, failure.status, body=request.method != b"HEAD")
                 self.sent += page
         router.backend.log(table.app, self._line(failure))
         if isinstance(outcome, Upstream):
             await tunnel(
                 self.client.stream,
                 outcome.stream,
-                self.client.conn.trailing_data[0],
+                self.client.trailing_data,
                 outcome.codec.trailing_data,
                 config.idle_timeout,
             )
@@ -219,8 +157,8 @@ class Exchange:
     async def _reject(self, rejected: Rejected) -> None:
         """A request the dyno never sees: answer it, and log it when it names an app."""
         self.status = rejected.status
-        self.sent = await _send_page(self.client, rejected.status)
-        hosts = [value for _, name, value in events.items(self.request) if name == b"host"]
+        self.sent = await send_page(self.client, rejected.status)
+        hosts = [value for _, name, value in self.request.headers if name == b"host"]
         host = hosts[0].decode("latin-1") if len(hosts) == 1 else ""
         table = self.router.backend.lookup(app_name(host, self.router.config.domain))
         if host and table is not None:
@@ -232,7 +170,7 @@ class Exchange:
         fwd = self.forwarded
         service = None
         if self.service_start is not None:
-            service = trio.current_time() - self.service_start
+            service = self.router.now() - self.service_start
         return log_line(
             method=self.request.method.decode("ascii", "replace"),
             path=self.request.target.decode("latin-1"),
@@ -249,7 +187,7 @@ class Exchange:
 
     async def _proxy(self, name: str, table: AppTable, forwarded: Forwarded) -> bool | Upstream:
         """Route and relay; returns keep-alive, or the dyno connection to tunnel after a 101."""
-        if not forwarded.body:
+        if not forwarded.body and self.client.conn is not None:
             event = self.client.conn.next_event()  # a request without a body ends at once
             assert type(event) is h11.EndOfMessage, event
         fresh = False
@@ -314,12 +252,12 @@ class Exchange:
             body=forwarded.body,
             chunked=forwarded.chunked,
         )
-        self.service_start = now = trio.current_time()
+        self.service_start = now = self.router.now()
         try:
             await upstream.stream.send_all(data, config.idle_timeout)
         except StreamTimeout:
             raise Fail("H15") from None
-        except _GONE:
+        except GONE:
             if upstream.reused:
                 raise Retry from None
             raise Fail("H13") from None
@@ -349,6 +287,7 @@ class Exchange:
         dyno that stops reading only ends the upload, and its answer still goes back."""
         idle = self.router.config.idle_timeout
         client = self.client.conn
+        assert client is not None  # a request with a body is never plain
         failure = ""
         try:
             while True:
@@ -372,13 +311,13 @@ class Exchange:
                 except StreamTimeout:
                     failure = "H15"
                     break
-                except _GONE:
+                except GONE:
                     break
                 if type(event) is h11.EndOfMessage:
                     break
         except StreamTimeout:
             failure = "H28"
-        except (h11.RemoteProtocolError, *_GONE):
+        except (h11.RemoteProtocolError, *GONE):
             failure = "H27"
         if failure:
             self.body_failure = failure
@@ -391,25 +330,28 @@ class Exchange:
         Retry if the dyno closed without sending a byte."""
         codec = upstream.codec
         received = False
+        need_data = True  # the dyno has said nothing yet (a pooled codec has nothing buffered)
         while True:
-            try:
-                event = codec.next_event()
-            except DynoProtocolError:
-                if received:
-                    raise Fail("H17") from None
-                raise Retry if retry else Fail("H13") from None
-            if event is NEED_DATA:
+            if need_data:
                 try:
                     data = await upstream.stream.receive(deadline=deadline, settle=not received)
                 except StreamTimeout:
                     raise Fail("H12") from None
-                except _GONE:
+                except GONE:
                     data = b""
                 if data:
                     received = True
                 elif not received and retry:
                     raise Retry
                 codec.receive_data(data)
+            try:
+                event = codec.next_event()
+            except DynoProtocolError:
+                if received:
+                    raise Fail("H17") from None
+                raise Retry if retry else Fail("H13") from None
+            need_data = event is NEED_DATA
+            if need_data:
                 continue
             assert type(event) is Head
             if event.status >= 200:
@@ -441,7 +383,7 @@ class Exchange:
         )
         await self._stream_body(upstream, head, framing == CHUNKED)
         # Another request only once this one was read to its end (a dyno may answer early).
-        return keep_alive and self.client.conn.their_state is h11.DONE
+        return keep_alive and self.client.request_done
 
     async def _stream_body(self, upstream: Upstream, head: bytes, chunked: bool) -> None:
         idle = self.router.config.idle_timeout
@@ -462,7 +404,7 @@ class Exchange:
                     data = await upstream.stream.receive(idle)
                 except StreamTimeout:
                     raise Fail("H15") from None
-                except _GONE:
+                except GONE:
                     data = b""
                 codec.receive_data(data)
             elif event is END:
@@ -478,7 +420,7 @@ class Exchange:
             await self.client.stream.send_all(data, self.router.config.idle_timeout)
         except StreamTimeout:
             raise Fail("H28") from None
-        except _GONE:
+        except GONE:
             raise Fail("H27") from None
         self.head_sent = True
         self.sent += len(data)

@@ -45,18 +45,6 @@ def restriction(status: int, reason: str) -> Failure:
     return Failure("H25", f"HTTP restriction: {reason}", status)
 
 
-def _quoted(text: str) -> str:
-    return text.replace('"', "%22")
-
-
-def _bare(text: str) -> str:
-    return text.replace('"', "%22").replace(" ", "%20")
-
-
-def _ms(value: float | None) -> str:
-    return "" if value is None else f"{round(value * 1000)}ms"
-
-
 def log_line(
     *,
     method: str,
@@ -71,17 +59,24 @@ def log_line(
     bytes_sent: int | None,
     failure: Failure | None = None,
 ) -> str:
-    """Heroku's router line; `connect` and `service` are seconds (None: never got that far)."""
+    """Heroku's router line; `connect` and `service` are seconds (None: never got that far).
+    Quoted values have their `"` escaped as %22; bare ones their spaces as %20 as well."""
     head = "at=info"
     if failure is not None:
         head = f'at=error code={failure.code} desc="{failure.desc}"'
         if failure.sock:
             head = f"sock={failure.sock} {head}"
-    sent = "" if bytes_sent is None else str(bytes_sent)
+    # Written out rather than in helpers: it runs once per request.
+    connect_ms = "" if connect is None else f"{round(connect * 1000)}ms"
+    service_ms = "" if service is None else f"{round(service * 1000)}ms"
+    sent = "" if bytes_sent is None else bytes_sent
+    method = method.replace('"', "%22").replace(" ", "%20")
+    host = host.replace('"', "%22").replace(" ", "%20")
+    path, fwd = path.replace('"', "%22"), fwd.replace('"', "%22")
     return (
-        f'{head} method={_bare(method)} path="{_quoted(path)}" host={_bare(host)} '
-        f'request_id={request_id} fwd="{_quoted(fwd)}" dyno={dyno} '
-        f"connect={_ms(connect)} service={_ms(service)} status={status} bytes={sent} "
+        f'{head} method={method} path="{path}" host={host} '
+        f'request_id={request_id} fwd="{fwd}" dyno={dyno} '
+        f"connect={connect_ms} service={service_ms} status={status} bytes={sent} "
         "protocol=http"
     )
 

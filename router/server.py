@@ -16,7 +16,8 @@ from .balancer import Balancer
 from .config import Address, RouterConfig
 from .net import Stream, Timeouts, listen
 from .pool import Pool
-from .proxy import Client, Router, serve_client
+from .client import Client
+from .proxy import Router, serve_client
 from .records import error_page
 
 log = logging.getLogger(__name__)

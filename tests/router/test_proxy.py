@@ -446,3 +446,45 @@ def test_head_and_http10_clients() -> None:
             nursery.cancel_scope.cancel()
 
     run(scenario)
+
+
+def test_pipelined_and_split_requests_take_both_readers_in_turn() -> None:
+    """Plain heads are read directly, others by h11 (request.py); on one connection they
+    follow each other in any order, pipelined or cut anywhere, and are answered in order."""
+
+    async def echo(req: DynoRequest) -> None:
+        body = await req.body()
+        await req.respond(200, b"<%s %s>" % (req.request.target, body))
+
+    host = b"Host: app.localhost\r\n"
+    pipelined = (
+        b"GET /1 HTTP/1.1\r\n" + host + b"\r\n"
+        b"POST /2 HTTP/1.1\r\n" + host + b"Content-Length: 3\r\n\r\nabc"
+        b"GET /3 HTTP/1.1\r\n" + host + b"\r\n"
+        b"GET /4 HTTP/1.1\r\n" + host + b"X-Odd:\x01\r\n\r\n"  # a control byte: h11's
+        b"GET /5 HTTP/1.1\r\n" + host + b"Connection: close\r\n\r\n"
+    )
+
+    async def scenario() -> None:
+        dyno = FakeDyno(handler=echo)
+        async with trio.open_nursery() as nursery:
+            await dyno.start(nursery)
+            address = await start_router(nursery, backend_for([dyno.address]))
+            answer = await raw(address, pipelined)
+            assert answer.count(b"HTTP/1.1 200 ") == 5
+            assert re.findall(rb"<[^>]*>", answer) == [
+                b"</1 >", b"</2 abc>", b"</3 >", b"</4 >", b"</5 >"
+            ]
+            stream = await trio.open_tcp_stream(*address)
+            for piece in (b"GET /6 HT", b"TP/1.1\r\n" + host, b"\r\nGET /7 HTTP/1.1\r\n"):
+                await stream.send_all(piece)
+                await trio.sleep(0.05)
+            await stream.send_all(host + b"Connection: close\r\n\r\n")
+            got = b""
+            while chunk := await stream.receive_some(65536):
+                got += chunk
+            assert re.findall(rb"<[^>]*>", got) == [b"</6 >", b"</7 >"]
+            await stream.aclose()
+            nursery.cancel_scope.cancel()
+
+    run(scenario)
