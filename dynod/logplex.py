@@ -101,7 +101,10 @@ class LogTail:
         self._match = match
         self._size = size
         self._overflow = overflow
-        self._buffer: deque[Row] = deque(backlog, maxlen=size)
+        # The held lines asked for (`last`, up to the ring's history) wait apart from the
+        # buffer, so that `logs -n 1500 -t` gets all 1500, not the buffer's 1024.
+        self._backlog = backlog
+        self._buffer: deque[Row] = deque(maxlen=size)
         self._dropped = 0  # since the last overflow line was delivered
         self._since = 0.0
         self._closed = False
@@ -112,11 +115,12 @@ class LogTail:
     def size(self) -> int:
         return self._size
 
-    def _offer(self, source: str, dyno: str, rows: list[Row], when: float) -> int:
-        """The ring's hand-off of one batch; returns how many lines this tail just dropped."""
+    def _offer(self, source: str, dyno: str, rows: list[Row], when: float, skipped: int) -> int:
+        """The ring's hand-off of one batch, of which the oldest `skipped` lines were cut before
+        it came (no reader holds that many); returns how many lines this tail just dropped."""
         if self._match is not None and not self._match(source, dyno):
             return 0
-        over = len(self._buffer) + len(rows) - self._size
+        over = len(self._buffer) + len(rows) + skipped - self._size
         self._buffer.extend(rows)  # the deque's maxlen drops the oldest
         if self._lot:
             self._lot.unpark_all()  # one wake-up per batch, and only for a parked reader
@@ -128,7 +132,7 @@ class LogTail:
         return over
 
     def _ready(self) -> bool:
-        return bool(self._buffer) or self._dropped > 0 or self._closed
+        return bool(self._buffer) or self._dropped > 0 or self._closed or bool(self._backlog)
 
     async def receive_batch(self) -> list[LogLine]:
         """Everything buffered, oldest first (behind an overflow line if lines were dropped),
@@ -141,6 +145,9 @@ class LogTail:
             return []
         batch = _lines(self._buffer)
         self._buffer.clear()
+        if self._backlog:
+            batch[:0] = _lines(self._backlog)
+            self._backlog = []
         if self._dropped:
             text = self._overflow.format(n=self._dropped, since=iso_timestamp(self._since))
             batch.insert(0, LogLine(time.time(), HEROKU, OVERFLOW_DYNO, text))
@@ -165,6 +172,7 @@ class LogTail:
         if self._closed:
             return
         self._closed = True
+        self._backlog = []
         self._buffer.clear()
         self._taken.clear()
         self._dropped = 0
@@ -217,8 +225,9 @@ class LogRing:
         if self._tails:
             shared = list(rows)
             self._lines.extend(shared)
+            skipped = count - len(kept)  # dropped by every tail it reaches: L11 counts them
             for tail in self._tails:
-                self._dropped += tail._offer(source, dyno, shared, when)
+                self._dropped += tail._offer(source, dyno, shared, when, skipped)
         else:
             self._lines.extend(rows)
         # Last, so that a subscriber that raises has not cost the ring or the tails their lines.

@@ -67,6 +67,9 @@ async def read_request(config: RouterConfig, client: Client, first: bool) -> Req
     timeout = _INF if first else config.idle_timeout
     begun = False  # a connection that said nothing is closed without a word
     conn = client.conn
+    # While h11 waits for the rest of a head: the length of its unfinished line, and whether
+    # the request line is behind it. h11 caps only the whole head (64 KiB), not a line.
+    unfinished, newline = 0, False
     while True:
         if conn is None and client.buffer:
             found = plain_request(client.buffer)
@@ -74,6 +77,7 @@ async def read_request(config: RouterConfig, client: Client, first: bool) -> Req
                 request, end = found
                 client.buffer = client.buffer[end:]
                 return request
+            unfinished, newline = _last_line(client.buffer, 0, False)
             conn = client.to_h11()
         if conn is not None:
             try:
@@ -82,9 +86,15 @@ async def read_request(config: RouterConfig, client: Client, first: bool) -> Req
                 await send_page(client, exc.error_status_hint)
                 return None
             if type(event) is h11.Request:
+                if not event.http_version.startswith(b"1."):  # h11 takes any digit.digit
+                    await send_page(client, 505)
+                    return None
                 return from_h11(event)
             if event is not h11.NEED_DATA:
                 return None  # ConnectionClosed
+            if unfinished > config.max_line_bytes:  # no need to wait for the end of it
+                await send_page(client, 431 if newline else 414)
+                return None
         elif client.closed:
             return None
         if begun and deadline == _INF:  # a head that came in pieces (rare): start its clock
@@ -103,10 +113,19 @@ async def read_request(config: RouterConfig, client: Client, first: bool) -> Req
             timeout = _INF
         if conn is not None:
             conn.receive_data(data)
+            unfinished, newline = _last_line(data, unfinished, newline)
         elif data:
             client.buffer = data
         else:
             client.closed = True
+
+
+def _last_line(data: bytes, unfinished: int, newline: bool) -> tuple[int, bool]:
+    """(`unfinished`, `newline`) of `read_request` once `data` has followed."""
+    end = data.rfind(b"\n")
+    if end < 0:
+        return unfinished + len(data), newline
+    return len(data) - end - 1, True
 
 
 async def send_page(client: Client, status: int, *, body: bool = True) -> int:

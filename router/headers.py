@@ -19,7 +19,8 @@ from .config import RouterConfig
 Header = tuple[bytes, bytes, bytes]  # (raw name, lowercased name, value)
 Headers = list[Header]
 
-REQUEST_ID = re.compile(rb"[A-Za-z0-9+/=_-]{20,200}")
+# Heroku's rule: 20 to 200 ASCII letters, digits, `+`, `/`, `=` and `-`.
+REQUEST_ID = re.compile(rb"[A-Za-z0-9+/=-]{20,200}")
 VIA = b"1.1 dynod"
 # RFC 9110 §7.6.1, plus the non-standard ones clients still send.
 HOP_BY_HOP = frozenset(
@@ -43,6 +44,9 @@ _SPECIAL = (
     | _REPLACED
     | {b"host", b"content-length", b"x-forwarded-for", b"x-request-id", b"via"}
 )
+# What `Connection` may not name away: the router frames and addresses the request with these
+# (`Connection: content-length` would send a body the dyno reads as the next request).
+_UNNAMEABLE = _CONNECTION_OPTIONS | _SPECIAL
 _RESPONSE_SPECIAL = HOP_BY_HOP | {b"via"}
 
 
@@ -152,7 +156,7 @@ def forward_request(
             return Rejected(400, "request target names another host")
         target = b"/" + path
     if options:
-        named = {o for o in options if o and o not in _CONNECTION_OPTIONS}
+        named = {o for o in options if o and o not in _UNNAMEABLE}
         if named:
             out = [header for header in out if header[1] not in named]
     body = chunked or length.strip(b"0") != b""

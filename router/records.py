@@ -45,6 +45,12 @@ def restriction(status: int, reason: str) -> Failure:
     return Failure("H25", f"HTTP restriction: {reason}", status)
 
 
+def _escape_controls(text: str) -> str:
+    """Control characters (a terminal's escape sequences, a NEL that splits the line) as %XX:
+    h11 lets them through in header values, and the Host and X-Forwarded-For reach the log."""
+    return "".join(c if c.isprintable() else f"%{ord(c):02X}" for c in text)  # latin-1 bytes
+
+
 def log_line(
     *,
     method: str,
@@ -60,7 +66,8 @@ def log_line(
     failure: Failure | None = None,
 ) -> str:
     """Heroku's router line; `connect` and `service` are seconds (None: never got that far).
-    Quoted values have their `"` escaped as %22; bare ones their spaces as %20 as well."""
+    Quoted values have their `"` escaped as %22; bare ones their spaces as %20 as well; control
+    characters are escaped as %XX."""
     head = "at=info"
     if failure is not None:
         head = f'at=error code={failure.code} desc="{failure.desc}"'
@@ -71,6 +78,10 @@ def log_line(
     service_ms = "" if service is None else f"{round(service * 1000)}ms"
     sent = "" if bytes_sent is None else bytes_sent
     method = method.replace('"', "%22").replace(" ", "%20")
+    if not host.isprintable():
+        host = _escape_controls(host)
+    if not fwd.isprintable():
+        fwd = _escape_controls(fwd)
     host = host.replace('"', "%22").replace(" ", "%20")
     path, fwd = path.replace('"', "%22"), fwd.replace('"', "%22")
     return (

@@ -298,3 +298,32 @@ def test_logplex_keeps_one_ring_per_app_and_removing_one_ends_its_tails() -> Non
         assert logplex.ring("shop").recent() == []
 
     run(main)
+
+
+def test_l11_counts_the_lines_of_a_batch_bigger_than_the_ring() -> None:
+    async def main() -> None:
+        ring = LogRing()  # keeps 1500; a tail buffers 1024
+        with trio.fail_after(5), ring.tail() as tail:
+            ring.publish("app", "web.1", texts(0, 5000), 7.0)  # one read of 5,000 lines
+            batch = await tail.receive_batch()
+        assert batch[0].text == (
+            "Error L11 (Tail buffer overflow) -> This tail session dropped 3976 messages"
+            " since 1970-01-01T00:00:07.000000+00:00."
+        )
+        assert [line.text for line in batch[1:]] == texts(3976, 1024)
+        assert ring.statistics().lines_dropped == 3976
+
+    run(main)
+
+
+def test_a_tail_starts_with_all_the_held_lines_it_asked_for() -> None:
+    async def main() -> None:
+        ring = LogRing()
+        ring.publish("app", "web.1", texts(0, 1500), WHEN)
+        with trio.fail_after(5), ring.tail(last=1500) as tail:  # `logs -n 1500 -t`
+            ring.publish("app", "web.1", ["new"], WHEN + 1)
+            batch = await tail.receive_batch()
+        assert [line.text for line in batch] == [*texts(0, 1500), "new"]
+        assert ring.statistics().lines_dropped == 0
+
+    run(main)

@@ -6,7 +6,17 @@ from __future__ import annotations
 import pytest
 import trio
 
-from tests.router.support import Client, FakeDyno, Lines, backend_for, get, raw, run, start_router
+from tests.router.support import (
+    Client,
+    DynoRequest,
+    FakeDyno,
+    Lines,
+    backend_for,
+    get,
+    raw,
+    run,
+    start_router,
+)
 
 HOST = b"Host: app.localhost\r\n"
 HOSTILE = {
@@ -28,6 +38,8 @@ HOSTILE = {
     ),
     "garbage": (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 hello\r\n\r\n", 400),
     "no version": (b"GET /\r\n" + HOST + b"\r\n", 400),
+    "HTTP/2.0 in an HTTP/1 request line": (b"GET / HTTP/2.0\r\n" + HOST + b"\r\n", 505),
+    "HTTP/0.9 with a version": (b"GET / HTTP/0.9\r\n" + HOST + b"\r\n", 505),
     "space in header name": (b"GET / HTTP/1.1\r\n" + HOST + b"Bad Name: v\r\n\r\n", 400),
     "bad content-length": (b"POST / HTTP/1.1\r\n" + HOST + b"Content-Length: abc\r\n\r\n", 400),
     "negative content-length": (b"POST / HTTP/1.1\r\n" + HOST + b"Content-Length: -1\r\n\r\n", 400),
@@ -65,6 +77,68 @@ def test_hostile_request_is_refused_and_never_reaches_the_dyno(name: str) -> Non
             assert b"Connection: close" in answer
             assert dyno.requests == [] and dyno.connections == 0
             assert (await get(address)).status == 200  # and the router still serves others
+            nursery.cancel_scope.cancel()
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(
+    "start, status",
+    [
+        (b"GET /" + b"a" * 9000, 414),  # a request line that has not ended yet
+        (b"GET / HTTP/1.1\r\n" + HOST + b"X-Big: " + b"v" * 9000, 431),  # a header line
+        (b"GET / HTTP/1.1\r\n" + HOST + b"X-Big: " + b"v" * 5000, 431),  # sent in two pieces
+    ],
+)
+def test_an_overlong_line_is_refused_before_it_ends(start: bytes, status: int) -> None:
+    async def scenario() -> None:
+        dyno = FakeDyno()
+        async with trio.open_nursery() as nursery:
+            await dyno.start(nursery)
+            address = await start_router(nursery, backend_for([dyno.address]), header_timeout=60)
+            stream = await trio.open_tcp_stream(*address)
+            await stream.send_all(start)
+            if len(start) < 9000:
+                await trio.sleep(0.05)  # the router has read the first piece
+                await stream.send_all(b"v" * 4000)
+            answer = b""
+            with trio.fail_after(5):  # at once, not at the header timeout or 64 KiB
+                while chunk := await stream.receive_some(65536):
+                    answer += chunk
+            assert answer.startswith(b"HTTP/1.1 %d " % status), answer[:80]
+            assert dyno.requests == [] and dyno.connections == 0
+            await stream.aclose()
+            nursery.cancel_scope.cancel()
+
+    run(scenario)
+
+
+def test_a_request_hidden_in_a_body_stays_the_body() -> None:
+    # `Connection: content-length` asks the router to drop the body's framing; if it did, the
+    # dyno would take the body for a second request that no check saw, forged headers and all.
+    smuggled = b"GET /admin HTTP/1.1\r\nHost: app.localhost\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n"
+    bodies: list[bytes] = []
+
+    async def keep_body(req: DynoRequest) -> None:
+        bodies.append(await req.body())
+        await req.respond(200, b"ok")
+
+    async def scenario() -> None:
+        dyno = FakeDyno(handler=keep_body)
+        async with trio.open_nursery() as nursery:
+            await dyno.start(nursery)
+            address = await start_router(nursery, backend_for([dyno.address]))
+            answer = await raw(
+                address,
+                b"POST / HTTP/1.1\r\n"
+                + HOST
+                + b"Connection: close, content-length\r\n"
+                + b"Content-Length: %d\r\n\r\n" % len(smuggled)
+                + smuggled,
+            )
+            assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"ok")
+            assert bodies == [smuggled]
+            assert [r.target for r in dyno.requests] == [b"/"]
             nursery.cancel_scope.cancel()
 
     run(scenario)

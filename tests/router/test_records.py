@@ -52,6 +52,17 @@ def test_quotes_and_spaces_cannot_break_the_line() -> None:
     assert 'path="/a%22b" host=x%20y ' in line
 
 
+def test_control_characters_from_headers_cannot_reach_a_terminal_or_split_the_line() -> None:
+    # h11 passes ESC, tab and C1 controls (NEL, CSI) in header values; Host and
+    # X-Forwarded-For are logged, and `dynod start` prints the log on a terminal.
+    line = log_line(
+        **{**FIELDS, "host": "a\x1b[2Jb", "fwd": "1.2.3.4\x85x\t\x9b31m, 127.0.0.1"}  # type: ignore[arg-type]
+    )
+    assert line.isprintable() and len(line.splitlines()) == 1
+    assert " host=a%1B[2Jb " in line
+    assert ' fwd="1.2.3.4%85x%09%9B31m, 127.0.0.1" ' in line
+
+
 def test_restriction_is_h25_with_the_reason() -> None:
     failure = restriction(431, "too many headers")
     assert (failure.code, failure.status, failure.desc) == (
