@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import math
 import os
 import sys
 from pathlib import Path
@@ -84,6 +85,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _dispatch(args)
+    except BaseExceptionGroup as group:
+        # An error raised inside a trio nursery (a --router port in use) arrives wrapped.
+        err = _only_user_error(group)
+        if err is None:
+            raise
+        print(f"dynod: {err}", file=sys.stderr)
+        return 2 if isinstance(err, UsageError) else 1
     except UsageError as err:
         print(f"dynod: {err}", file=sys.stderr)
         return 2
@@ -92,14 +100,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def _dispatch(args: argparse.Namespace) -> int:
-    if args.command == "start":
-        if args.port is not None and not 0 < args.port < 65536:
-            raise UsageError(f"-p {args.port} is not a port: give a number from 1 to 65535")
-        if args.router is not None and not 0 < args.router < 65536:
-            raise UsageError(f"--router {args.router} is not a port: give a number from 1 to 65535")
-        if args.timeout < 0:
-            raise UsageError("-t must be zero or more seconds")
+def _only_user_error(group: BaseExceptionGroup[BaseException]) -> DynodError | None:
+    """The first user error of a group made of nothing else; None when anything else is in it."""
+    matched, rest = group.split(DynodError)
+    if matched is None or rest is not None:
+        return None
+    first: BaseException = matched
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first if isinstance(first, DynodError) else None
+
+
+def _start(args: argparse.Namespace) -> int:
+    try:
         colour = sys.stdout.isatty() and not args.no_color and "NO_COLOR" not in os.environ
         from dynod.reaper import Reaper
 
@@ -123,6 +136,23 @@ def _dispatch(args: argparse.Namespace) -> int:
                 tty=args.tty, router_port=args.router,
             )
             return trio.run(local.start, options, sys.stdout, reaper)
+    except KeyboardInterrupt:
+        # Ctrl-C while starting up, before the signal watcher listens: a requested stop all
+        # the same (the reaper ends whatever had started), so no traceback and status 0.
+        return 0
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "start":
+        if args.port is not None and not 0 < args.port < 65536:
+            raise UsageError(f"-p {args.port} is not a port: give a number from 1 to 65535")
+        if args.router is not None and not 0 < args.router < 65536:
+            raise UsageError(f"--router {args.router} is not a port: give a number from 1 to 65535")
+        if not (math.isfinite(args.timeout) and args.timeout >= 0):
+            raise UsageError(
+                f"-t {args.timeout:g} is not a grace period: give zero or more seconds, e.g. -t 10"
+            )
+        return _start(args)
     if args.command == "run":
         from dynod import local
 

@@ -336,11 +336,12 @@ async def _stop(
             if hurry is not None:
                 race.start_soon(hurried)
     if process.returncode is None or group_alive(handle.pgid):
-        grace = f"{spec.stop_timeout:g}"
-        say(
-            "Error R12 (Exit timeout) -> "
-            f"Process failed to exit within {grace} seconds of SIGTERM"
-        )
+        if hurry is None or not hurry.is_set():  # hurried (a second Ctrl-C): no timeout to report
+            grace = f"{spec.stop_timeout:g}"
+            say(
+                "Error R12 (Exit timeout) -> "
+                f"Process failed to exit within {grace} seconds of SIGTERM"
+            )
         say("Stopping all processes with SIGKILL")
         handle.signal(signal.SIGKILL)
         await process.wait()

@@ -17,7 +17,7 @@ import trio
 
 from dynod.dotenv import load_env_files
 from dynod.dyno import DYNO_PATH, bash_argv
-from dynod.errors import ParseError, UsageError
+from dynod.errors import DynodError, ParseError, UsageError
 from dynod.formation import local_port, parse_formation, render_formation
 from dynod.logline import HEROKU
 from dynod.logplex import LogRing
@@ -46,10 +46,17 @@ class StartOptions:
     router_port: int | None = None  # --router: the round-robin router in front of web dynos
 
 
+# The local commands' inputs (the Procfile, .env files, flags) are the user's to fix: any error in
+# them is a usage error, exit status 2, like a missing Procfile.
+
+
 def read_procfile(path: Path) -> Procfile:
     if not path.is_file():
         raise UsageError(f"no Procfile at {path}: create one or pass -f PATH/TO/Procfile")
-    return load_procfile(path)
+    try:
+        return load_procfile(path)
+    except DynodError as err:
+        raise UsageError(str(err)) from None
 
 
 def app_env(root: Path, env_files: Sequence[Path] | None) -> dict[str, str]:
@@ -57,13 +64,22 @@ def app_env(root: Path, env_files: Sequence[Path] | None) -> dict[str, str]:
     if env_files is None:
         default = root / ".env"
         env_files = (default,) if default.is_file() else ()
-    return load_env_files(list(env_files))
+    try:
+        return load_env_files(list(env_files))
+    except DynodError as err:
+        raise UsageError(str(err)) from None
 
 
 def choose_formation(procfile: Procfile, positional: str | None, concurrency: str | None) -> dict[str, int]:
     """foreman's rules: everything once by default; `-m` says exactly how many of each (types it
     does not name do not run); a positional TYPE runs just that type."""
     types = procfile.formation_names
+    if not types:
+        raise UsageError("the Procfile has only a release command: add a process type to run, "
+                         "e.g. `web: python app.py`")
+    if positional and "=" not in positional and positional not in types:
+        known = ", ".join(types)
+        raise UsageError(f"unknown process type {positional!r}: the Procfile's types are {known}")
     try:
         if positional and positional in types:
             counts = parse_formation(concurrency, types) if concurrency else {}
@@ -75,6 +91,16 @@ def choose_formation(procfile: Procfile, positional: str | None, concurrency: st
     if not any(formation.values()):
         raise UsageError(f"the formation {spec!r} runs nothing: ask for at least one process")
     return {name: count for name, count in formation.items() if count}
+
+
+def base_port(inherited: str | None) -> int:
+    """The base port when -p is not given: $PORT, else 5000."""
+    if inherited is None or inherited == "":
+        return DEFAULT_BASE_PORT
+    if not (len(inherited) <= 5 and inherited.isascii() and inherited.isdigit()
+            and 0 < int(inherited) < 65536):
+        raise UsageError(f"$PORT is {inherited!r}, not a port: unset it or pass -p PORT")
+    return int(inherited)
 
 
 def base_environment(clean: bool, root: Path) -> dict[str, str]:
@@ -91,8 +117,12 @@ async def start(options: StartOptions, out: TextIO = sys.stdout, reaper: Reaper 
     formation = choose_formation(procfile, options.formation, options.concurrency)
     config_vars = app_env(root, options.env_files)
     inherit = base_environment(options.clean_env, root)
-    base = options.port or int(os.environ.get("PORT", DEFAULT_BASE_PORT))
+    base = options.port or base_port(os.environ.get("PORT"))
     types = procfile.formation_names
+    highest = max(local_port(base, types, name, count) for name, count in formation.items())
+    if highest > 65535:
+        raise UsageError(f"base port {base} gives ports up to {highest}, above 65535: "
+                         "pick a lower one with -p")
 
     plans = local_plans(
         formation,
@@ -189,7 +219,7 @@ def run(args: Sequence[str], procfile_path: Path, env_files: Sequence[Path] | No
     root = procfile_path.resolve().parent if procfile_path.is_file() else Path.cwd()
     command = " ".join(args)
     if len(args) == 1 and procfile_path.is_file():
-        procfile = load_procfile(procfile_path)
+        procfile = read_procfile(procfile_path)
         if args[0] in procfile:
             command = procfile.command(args[0])
     env = dict(os.environ)

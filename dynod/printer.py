@@ -6,6 +6,7 @@ Lines from the dyno manager carry Heroku's source in the name: `heroku[web.1]`.
 
 from __future__ import annotations
 
+import errno
 import time
 from typing import TYPE_CHECKING, BinaryIO, Callable, Iterable, Sequence
 
@@ -91,8 +92,11 @@ class TerminalPrinter:
         try:
             self._out.write(data)
             self._out.flush()
-        except BrokenPipeError:
-            # `dynod start | head`: the reader left, so the run should end, quietly.
+        except OSError as err:
+            # `dynod start | head`: the reader left (EPIPE); a closed terminal (EIO, with the
+            # SIGHUP that stops us). Either way the run should end, quietly.
+            if err.errno not in (errno.EPIPE, errno.EIO):
+                raise
             self._broken = True
             self._pending.clear()
             if self._on_broken_pipe is not None:

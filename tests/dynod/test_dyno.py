@@ -151,6 +151,9 @@ def test_hurry_cuts_the_grace_short(tmp_path: Path) -> None:
             return trio.current_time() - began
 
     assert trio.run(main) < 5
+    heroku = sink.texts(source="heroku")
+    assert heroku[-2:] == ["Stopping all processes with SIGKILL", "Process exited with status 137"]
+    assert not any("R12" in text for text in heroku)  # no timeout passed: nothing to report
 
 
 def test_chatty_dynos_lose_and_tear_nothing(tmp_path: Path) -> None:

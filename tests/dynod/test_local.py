@@ -6,6 +6,7 @@ import io
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -86,7 +87,9 @@ def test_env_file_and_inherited_environment(tmp_path: Path) -> None:
     env = dict(os.environ, FROM_PARENT="parent")
     process = spawn_dynod("start", cwd=tmp_path, env=env)
     seen = read_until(process, "from .env")
-    stop(process)
+    status, out, _ = stop(process, signal.SIGHUP)  # a closed terminal stops it like Ctrl-C
+    assert status == 0
+    assert "Stopping all processes with SIGTERM" in out
     assert seen[-1].endswith("| from .env parent")
 
 
@@ -135,6 +138,7 @@ def test_second_ctrl_c_kills_at_once(tmp_path: Path) -> None:
     status, out, _ = stop(process, signal.SIGINT, timeout=10)
     assert status == 0
     assert "Process exited with status 137" in out
+    assert "R12" not in out  # killed on request, not after a 30 s timeout
 
 
 def test_kill_9_of_dynod_leaves_no_dyno_alive(tmp_path: Path) -> None:
@@ -180,16 +184,48 @@ def test_a_bad_procfile_line_is_named(tmp_path: Path) -> None:
     app(tmp_path, "web: sleep 1\n\nthis is not a process line\n")
     for command in ("start", "check"):
         result = dynod(command, cwd=tmp_path)
-        assert result.returncode == 1
+        assert result.returncode == 2
         assert "Procfile line 3" in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_a_bad_env_line_is_named(tmp_path: Path) -> None:
     app(tmp_path, "web: sleep 1\n", env="OK=1\nNOT A LINE\n")
-    result = dynod("check", cwd=tmp_path)
-    assert result.returncode == 1
-    assert ".env line 2" in result.stderr
+    for command in (("check",), ("start",), ("run", "true")):
+        result = dynod(*command, cwd=tmp_path)
+        assert result.returncode == 2
+        assert ".env line 2" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_bad_inputs_are_one_line_usage_errors(tmp_path: Path) -> None:
+    app(tmp_path, "web: sleep 60\nworker: sleep 60\nrelease: true\n")
+    (tmp_path / "bad.env").write_text("A='unterminated\n")
+    (tmp_path / "only-release").write_text("release: true\n")
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    cases: list[tuple[tuple[str, ...], dict[str, str], str]] = [
+        (("start", "-e", "missing.env"), {}, "no env file at missing.env"),
+        (("start", "-e", "bad.env"), {}, "bad.env line 1: unterminated single quote"),
+        (("check", "-e", "missing.env"), {}, "no env file at missing.env"),
+        (("start", "-t", "nan"), {}, "-t nan is not a grace period"),
+        (("start", "-t", "inf"), {}, "-t inf is not a grace period"),
+        (("start", "-t", "-1"), {}, "-t -1 is not a grace period"),
+        (("start",), {"PORT": "abc"}, "$PORT is 'abc', not a port"),
+        (("start", "-p", "65500"), {}, "base port 65500 gives ports up to 65600"),
+        (("start", "wrker"), {}, "unknown process type 'wrker': the Procfile's types are web, worker"),
+        (("start", "-m", "web=x"), {}, "bad entry 'web=x'"),
+        (("start", "-f", "only-release"), {}, "the Procfile has only a release command"),
+        (("start", "web", "--router", str(busy.getsockname()[1])), {}, "cannot listen there"),
+    ]
+    with busy:
+        for args, env, message in cases:
+            result = dynod(*args, cwd=tmp_path, env={**os.environ, **env})
+            assert result.returncode == 2, (args, result.stderr)
+            assert result.stderr.startswith("dynod: ") and message in result.stderr, (args, result.stderr)
+            assert len(result.stderr.strip().splitlines()) == 1, (args, result.stderr)
+            assert "release.1" not in result.stdout  # refused before anything ran
 
 
 def test_check_prints_the_types_and_formation(tmp_path: Path) -> None:
@@ -290,3 +326,115 @@ def test_the_printer_writes_a_burst_of_lines_once_and_in_order() -> None:
     texts = [line.split("| ", 1)[1] for line in out.getvalue().decode().splitlines()]
     assert texts == [f"line {i}" for i in range(50)] + ["late", "after"]
     assert len(out.calls) == 3
+
+
+def on_a_terminal(tmp_path: Path, *args: str) -> str:
+    """Everything `dynod start ARGS` writes when its stdout is a terminal (it must end by itself)."""
+    import pty
+
+    master, slave = pty.openpty()
+    process = subprocess.Popen([PY, "-m", "dynod.cli", *args], cwd=tmp_path, stdout=slave,
+                               stderr=subprocess.PIPE, start_new_session=True,
+                               env={k: v for k, v in os.environ.items() if k != "NO_COLOR"})
+    os.close(slave)
+    chunks = []
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: every writer of the terminal is gone
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(master)
+    assert process.wait(timeout=10) == 4
+    return b"".join(chunks).decode()
+
+
+def test_colours_per_type_on_a_terminal_and_none_with_no_color(tmp_path: Path) -> None:
+    app(tmp_path, "web: exec sleep 60\nworker: sleep 0.2; exit 4\n")
+    out = on_a_terminal(tmp_path, "start", "--exit-on-crash")
+    web, worker = (re.search(rf"\x1b\[(\d+)m[\d:]+ heroku\[{name}\.1\] +\| \x1b\[0mStarting process", out)
+                   for name in ("web", "worker"))
+    assert web and worker, out
+    assert web.group(1) != worker.group(1)
+    assert "\x1b[" not in on_a_terminal(tmp_path, "start", "--exit-on-crash", "--no-color")
+
+
+def test_tty_gives_each_process_a_terminal(tmp_path: Path) -> None:
+    app(tmp_path, "worker: [ -t 1 ] && [ -t 0 ] && echo on a tty; exit 4\n")
+    result = dynod("start", "--tty", "--exit-on-crash", cwd=tmp_path)
+    assert result.returncode == 4
+    assert ("worker.1", "on a tty") in lines(result.stdout)
+    result = dynod("start", "--exit-on-crash", cwd=tmp_path)
+    assert ("worker.1", "on a tty") not in lines(result.stdout)
+
+
+def test_chatty_processes_arrive_complete_untorn_and_unmerged(tmp_path: Path) -> None:
+    """50,000 lines from 4 concurrent processes through `dynod start`'s terminal output."""
+    writer = (
+        f"{PY} -c \"import os; n = os.environ['DYNO']; "
+        "data = ''.join(f'{n}-{i:05d}-' + 'p' * (i % 97) + '\\n' for i in range(12500)).encode(); "
+        "[os.write(1, data[k:k + 4093]) for k in range(0, len(data), 4093)]\"; echo done; exec sleep 60"
+    )
+    app(tmp_path, f"chatty: {writer}\n")
+    process = spawn_dynod("start", "-m", "chatty=4", cwd=tmp_path)
+    seen = read_until(process, "| done", count=4, timeout=60)
+    status, out, _ = stop(process)
+    assert status == 0
+    parsed = lines("\n".join(seen) + "\n" + out)
+    for n in range(1, 5):
+        got = [text for name, text in parsed if name == f"chatty.{n}" and text != "done"]
+        assert got == [f"chatty.{n}-{i:05d}-" + "p" * (i % 97) for i in range(12500)]
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        if entry.isdigit() and int(stat[stat.rfind(b")") + 2 :].split()[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
+def test_ctrl_c_while_starting_up_is_a_quiet_requested_stop(tmp_path: Path) -> None:
+    """Ctrl-C once dynod has begun (its reaper runs) but before its signal watcher listens
+    (while trio and the dyno manager are imported): no traceback, status 0. (Rarely the signal
+    lands where the interpreter dies of it silently, before any dyno runs: that is fine too.)"""
+    app(tmp_path, "web: echo ready; exec sleep 60\n")
+    for delay in (0.0, 0.05, 0.1):
+        process = spawn_dynod("start", "-p", "6400", cwd=tmp_path)
+        assert wait_until(lambda: bool(children(process.pid)), timeout=20, every=0.002)
+        time.sleep(delay)
+        status, _, err = stop(process)
+        assert "Traceback" not in err, (delay, err)
+        assert status in (0, -signal.SIGINT), (delay, status, err)
+
+
+def test_a_closed_terminal_and_its_sighup_stop_the_run_quietly(tmp_path: Path) -> None:
+    """Writing to a terminal that went away fails with EIO: that ends the run like SIGHUP does,
+    with no traceback and no process left."""
+    import pty
+
+    app(tmp_path, "web: echo pid=$$; exec sleep 60\n")
+    master, slave = pty.openpty()
+    process = subprocess.Popen([PY, "-m", "dynod.cli", "start", "-p", "6500"], cwd=tmp_path,
+                               stdout=slave, stderr=subprocess.PIPE, start_new_session=True)
+    os.close(slave)
+    seen = b""
+    deadline = time.monotonic() + 20
+    while not (found := re.search(rb"pid=(\d+)\r?\n", seen)):
+        assert time.monotonic() < deadline, seen
+        seen += os.read(master, 65536)
+    pid = int(found.group(1))
+    os.close(master)  # the terminal goes away ...
+    process.send_signal(signal.SIGHUP)  # ... and says so
+    _, err = process.communicate(timeout=20)
+    assert process.returncode == 0, err
+    assert b"Traceback" not in err and b"Error" not in err, err
+    assert wait_until(lambda: not pid_alive(pid), 3)
