@@ -152,7 +152,7 @@ def _scale(call: Call, app: App, updates: list[Any]) -> list[dict[str, Any]]:
 async def scale_batch(call: Call) -> Response:
     app = call.app()
     updates = (await call.json()).get("updates")
-    if not isinstance(updates, list):
+    if not isinstance(updates, list) or not updates:
         raise invalid('Send {"updates": [{"type": "web", "quantity": 2}]}.')
     return json_response(_scale(call, app, updates))
 

@@ -37,6 +37,7 @@ RELEASE_POLL = 0.2  # how often a pending release's output stream checks whether
 DEFAULT_LINES = 100
 PLAIN = "text/plain; charset=utf-8"
 _SECRET = re.compile(r"[A-Za-z0-9_-]{32,64}")
+_PROCESS_TYPE = re.compile(r"[A-Za-z0-9_-]{1,63}")  # the Procfile's rule (SPEC §2): it names dynos and their directories
 
 
 def _secret() -> str:
@@ -104,6 +105,11 @@ async def create_slug(call: Call) -> Response:
     types = body.get("process_types")
     if not isinstance(types, dict) or not all(isinstance(v, str) for v in types.values()):
         raise invalid('process_types is required: {"process_types": {"web": "python web.py"}}.')
+    for name, command in types.items():
+        if not _PROCESS_TYPE.fullmatch(name):
+            raise invalid(f"Process type {name!r} is not valid: use 1-63 letters, digits, '_' or '-'.")
+        if not command.strip() or "\0" in command:
+            raise invalid(f"Process type {name} needs a command (without NUL characters).")
     commit, checksum = body.get("commit"), body.get("checksum")
     if commit is not None and not isinstance(commit, str):
         raise invalid("commit must be a string.")

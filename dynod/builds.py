@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
@@ -155,8 +156,14 @@ def fetch_source(url: str, dest_dir: Path) -> Path:
     if parsed.scheme not in ("http", "https"):
         raise DynodError(f"source {url}: use a path, a file:// URL or an http(s) URL")
     target = dest_dir / "source.tar.gz"
-    with urllib.request.urlopen(url, timeout=SOURCE_DOWNLOAD_TIMEOUT) as response, target.open("wb") as out:
-        shutil.copyfileobj(response, out)
+    try:
+        with urllib.request.urlopen(url, timeout=SOURCE_DOWNLOAD_TIMEOUT) as response, target.open("wb") as out:
+            shutil.copyfileobj(response, out)
+    except urllib.error.HTTPError as err:  # before OSError: it is one, and has a status
+        raise DynodError(f"cannot download source {url}: HTTP {err.code} {err.reason}") from None
+    except (urllib.error.URLError, OSError) as err:
+        reason = err.reason if isinstance(err, urllib.error.URLError) else err
+        raise DynodError(f"cannot download source {url}: {reason}: check the URL") from None
     return target
 
 

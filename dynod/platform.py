@@ -8,6 +8,7 @@ everything else (dynos, log rings) is rebuilt from them when dynod starts.
 from __future__ import annotations
 
 import getpass
+import json
 import random
 import shutil
 import sys
@@ -100,6 +101,7 @@ class Platform:
             self._nursery = nursery
             for app in self.apps.all():
                 self._builds(app).interrupted()
+                self._interrupted_releases(app)
                 ensure_repo(self.data_dir, app.name)
                 await self._start_runtime(app)
                 self._apply(app)
@@ -271,6 +273,17 @@ class Platform:
         else:
             self.log(app, f"Release v{release.version} failed: the release command exited with status {status}")
         return release
+
+    def _interrupted_releases(self, app: App) -> None:
+        """A release phase that dynod's stop or death cut short can never finish: it failed, and
+        the release before it runs on (as when its command fails)."""
+        ledger = self.apps.ledger(app)
+        for release in ledger.releases():
+            if release.status == "pending":
+                with self._release_output_path(app, release.version).open("a") as output:
+                    output.write("dynod stopped while the release command ran, so this release failed: "
+                                 "release again (deploy, config:set or releases:rollback)\n")
+                ledger.set_status(release.version, "failed")
 
     def release_output(self, app: App, version: int) -> str | None:
         path = self._release_output_path(app, version)
@@ -486,14 +499,18 @@ class Platform:
 
 
 def _quantity(value: object, current: int, kind: str) -> int:
-    text = str(value).strip() if not isinstance(value, bool) else ""
+    """A JSON number is the new quantity; a string may also be relative ("+1", "-1")."""
+    text = value.strip() if isinstance(value, str) else ""
     try:
-        if text[:1] in "+-" and text[1:].isdigit():
+        if isinstance(value, int) and not isinstance(value, bool):
+            quantity = value
+        elif text[:1] in "+-" and text[1:].isdigit():
             quantity = current + int(text)
         else:
             quantity = int(text)
     except ValueError:
-        raise Invalid(f"Quantity for {kind} must be a number such as 2, \"+1\" or \"-1\", not {value!r}.") from None
+        shown = json.dumps(value, default=repr)
+        raise Invalid(f"Quantity for {kind} must be a number such as 2, \"+1\" or \"-1\", not {shown}.") from None
     if not 0 <= quantity <= 100:
         raise Invalid(f"Quantity for {kind} must be between 0 and 100, not {quantity}.")
     return quantity

@@ -7,11 +7,14 @@ second one hurries them (SIGKILL at once).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import secrets
 import shutil
 import signal
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Iterator
 
 import attrs
 import trio
@@ -65,6 +68,26 @@ def prepare_data_dir(path: Path) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def data_dir_lock(data_dir: Path) -> Iterator[None]:
+    """Held while this dynod serves from data_dir: a second one there would end the first's dynos
+    (its record of them looks like leftovers) and write the same ledgers."""
+    path = data_dir / "serve.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip()
+            raise DynodError(f"another dynod serve{f' (pid {holder})' if holder else ''} is using {data_dir}: "
+                             "stop it first, or give this one another --data DIR") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock; so does dying, even by SIGKILL
+
+
 def api_token(data_dir: Path) -> str:
     """The token every API request carries, made once and kept private (mode 0600)."""
     path = data_dir / "api-token"
@@ -90,6 +113,11 @@ def url_of(host: str, port: int) -> str:
 async def serve(options: ServeOptions) -> int:
     data_dir = prepare_data_dir(resolve_data_dir(options.data))
     config = load_config(options, data_dir)
+    with data_dir_lock(data_dir):
+        return await _serve(data_dir, config)
+
+
+async def _serve(data_dir: Path, config: Config) -> int:
     token = api_token(data_dir)
     stopping = trio.Event()
     with Reaper(record=data_dir / "dynos.running") as reaper, \

@@ -44,6 +44,7 @@ def deploy(ctx: Context, parsed: Parsed) -> None:
         raise UsageError(f"{directory} is not a directory: pass the app's directory (default .)")
     app = ctx.app(parsed)
     api = ctx.api
+    web_url = api.get(app_path(app)).get("web_url")  # an unknown app fails here, before the upload
     with tempfile.TemporaryFile() as tarball:
         pack_source(directory, tarball)
         size = tarball.tell()
@@ -64,6 +65,10 @@ def deploy(ctx: Context, parsed: Parsed) -> None:
         ctx.copy_stream(api.stream(str(build["output_stream_url"])))
     build = _outcome(ctx, app, build)
     if build.get("status") != "succeeded":
+        failed = (build.get("release") or {}).get("version")
+        if failed is not None:  # built, but its release command failed: the old release serves
+            raise Failure(f"the release command failed, so v{failed} is not current: "
+                          f"see `dyno releases:output v{failed} -a {app}`")
         raise Failure(f"the build failed: see the output above "
                       f"(`dyno builds:output {build.get('id')} -a {app}`)")
     release_id = (build.get("release") or {}).get("id")
@@ -72,7 +77,6 @@ def deploy(ctx: Context, parsed: Parsed) -> None:
         return
     release = api.get(app_path(app, f"/releases/{quote(str(release_id), safe='')}"))
     follow_release_phase(ctx, app, release)
-    web_url = api.get(app_path(app)).get("web_url")
     ctx.say(f"Released v{release.get('version')} of {app}" + (f": {web_url}" if web_url else ""))
 
 

@@ -307,6 +307,8 @@ def test_a_released_slug_runs_scales_restarts_and_rolls_back(tmp_path: Path) -> 
         assert unknown.status == 404
         silly = await client.request("PATCH", "/apps/web-app/formation/web", {"quantity": "lots"})
         assert silly.status == 422
+        for body in ({"updates": []}, {"updates": {"type": "web"}}, {}):
+            assert (await client.request("PATCH", "/apps/web-app/formation", body)).status == 422, body
 
         async def web_up() -> bool:
             dynos = await client.get("/apps/web-app/dynos")
@@ -381,6 +383,10 @@ def test_a_hostile_slug_is_refused_whole(tmp_path: Path) -> None:
         assert not Path("/etc/dynod-was-here").exists()
         no_types = await client.request("POST", "/apps/victim/slugs", {})
         assert no_types.status == 422 and "process_types" in no_types.json()["message"]
+        # Type names become dyno names and their directories: the Procfile's rule holds here too.
+        for types in ({"../../x": "sleep 60"}, {"web.1": "sleep 60"}, {"": "sleep 60"}, {"web": " "}):
+            bad = await client.request("POST", "/apps/victim/slugs", {"process_types": types})
+            assert (bad.status, bad.json()["id"]) == (422, "invalid_params"), types
 
     with_api(tmp_path, scenario)
 

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.server
 import io
 import os
 import shutil
+import socket
 import subprocess
 import tarfile
+import threading
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -28,6 +31,7 @@ from dynod.build import (
     run_build,
     source_id,
 )
+from dynod.builds import fetch_source
 from dynod.errors import DynodError
 from dynod.slug import pack_slug, unpack_slug
 from tests.helpers import ROOT, pid_alive, wait_until
@@ -503,3 +507,19 @@ def test_cancelling_a_build_kills_the_buildpack_process_group(tmp_path: Path) ->
 
     trio.run(main)
     assert not pid_alive(int(pidfile.read_text()))
+
+
+def test_a_source_url_that_cannot_be_downloaded_is_a_clear_build_error(tmp_path: Path) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    with pytest.raises(DynodError, match=rf"^cannot download source http://127.0.0.1:{port}/app.tgz: .*refused"):
+        fetch_source(f"http://127.0.0.1:{port}/app.tgz", tmp_path)
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=server.handle_request, daemon=True).start()
+    try:
+        with pytest.raises(DynodError, match=r"^cannot download source .*: HTTP 501"):
+            fetch_source(f"http://127.0.0.1:{server.server_address[1]}/app.tgz", tmp_path)
+    finally:
+        server.server_close()

@@ -4,16 +4,19 @@ rollback, the release phase, and what dynos can and cannot see."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Awaitable, Callable
 
+import pytest
 import trio
 
 from dynod.apps import App
 from dynod.config import Config
 from dynod.lifecycle import DynoState
-from dynod.platform import Platform
+from dynod.errors import Invalid
+from dynod.platform import Platform, _quantity
 from dynod.reaper import Reaper
 from dynod.slug import pack_slug
 from tests.helpers import ROOT
@@ -121,6 +124,27 @@ def test_a_failing_release_command_keeps_the_old_release_serving(tmp_path: Path)
     with_platform(tmp_path, scenario)
 
 
+def test_a_release_phase_cut_short_by_a_stop_fails_at_the_next_start(tmp_path: Path) -> None:
+    async def interrupted(platform: Platform) -> None:
+        app = await platform.create_app("cut")
+        good = slug_of(platform, SAMPLE, tmp_path)
+        await platform.create_release(app, slug_id=good, config_vars={}, description="Deploy good", wait=True)
+        slow = slug_of(platform, SAMPLE, tmp_path, "web: python3 web.py\nrelease: echo migrating; exec sleep 60\n")
+        v3 = await platform.create_release(app, slug_id=slow, config_vars={}, description="Deploy slow")
+        assert v3.status == "pending"
+        await until(platform, lambda: "migrating" in [line.text for line in platform.ring(app).recent(50)])
+
+    async def restarted(platform: Platform) -> None:
+        app = platform.apps.by_name("cut")
+        assert app is not None
+        assert [(r.version, r.status) for r in platform.releases(app)][1:] == [(2, "succeeded"), (3, "failed")]
+        assert platform.current_release(app).version == 2  # type: ignore[union-attr]
+        assert "dynod stopped while the release command ran" in (platform.release_output(app, 3) or "")
+
+    with_platform(tmp_path, interrupted)
+    with_platform(tmp_path, restarted)
+
+
 def test_dynos_see_only_their_own_files_and_environment(tmp_path: Path) -> None:
     os.environ["DYNOD_SECRET_OF_THE_DAEMON"] = "leak"
     procfile = (
@@ -217,3 +241,12 @@ def test_apps_are_reached_through_the_router_round_robin(tmp_path: Path) -> None
                    for line in platform.ring(app).recent(1500))
 
     with_platform(tmp_path, scenario)
+
+
+def test_a_number_quantity_is_absolute_and_only_a_string_is_relative() -> None:
+    assert [_quantity(2, 5, "web"), _quantity("2", 5, "web"), _quantity("+1", 5, "web"), _quantity("-1", 5, "web")] == [2, 2, 6, 4]
+    with pytest.raises(Invalid, match=r"between 0 and 100, not -3\."):
+        _quantity(-3, 1, "web")  # a JSON number is never a delta
+    for silly, shown in ((True, "true"), (1.5, "1.5"), (None, "null"), ("lots", '"lots"')):
+        with pytest.raises(Invalid, match=rf"not {re.escape(shown)}\.$"):
+            _quantity(silly, 1, "web")

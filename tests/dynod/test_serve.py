@@ -101,6 +101,12 @@ def test_serve_runs_the_api_deploys_and_stops_its_dynos_on_sigterm(tmp_path: Pat
         deploy(tmp_path, base, token)
         pids = dyno_pids(process.pid)
         assert pids
+        # A second dynod on the same data directory refuses, leaving the first's dynos alone.
+        second = dynod("serve", "--data", str(data_dir), "--api", "127.0.0.1:0", "--router", "127.0.0.1:0")
+        assert second.returncode == 1 and second.stderr == (
+            f"dynod: another dynod serve (pid {process.pid}) is using {data_dir}: stop it first, "
+            "or give this one another --data DIR\n")
+        assert all(pid_alive(pid) for pid in pids) and (data_dir / "api-url").read_text().strip() == base
     except BaseException:
         process.kill()
         raise

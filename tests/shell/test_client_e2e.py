@@ -222,6 +222,8 @@ def test_logs_and_run_detached(dyno: Dyno, deployed: str) -> None:
     assert all(" app[" in line or " heroku[" in line for line in lines)
     heroku_only = dyno.ok("logs", "-s", "heroku", *app).splitlines()
     assert heroku_only and all(" heroku[" in line for line in heroku_only)
+    web_only = dyno.ok("logs", "-n", "200", "-p", "web", *app).splitlines()
+    assert web_only and all("[web." in line for line in web_only)
 
     out = dyno.ok("run:detached", "echo", "from a one-off", *app)
     name = out.split(", ")[1].splitlines()[0]

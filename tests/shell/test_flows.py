@@ -90,6 +90,26 @@ def test_failed_build_exits_1(fake_api: FakeApi, tmp_path: Path) -> None:
     assert body == {"source_blob": {"url": f"{fake_api.url}/blob/get", "version": None}}
 
 
+def test_a_failed_release_command_is_not_called_a_failed_build(fake_api: FakeApi, tmp_path: Path) -> None:
+    (tmp_path / "Procfile").write_text("web: python3 web.py\nrelease: false\n")
+    script_deploy(fake_api, ["failed"])
+    fake_api.json("GET", "/apps/demo/builds/b1", {"id": "b1", "status": "failed", "release": {"id": "r2", "version": 2}})
+    ctx, _out, err = context(fake_api, tmp_path)
+    assert run(ctx, ["deploy", "-a", "demo"]) == 1
+    assert err.getvalue().endswith(
+        "dyno: the release command failed, so v2 is not current: see `dyno releases:output v2 -a demo`\n")
+
+
+def test_deploy_to_an_unknown_app_uploads_nothing(fake_api: FakeApi, tmp_path: Path) -> None:
+    (tmp_path / "Procfile").write_text("web: python3 web.py\n")
+    script_deploy(fake_api, ["succeeded"])
+    fake_api.json("GET", "/apps/demo", {"id": "not_found", "message": "Couldn't find that app: demo."}, 404)
+    ctx, _out, err = context(fake_api, tmp_path)
+    assert run(ctx, ["deploy", "-a", "demo"]) == 1
+    assert err.getvalue() == "dyno: Couldn't find that app: demo.\n"
+    assert [s.path for s in fake_api.seen] == ["/apps/demo"]
+
+
 def test_deploy_of_a_missing_directory_is_a_usage_error(fake_api: FakeApi, tmp_path: Path) -> None:
     ctx, _out, err = context(fake_api, tmp_path)
     assert run(ctx, ["deploy", "nowhere", "-a", "demo"]) == 2
