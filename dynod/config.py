@@ -149,6 +149,24 @@ def _port_range(value: object) -> PortRange:
     raise _Invalid('"FIRST-LAST" with 1 <= FIRST <= LAST <= 65535, such as "20000-29999"')
 
 
+UID_MAX = 4294967294  # (uid_t)-1 means "no change" to setuid
+
+
+def _uid_range(value: object) -> tuple[int, int] | None:
+    """`[dynos] uid_range`: the uids apps' dynos get one each of, "FIRST-LAST"; "" to run every
+    app's dynos as `[dynos] user` alone (apps can then read each other's config)."""
+    if value is None or (isinstance(value, tuple) and len(value) == 2):
+        return value
+    if value == "":
+        return None
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d{1,10})\s*-\s*(\d{1,10})\s*", value, re.ASCII)
+        if match is not None and 1000 <= int(match[1]) <= int(match[2]) <= UID_MAX:
+            return int(match[1]), int(match[2])
+    raise _Invalid(f'"FIRST-LAST" with 1000 <= FIRST <= LAST <= {UID_MAX}, such as '
+                   '"1900000000-1900065535", or "" for one user for every app')
+
+
 def _setting(default: Any, check: Callable[[object], Any]) -> Any:
     """An attrs field whose default is `default` and whose dynod.toml values go through `check`."""
     return field(default=default, metadata={"check": check})
@@ -185,6 +203,9 @@ class DynosConfig:
     cycle_jitter: float = _setting(12960.0, _seconds_or_zero)  # 0-216 minutes
     memory_quota_mb: int = _setting(512, _count)
     user: str = _setting("nobody", _name)
+    # When dynod is root, each app's dynos run as a uid of their own from this range, in the
+    # group of `user`: no app's dyno can read another's config (/proc/PID/environ) or files.
+    uid_range: tuple[int, int] | None = _setting((1900000000, 1900065535), _uid_range)
     port_range: PortRange = _setting(PortRange(20000, 29999), _port_range)
 
 

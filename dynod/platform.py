@@ -37,7 +37,7 @@ from router.backend import TableBackend
 from dynod.releases import (
     INITIAL_DESCRIPTION, apply_config_changes, deploy_description, rollback_description,
 )
-from dynod.runtime import AppRuntime, Ports, SlugWorkspace, dyno_owner, manager_settings, scratch_dir
+from dynod.runtime import AppRuntime, DynoUsers, Ports, SlugWorkspace, manager_settings, scratch_dir
 from dynod.slug import Slug, SlugStore, check_slug_size, pack_slug
 from dynod.store import heroku_time
 
@@ -83,7 +83,8 @@ class Platform:
         self.logplex = Logplex(history=config.logplex.history, tail_buffer=config.logplex.tail_buffer)
         self.reaper = reaper
         self.ports = Ports(config.dynos.port_range)
-        self.workspace = SlugWorkspace(self.slugs, scratch_dir(), dyno_owner(config.dynos.user))
+        self.scratch = scratch_dir()
+        self.users = DynoUsers(config.dynos)
         self.runtimes: dict[str, AppRuntime] = {}
         self.one_offs: dict[str, dict[str, OneOff]] = {}
         self.changed = trio.Event()  # replaced whenever any app's dynos change
@@ -123,9 +124,11 @@ class Platform:
 
     async def _start_runtime(self, app: App) -> AppRuntime:
         assert self._nursery is not None
-        settings = manager_settings(self.config.dynos, self.config.logplex.max_line_bytes)
+        owner = self.users.owner(app.id)
+        settings = manager_settings(self.config.dynos, self.config.logplex.max_line_bytes, owner)
         runtime = AppRuntime(
-            app.id, self.ring(app), self.workspace, self.ports, settings, self.reaper,
+            app.id, self.ring(app), SlugWorkspace(self.slugs, self.scratch, owner), self.ports,
+            settings, self.reaper,
         )
         self.runtimes[app.id] = runtime
         self.one_offs[app.id] = {}
@@ -454,7 +457,7 @@ class Platform:
                 source_version=version, output=say, reaper=self.reaper,
                 # Dynos of another user cannot read dynod's interpreters (pyenv under /root):
                 # the build uses the tools on the dynos' PATH.
-                path=DYNO_PATH if self.workspace.owner is not None else None,
+                path=DYNO_PATH if self.users.switching else None,
             )
             say("-----> Compressing...")
             info = await trio.to_thread.run_sync(pack_slug, build_dir, work / "slug.tgz")

@@ -3,6 +3,7 @@ manager per app running the formation on the app's current release."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pwd
 import random
@@ -43,6 +44,7 @@ class SlugWorkspace:
             await trio.to_thread.run_sync(
                 lambda: self.slugs.materialize(slug, dest, owner=self.owner)
             )
+            os.chmod(dest, 0o700)  # the dyno's alone: not another app's dynos'
             yield dest
         finally:
             with trio.CancelScope(shield=True):
@@ -79,21 +81,56 @@ def _bindable(port: int) -> bool:
     return True
 
 
-def dyno_owner(user: str) -> tuple[int, int] | None:
-    """Who dynos run as: the configured unprivileged user when dynod is root, else dynod's
-    own user (nothing to switch to)."""
-    if os.geteuid() != 0 or not user:
-        return None
-    entry = pwd.getpwnam(user)
-    return entry.pw_uid, entry.pw_gid
+class DynoUsers:
+    """Who each app's dynos run as. When dynod is root: a uid of the app's own from `[dynos]
+    uid_range` (none of them needs an account), in the group of `[dynos] user`, so that no
+    app's dyno can read another app's config through /proc/PID/environ, nor its files; or
+    `user` itself for every app when `uid_range` is "". When dynod is not root: dynod's own
+    user (None: nothing to switch to).
+
+    An app's uid comes from its id, so it stays the same from one start to the next unless two
+    apps' ids land on the same uid (the later one then takes the next free uid)."""
+
+    def __init__(self, config: DynosConfig, *, root: bool | None = None) -> None:
+        root = os.geteuid() == 0 if root is None else root
+        self.shared: tuple[int, int] | None = None
+        self.span = config.uid_range if root else None
+        if root:
+            entry = pwd.getpwnam(config.user)
+            self.shared = entry.pw_uid, entry.pw_gid
+        self._owners: dict[str, tuple[int, int]] = {}
+
+    @property
+    def switching(self) -> bool:
+        """Dynos run as another user than dynod."""
+        return self.shared is not None
+
+    def owner(self, app_id: str) -> tuple[int, int] | None:
+        if self.shared is None or self.span is None:
+            return self.shared
+        found = self._owners.get(app_id)
+        if found is not None:
+            return found
+        first, last = self.span
+        size = last - first + 1
+        taken = {uid for uid, _ in self._owners.values()}
+        if len(taken) >= size:
+            raise RuntimeError(f"every uid of [dynos] uid_range {first}-{last} is taken: widen it")
+        start = int.from_bytes(hashlib.sha256(app_id.encode()).digest()[:8], "big") % size
+        uid = next(first + (start + i) % size for i in range(size)
+                   if first + (start + i) % size not in taken)
+        self._owners[app_id] = found = (uid, self.shared[1])
+        return found
 
 
-def manager_settings(config: DynosConfig, max_line_bytes: int) -> ManagerSettings:
+def manager_settings(
+    config: DynosConfig, max_line_bytes: int, owner: tuple[int, int] | None
+) -> ManagerSettings:
     return ManagerSettings(
         ladder=config.restart_ladder, stop_timeout=config.stop_timeout,
         boot_timeout=config.boot_timeout, cycle_after=config.cycle_after,
         cycle_jitter=config.cycle_jitter, max_line_bytes=max_line_bytes,
-        owner=dyno_owner(config.user),
+        owner=owner,
     )
 
 

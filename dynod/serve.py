@@ -146,7 +146,7 @@ async def _serve(data_dir: Path, config: Config) -> int:
                 await stopping.wait()
                 work.cancel_scope.cancel()  # every dyno gets SIGTERM and its grace
             root.cancel_scope.cancel()
-        shutil.rmtree(platform.workspace.scratch, ignore_errors=True)  # every dyno's is gone
+        shutil.rmtree(platform.scratch, ignore_errors=True)  # every dyno's is gone
     return 0
 
 

@@ -162,6 +162,9 @@ def test_section_must_be_a_table(tmp_path: Path) -> None:
             "[dynos] memory_quota_mb must be a whole number >= 1, not 0",
         ),
         ('[dynos]\nuser = ""', "[dynos] user must be a non-empty string"),
+        ('[dynos]\nuid_range = "5-10"', '[dynos] uid_range must be "FIRST-LAST" with 1000 <= FIRST'),
+        ('[dynos]\nuid_range = "3000-2000"', '[dynos] uid_range must be "FIRST-LAST"'),
+        ("[dynos]\nuid_range = [2000, 3000]", '[dynos] uid_range must be "FIRST-LAST"'),
         ("[logplex]\nhistory = -5", "[logplex] history must be a whole number >= 1, not -5"),
         (
             "[build]\nslug_max_mb = 100",
@@ -231,3 +234,10 @@ def test_data_dir_resolution(tmp_path: Path) -> None:
     assert resolve_data_dir(environ=explicit) == tmp_path / "mine"
     assert resolve_data_dir(tmp_path / "flag", environ=explicit) == tmp_path / "flag"
     assert resolve_data_dir("rel", environ=explicit).is_absolute()
+
+
+def test_uid_range_or_one_user_for_every_app(tmp_path: Path) -> None:
+    assert Config().dynos.uid_range == (1900000000, 1900065535)
+    config = Config.from_toml(write(tmp_path, '[dynos]\nuid_range = "2000-2009"\n'))
+    assert config.dynos.uid_range == (2000, 2009)
+    assert Config.from_toml(write(tmp_path, '[dynos]\nuid_range = ""\n')).dynos.uid_range is None

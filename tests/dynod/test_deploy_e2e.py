@@ -193,6 +193,41 @@ def test_deploy_scale_round_robin_config_and_rollback(served: Served) -> None:
     eventually(lambda: served.get("shop", "/env/GREETING") == (404, "unset\n"), "the dynos back on v2's config")
 
 
+def _dyno_of(served: Served, app_env: str) -> tuple[int, int, int, str]:
+    """(pid, uid, gid, directory) of the dyno whose environment holds `app_env` (KEY=value)."""
+    assert served.process is not None
+    for pid in dyno_pids(served.process.pid):
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            status = Path(f"/proc/{pid}/status").read_text()
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:
+            continue
+        if app_env.encode() in environ:
+            uid = int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
+            gid = int(next(line for line in status.splitlines() if line.startswith("Gid:")).split()[1])
+            return pid, uid, gid, cwd
+    raise AssertionError(f"no dyno with {app_env}")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="apps get users of their own only under a root dynod")
+def test_no_app_reads_another_apps_config_or_files(served: Served) -> None:
+    served.ok("config:set", "PUSHED_SECRET=s3cret", "-a", "pushed")
+    eventually(answers(served, "pushed", "/env/PUSHED_SECRET", "s3cret\n"), "pushed's dyno on its new config")
+    served.ok("config:set", "SHOP_MARK=1", "-a", "shop")
+    eventually(answers(served, "shop", "/env/SHOP_MARK", "1\n"), "shop's dyno on its new config")
+    pushed_pid, pushed_uid, _, pushed_dir = _dyno_of(served, "PUSHED_SECRET=s3cret")
+    _, shop_uid, shop_gid, _ = _dyno_of(served, "SHOP_MARK=1")
+    assert 0 not in (pushed_uid, shop_uid) and pushed_uid != shop_uid
+    # As shop's dyno user: pushed's dyno's environment and directory are closed.
+    for argv in (["cat", f"/proc/{pushed_pid}/environ"], ["ls", pushed_dir]):
+        peek = subprocess.run(argv, user=shop_uid, group=shop_gid, extra_groups=[],
+                              capture_output=True, text=True, timeout=30)
+        assert peek.returncode != 0 and "s3cret" not in peek.stdout, (argv, peek)
+        assert "Permission denied" in peek.stderr, peek.stderr
+    served.ok("config:unset", "SHOP_MARK", "-a", "shop")
+
+
 def test_a_failing_release_phase_keeps_the_old_release_serving(served: Served) -> None:
     app = ["-a", "shop"]
     current = served.json("releases", *app)[0]["version"]
