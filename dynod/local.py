@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -131,6 +132,12 @@ async def start(options: StartOptions, out: TextIO = sys.stdout, reaper: Reaper 
         config_vars=config_vars,
         inherit=inherit,
     )
+    for plan in plans:
+        # A web process is up once its port accepts connections: another program listening
+        # there would make it look up while it crashes on EADDRINUSE.
+        if plan.web and plan.port is not None and not _port_free(plan.port):
+            raise UsageError(f"port {plan.port} for {plan.name} is already in use by another "
+                             "program: stop it, or pick another base port with -p")
     home = Path(inherit.get("HOME", root))
     plans = [attrs.evolve(plan, home=home) for plan in plans]
     release = None
@@ -166,6 +173,17 @@ async def start(options: StartOptions, out: TextIO = sys.stdout, reaper: Reaper 
                 status = await _run_app(manager, release, plans)
             nursery.cancel_scope.cancel()
     return status
+
+
+def _port_free(port: int) -> bool:
+    """Nothing listens on `port` (a server binding every address there would succeed)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: TIME_WAIT is no owner
+        try:
+            probe.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
 
 
 async def _start_router(nursery: trio.Nursery, manager: Manager, ring: LogRing, port: int) -> None:

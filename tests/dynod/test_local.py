@@ -198,6 +198,12 @@ def test_a_bad_env_line_is_named(tmp_path: Path) -> None:
         assert len(result.stderr.strip().splitlines()) == 1
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def test_bad_inputs_are_one_line_usage_errors(tmp_path: Path) -> None:
     app(tmp_path, "web: sleep 60\nworker: sleep 60\nrelease: true\n")
     (tmp_path / "bad.env").write_text("A='unterminated\n")
@@ -217,7 +223,10 @@ def test_bad_inputs_are_one_line_usage_errors(tmp_path: Path) -> None:
         (("start", "wrker"), {}, "unknown process type 'wrker': the Procfile's types are web, worker"),
         (("start", "-m", "web=x"), {}, "bad entry 'web=x'"),
         (("start", "-f", "only-release"), {}, "the Procfile has only a release command"),
-        (("start", "web", "--router", str(busy.getsockname()[1])), {}, "cannot listen there"),
+        (("start", "web", "-p", str(free_port()), "--router", str(busy.getsockname()[1])), {},
+         "cannot listen there"),
+        (("start", "web", "-p", str(busy.getsockname()[1])), {},
+         f"port {busy.getsockname()[1]} for web.1 is already in use by another program"),
     ]
     with busy:
         for args, env, message in cases:
