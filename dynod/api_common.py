@@ -168,6 +168,12 @@ def app_json(state: ApiState, app: App) -> dict[str, Any]:
     platform = state.platform
     current = platform.current_release(app)
     router = state.router
+    slug_size = None
+    if current is not None and current.slug_id is not None:
+        try:
+            slug_size = platform.slugs.get(current.slug_id).size
+        except DynodError:
+            pass  # a slug record lost from the store: the release shows it when it runs
     return {
         "id": app.id, "name": app.name, "created_at": app.created_at, "updated_at": app.updated_at,
         "released_at": current.created_at if current else None,
@@ -179,7 +185,7 @@ def app_json(state: ApiState, app: App) -> dict[str, Any]:
         "web_url": f"http://{app.name}.{platform.config.router.domain}:{router.port}/",
         "git_url": platform.git_url(app),
         "buildpack_provided_description": None, "maintenance": False, "acm": False,
-        "archived_at": None, "repo_size": None, "slug_size": None, "space": None,
+        "archived_at": None, "repo_size": None, "slug_size": slug_size, "space": None,
         "internal_routing": None, "organization": None, "team": None,
     }
 

@@ -296,6 +296,7 @@ def test_a_released_slug_runs_scales_restarts_and_rolls_back(tmp_path: Path) -> 
             return bool((await client.get("/apps/web-app/releases/2"))["current"])
 
         await until(released)
+        assert (await client.get("/apps/web-app"))["slug_size"] == len(tarball)
         scaled = await client.request("PATCH", "/apps/web-app/formation",
                                       {"updates": [{"type": "web", "quantity": "1"}, {"type": "worker", "quantity": "+1"}]})
         assert sorted((f["type"], f["quantity"], f["size"]) for f in scaled.json()) == [
