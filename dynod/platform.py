@@ -174,6 +174,7 @@ class Platform:
         self.apps.destroy(app)
         self.logplex.remove(app.id)
         remove_repo(self.data_dir, app.name)
+        self._prune_trees_soon()
 
     def git_url(self, app: App) -> str:
         """Where `git push` deploys: the app's bare repository (a local path)."""
@@ -343,6 +344,21 @@ class Platform:
         release = self.current_release(app)
         runtime.apply(release, self.process_types(app), self.apps.formation(app))
         self._notify()
+        self._prune_trees_soon()
+
+    def _prune_trees_soon(self) -> None:
+        """Drop the unpacked trees of slugs no app runs now: each deploy would leave one."""
+        if self._nursery is None:
+            return
+        keep = set()
+        for app in self.apps.all():
+            release = self.current_release(app)
+            if release is not None and release.slug_id is not None:
+                try:
+                    keep.add(self.slugs.get(release.slug_id).checksum)
+                except DynodError:
+                    continue  # a lost slug record: its dynos say so when they start
+        self.spawn(lambda: trio.to_thread.run_sync(self.slugs.prune_trees, keep), "pruning slug trees")
 
     def _notify(self) -> None:
         self.changed.set()

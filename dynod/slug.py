@@ -17,7 +17,7 @@ import threading
 import uuid
 import zlib
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import attrs
 from attrs import field, frozen
@@ -471,7 +471,8 @@ class SlugStore:
         self._blobs = self.root / "blobs"
         self._trees = self.root / "trees" / _boot_id()
         self._unpacking: dict[str, threading.Lock] = {}  # tree name -> held while unpacking it
-        self._unpacking_guard = threading.Lock()
+        self._unpacking_guard = threading.Lock()  # also guards `_copying`
+        self._copying: dict[str, int] = {}  # tree name -> copies being made from it now
         for directory in (self._records, self._blobs, self._trees):
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         for boot in self._trees.parent.iterdir():
@@ -558,8 +559,38 @@ class SlugStore:
         tree cache; each dyno then gets a copy of that tree. Copies, never hard links: a dyno
         may change its files and nothing may reach another dyno (SPEC §6)."""
         dest = Path(dest)
-        copy_tree(self._tree(slug), dest, owner=owner)
+        name = _hex_of(slug.checksum)
+        with self._unpacking_guard:  # from now until the copy is made, pruning spares the tree
+            self._copying[name] = self._copying.get(name, 0) + 1
+        try:
+            copy_tree(self._tree(slug), dest, owner=owner)
+        finally:
+            with self._unpacking_guard:
+                self._copying[name] -= 1
+                if not self._copying[name]:
+                    del self._copying[name]
         return dest
+
+    def prune_trees(self, keep: Iterable[str]) -> int:
+        """Delete the unpacked trees of every slug but those whose checksums are in `keep` (the
+        apps' current slugs), except trees a dyno is being copied from; the number deleted.
+        A pruned slug that is needed again (a rollback) is unpacked and checked again."""
+        kept = {_hex_of(checksum) for checksum in keep}
+        pruned = 0
+        for tree in list(self._trees.iterdir()):
+            if tree.name.startswith(".") or tree.name in kept:
+                continue  # staging directories are their unpacker's
+            with self._unpacking_guard:
+                if self._copying.get(tree.name):
+                    continue
+                doomed = self._trees / f".{tree.name}-pruned-{uuid.uuid4()}"
+                try:
+                    os.rename(tree, doomed)  # gone at once for `_tree`; deleted at leisure
+                except OSError:
+                    continue
+            shutil.rmtree(doomed, ignore_errors=True)
+            pruned += 1
+        return pruned
 
     def _tree(self, slug: Slug) -> Path:
         """The slug's checked, unpacked tree, unpacked by one thread while the others wait: a

@@ -9,9 +9,11 @@ import tarfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import dynod.slug as slug_module
 from dynod.errors import DynodError
 from dynod.slug import SlugStore, UnsafeSlug, check_slug_size, pack_slug, unpack_slug
 from dynod.store import file_checksum
@@ -340,6 +342,35 @@ def test_materialize_gives_each_dyno_its_own_copy(tmp_path: Path, app: Path) -> 
     assert tree(store.materialize(slug, tmp_path / "web.3")) == tree(app)
     with pytest.raises(DynodError, match="already exists"):
         store.materialize(slug, tmp_path / "web.1")  # never into a used directory
+
+
+def test_pruning_keeps_the_current_slugs_trees_and_any_being_copied(
+    tmp_path: Path, app: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SlugStore(tmp_path / "store")
+    old = store.put(pack_slug(app, tmp_path / "old.tgz").path, {"web": "bin/web"})
+    (app / "new").write_text("a second deploy\n")
+    new = store.put(pack_slug(app, tmp_path / "new.tgz").path, {"web": "bin/web"})
+    store.materialize(old, tmp_path / "web.1")
+    store.materialize(new, tmp_path / "web.2")
+    trees = tmp_path / "store" / "trees"
+    assert len(list(trees.glob("*/*"))) == 2
+    assert store.prune_trees({new.checksum}) == 1
+    assert len(list(trees.glob("*/*"))) == 1
+    assert tree(store.materialize(old, tmp_path / "rollback.1")) == tree(tmp_path / "web.1")  # again
+
+    real_copy = slug_module.copy_tree
+    pruned: list[int] = []
+
+    def pruning_copy(src: Path, dest: Path, **kwargs: Any) -> None:
+        pruned.append(store.prune_trees(set()))  # a deploy elsewhere prunes mid-copy
+        real_copy(src, dest, **kwargs)
+
+    monkeypatch.setattr(slug_module, "copy_tree", pruning_copy)
+    copy = store.materialize(new, tmp_path / "web.3")
+    assert pruned == [1] and tree(copy) == tree(tmp_path / "web.2")  # old's went, new's was in use
+    monkeypatch.setattr(slug_module, "copy_tree", real_copy)
+    assert store.prune_trees(set()) == 1 and not list(trees.glob("*/*"))
 
 
 def test_dynos_starting_together_unpack_a_new_slug_once(
