@@ -14,7 +14,7 @@ from dynod.apps import App
 from dynod.errors import DynodError, NotFound
 from dynod.http import HTTPError, Response, json_response
 from dynod.ledger import Release
-from dynod.releases import deploy_description
+from dynod.releases import apply_config_changes, deploy_description
 from dynod.slug import Slug
 
 ACCEPTED = 202
@@ -192,7 +192,13 @@ async def run_dyno(call: Call) -> Response:
     if body.get("attach"):
         raise HTTPError(422, "invalid_params", "Attached one-off dynos are not available yet: "
                         "use `run:detached` (\"attach\": false) and read the output with `logs`.")
-    dyno = await call.platform.run_detached(app, command)
+    env = body.get("env") or {}
+    if not isinstance(env, dict):
+        raise invalid('"env" must be an object of variables: {"env": {"FOO": "bar"}}.')
+    # The one-off's own variables (`run:detached -e FOO=bar`), over the config vars: checked
+    # as config vars are.
+    extra = apply_config_changes({}, env)[0] if env else {}
+    dyno = await call.platform.run_detached(app, command, env=extra)
     return json_response(dyno_json(call.platform, app, dyno), 201)
 
 

@@ -403,8 +403,8 @@ class Platform:
             raise NotFound(f"Couldn't find dyno or process type {target}: see `dyno ps`.")
         return names
 
-    async def run_detached(self, app: App, command: str) -> DynoInfo:
-        """A one-off dyno whose output goes to logplex."""
+    async def run_detached(self, app: App, command: str, env: Mapping[str, str] | None = None) -> DynoInfo:
+        """A one-off dyno whose output goes to logplex; `env` adds to the config vars."""
         release = self.current_release(app)
         if release is None or release.slug_id is None:
             raise Invalid("The app has no release with a slug yet: deploy it first.")
@@ -415,7 +415,7 @@ class Platform:
         name = f"run.{random.randint(1000, 9999)}"
         while name in self.one_offs[app.id]:
             name = f"run.{random.randint(1000, 9999)}"
-        plan = runtime.one_off_plan(release, command, name)
+        plan = runtime.one_off_plan(release, command, name, env or {})
         one = OneOff(plan, release_version=release.version)
         self.one_offs[app.id][name] = one
 

@@ -180,8 +180,11 @@ class AppRuntime:
                 self.ports.give_back(slot.plan.port)
         self.manager.reconcile(plans)
 
-    def one_off_plan(self, release: Release, command: str, name: str) -> DynoPlan:
-        return DynoPlan(name, command, release.config_vars, port=self.ports.take(), slug_id=release.slug_id)
+    def one_off_plan(
+        self, release: Release, command: str, name: str, env: Mapping[str, str] | None = None
+    ) -> DynoPlan:
+        config_vars = {**release.config_vars, **env} if env else release.config_vars
+        return DynoPlan(name, command, config_vars, port=self.ports.take(), slug_id=release.slug_id)
 
     def web_dynos(self) -> list[DynoSlot]:
         return self.manager.web_dynos()

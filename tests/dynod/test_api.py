@@ -330,9 +330,13 @@ def test_a_released_slug_runs_scales_restarts_and_rolls_back(tmp_path: Path) -> 
 
         attached = await client.request("POST", "/apps/web-app/dynos", {"command": "bash", "attach": True})
         assert attached.status == 422 and "run:detached" in attached.json()["message"]
-        one_off = await client.request("POST", "/apps/web-app/dynos",
-                                       {"command": "echo one-off says hi", "attach": False, "size": None})
+        one_off = await client.request("POST", "/apps/web-app/dynos",  # the Heroku CLI's -e
+                                       {"command": "echo one-off says $WORD", "attach": False, "size": None,
+                                        "env": {"WORD": "hi", "TERM": "xterm"}})
         assert one_off.status == 201 and one_off.json()["name"].startswith("run.")
+        bad_env = await client.request("POST", "/apps/web-app/dynos",
+                                       {"command": "true", "attach": False, "env": {"1X": "y"}})
+        assert bad_env.status == 422 and "1X" in bad_env.json()["message"]
 
         async def said_hi() -> bool:
             return any(line.text == "one-off says hi" for line in platform.ring(platform.apps.find("web-app")).recent(200))
