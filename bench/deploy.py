@@ -731,7 +731,7 @@ def machine() -> None:
     def filesystem(path: str) -> str:
         return first_line(["findmnt", "-n", "-o", "FSTYPE", "-T", path]) or "?"
 
-    user = "root (dynos run as nobody)" if os.geteuid() == 0 else f"uid {os.geteuid()}"
+    user = "root (each app's dynos run as a uid of its own)" if os.geteuid() == 0 else f"uid {os.geteuid()}"
     say(f"machine: {os.cpu_count()} cores ({len(os.sched_getaffinity(0))} usable), {model},"
         f" {memory:.1f} GB RAM, Linux {os.uname().release}")
     say(f"versions: {versions}; working tree at {head}"
