@@ -21,6 +21,7 @@ import attrs
 import trio
 
 from dynod.logline import APP, HEROKU, LogSink
+from dynod.orphans import become_subreaper, kill_groups
 from dynod.reaper import Reaper, group_alive, live_group_members
 
 # Heroku's dyno PATH; buildpacks extend it through .profile.d scripts.
@@ -263,7 +264,7 @@ async def run_dyno(
             os.close(fd)
     handle = DynoProcess(spec.name, process.pid, time.time())
     if reaper is not None:
-        reaper.watch(handle.pgid)
+        reaper.watch(handle.pgid, (spec.name, spec.env.get("PORT", "")))
     drained = trio.Event()
     pending = [len(outputs)]
 
@@ -290,11 +291,11 @@ async def run_dyno(
                 await process.wait()
             except trio.Cancelled:
                 with trio.CancelScope(shield=True):
-                    await _stop(spec, handle, process, say, hurry)
+                    await _stop(spec, handle, process, say, hurry, reaper)
                 raise
             finally:
                 with trio.CancelScope(shield=True):
-                    await _end_leftovers(handle, say)
+                    await _end_leftovers(handle, say, reaper)
                     # Output still in flight is read to the end; a process that escaped the
                     # group may hold the pipe open, so the wait is bounded.
                     with trio.move_on_after(1.0):
@@ -316,9 +317,12 @@ async def _stop(
     process: trio.Process,
     say: Callable[[str], None],
     hurry: trio.Event | None,
+    reaper: Reaper | None = None,
 ) -> None:
     say("Stopping all processes with SIGTERM")
     handle.signal(signal.SIGTERM)
+    if reaper is not None:  # and the sessions its processes started (dynod/orphans.py)
+        kill_groups(reaper.escapees_of(handle.pgid), signal.SIGTERM)
     with trio.move_on_after(spec.stop_timeout):
         async with trio.open_nursery() as race:
 
@@ -355,9 +359,14 @@ async def _wait_group_empty(pgid: int, timeout: float | None = None) -> bool:
     return False
 
 
-async def _end_leftovers(handle: DynoProcess, say: Callable[[str], None]) -> None:
+async def _end_leftovers(
+    handle: DynoProcess, say: Callable[[str], None], reaper: Reaper | None = None
+) -> None:
     """After the main process is gone, nothing of its group may live on (daemons it forked,
-    grandchildren that ignored SIGTERM)."""
+    grandchildren that ignored SIGTERM), nor of the sessions its processes started."""
+    escaped = reaper.end_escapees(handle.pgid) if reaper is not None else 0
+    if escaped:
+        say(f"Killed {escaped} processes that had left the dyno's process group")
     if not group_alive(handle.pgid):
         return
     leftovers = live_group_members(handle.pgid)
@@ -366,3 +375,13 @@ async def _end_leftovers(handle: DynoProcess, say: Callable[[str], None]) -> Non
     say(f"Killed {len(leftovers)} processes left behind in the dyno (pids {listed})")
     if not await _wait_group_empty(handle.pgid, 2.0):
         say(f"Process group {handle.pgid} survived SIGKILL")
+
+
+async def watch_orphans(reaper: Reaper, every: float = 0.5) -> None:
+    """Make dynod the subreaper of its dynos' orphans and sweep them (dynod/orphans.py): the
+    processes that leave a dyno's process group are stopped with it."""
+    if not become_subreaper():
+        return
+    while True:
+        await trio.sleep(every)
+        reaper.sweep()

@@ -17,7 +17,7 @@ import attrs
 import trio
 
 from dynod.dotenv import load_env_files
-from dynod.dyno import DYNO_PATH, bash_argv
+from dynod.dyno import DYNO_PATH, bash_argv, watch_orphans
 from dynod.errors import DynodError, ParseError, UsageError
 from dynod.formation import local_port, parse_formation, render_formation
 from dynod.logline import HEROKU
@@ -165,6 +165,7 @@ async def start(options: StartOptions, out: TextIO = sys.stdout, reaper: Reaper 
         status = 0
         async with trio.open_nursery() as nursery:
             await nursery.start(printer.run)
+            nursery.start_soon(watch_orphans, reaper)  # processes that leave their dyno's group
             with trio.CancelScope() as flow:
                 nursery.start_soon(_watch_signals, manager, stopping)
                 nursery.start_soon(_stop_when_asked, manager, stopping, flow)

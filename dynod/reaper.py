@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from dynod import orphans
+
 # Runs under `python -S`: nothing but the standard library, no site packages.
 # It reads what is there, then naps before reading again: a formation starting 100 dynos then
 # costs dynod a few wake-ups of this process, not one per dyno (a woken reader takes the CPU from
@@ -37,6 +39,34 @@ while True:
         elif line[:1] == b"-":
             groups.discard(int(line[1:]))
     time.sleep(0.02)
+def descendants():
+    # Sessions that processes of the groups started (setsid) are theirs too: every group
+    # holding a descendant of a member joins them (read once, before anything is signalled).
+    kids, pgrp = {}, {}
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry, "rb") as f:
+                raw = f.read()
+        except (OSError, ValueError):
+            continue
+        fields = raw[raw.rfind(b")") + 2:].split()
+        pid = int(entry)
+        kids.setdefault(int(fields[1]), []).append(pid)
+        pgrp[pid] = int(fields[2])
+    todo = [pid for pid, g in pgrp.items() if g in groups]
+    seen = set(todo)
+    while todo:
+        for kid in kids.get(todo.pop(), ()):
+            if kid not in seen:
+                seen.add(kid)
+                todo.append(kid)
+    return {pgrp[pid] for pid in seen}
+try:
+    groups |= descendants()
+except Exception:
+    pass
 def send(sig):
     alive = set()
     for pgid in groups:
@@ -63,6 +93,9 @@ class Reaper:
         self.record = record
         self.leftovers: list[int] = []  # groups of an earlier dynod this one ended at start
         self._groups: dict[int, int] = {}  # pgid -> its leader's start time
+        self._leaders: set[int] = set()  # every watched group (its leader's pid): dynos, builds
+        self._dynos: dict[int, tuple[str, str]] = {}  # dyno pgid -> its (DYNO, PORT)
+        self.escaped: dict[int, int] = {}  # group that left a dyno -> that dyno's pgid
         self._record_fd = -1
         self._record_lines = 0
         if record is not None:
@@ -77,16 +110,74 @@ class Reaper:
         assert self._process.stdin is not None
         self._fd = self._process.stdin.fileno()
 
-    def watch(self, pgid: int) -> None:
+    def watch(self, pgid: int, identity: tuple[str, str] | None = None) -> None:
+        """Watch a group dynod started; `identity`, the (DYNO, PORT) of a dyno's group."""
+        self._leaders.add(pgid)
+        if identity is not None:
+            self._dynos[pgid] = identity
+        self._watch(pgid)
+
+    def forget(self, pgid: int) -> None:
+        self._leaders.discard(pgid)
+        self._dynos.pop(pgid, None)
+        self._forget(pgid)
+
+    def _watch(self, pgid: int) -> None:
         self._send(b"+%d\n" % pgid)
         if self.record is not None:
             self._groups[pgid] = start_time(pgid) or 0
             self._note(b"+%d %d\n" % (pgid, self._groups[pgid]))
 
-    def forget(self, pgid: int) -> None:
+    def _forget(self, pgid: int) -> None:
         self._send(b"-%d\n" % pgid)
         if self.record is not None and self._groups.pop(pgid, None) is not None:
             self._note(b"-%d\n" % pgid)
+
+    # ----- groups that left their dyno (dynod/orphans.py)
+
+    def escapees_of(self, pgid: int) -> list[int]:
+        return [group for group, owner in self.escaped.items() if owner == pgid]
+
+    def end_escapees(self, pgid: int) -> int:
+        """SIGKILL what is left of the groups that left dyno `pgid`; how many processes that was."""
+        killed = 0
+        for group in self.escapees_of(pgid):
+            members = live_group_members(group)
+            killed += len(members)
+            orphans.kill_groups([group], signal.SIGKILL)
+            del self.escaped[group]
+            self._forget(group)
+        return killed
+
+    def sweep(self) -> None:
+        """Deal with dynod's adopted orphans (see dynod/orphans.py): reap the dead, tie escapees
+        to their dyno (or kill them when their dyno has ended)."""
+        own = os.getpgrp()
+        dynos = {identity: pgid for pgid, identity in self._dynos.items()}
+        for group in [g for g in self.escaped if not group_alive(g)]:
+            del self.escaped[group]
+            self._forget(group)
+        for pid in orphans.children():
+            if pid == self._process.pid or pid in self._leaders:
+                continue  # the sidecar; dynos and builds (trio waits for them)
+            info = orphans.stat(pid)
+            if info is None or info.pgrp == own:
+                continue  # gone; or run by subprocess in dynod's own group (it waits for it)
+            if info.state in ("Z", "X"):
+                orphans.reap(pid)
+                continue
+            if info.pgrp in self._leaders or info.pgrp in self.escaped:
+                continue  # still in a known group: it ends with that group
+            identity = orphans.identity(pid)
+            owner = dynos.get(identity) if identity is not None else None
+            if owner is not None:
+                self.escaped[info.pgrp] = owner
+                self._watch(info.pgrp)  # so that it ends with dynod too, even after kill -9
+            elif identity is not None:
+                orphans.kill_groups([info.pgrp], signal.SIGKILL)  # its dyno has ended
+            else:  # not from a dyno (a build's daemon): it ends with dynod
+                self.escaped[info.pgrp] = 0
+                self._watch(info.pgrp)
 
     def _note(self, line: bytes) -> None:
         if self._record_lines > 10_000 + 2 * len(self._groups):

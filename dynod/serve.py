@@ -24,6 +24,7 @@ from dynod.config import Address, Config, resolve_data_dir
 from dynod.errors import DynodError, UsageError
 from dynod.http import serve_http
 from dynod.platform import Platform
+from dynod.dyno import watch_orphans
 from dynod.reaper import Reaper
 from dynod.routing import router_config
 from dynod.runtime import sweep_scratch
@@ -129,6 +130,7 @@ async def _serve(data_dir: Path, config: Config) -> int:
         platform = Platform(config, data_dir, reaper=reaper)
         async with trio.open_nursery() as root:
             root.start_soon(_watch_signals, signals, stopping, platform)
+            root.start_soon(watch_orphans, reaper)  # processes that leave their dyno's group
             async with trio.open_nursery() as work:
                 await work.start(platform.run)
                 api = Api(platform, token, url_of(config.api.listen.host, config.api.listen.port))

@@ -152,6 +152,73 @@ def test_kill_9_of_dynod_leaves_no_dyno_alive(tmp_path: Path) -> None:
     assert wait_until(lambda: not any(pid_alive(pid) for pid in pids), timeout=2.0)
 
 
+# Processes that start a session of their own: a daemon that double-forks (its parent is gone
+# at once) and a `setsid` child of a process that lives on. Each prints its pid first.
+ESCAPING = (  # the daemon ignores SIGTERM too
+    "web: (setsid sh -c 'trap \"\" TERM; echo escaped daemon=$$; exec sleep 600' &); exec sleep 600\n"
+    "worker: setsid sh -c 'echo escaped child=$$; exec sleep 600' & exec sleep 600\n"
+)
+
+
+def escapee_pids(seen: list[str]) -> list[int]:
+    pids = [int(line.rsplit("=", 1)[1]) for line in seen if "| escaped " in line]
+    assert len(pids) == 2, seen
+    return pids
+
+
+def test_processes_that_leave_the_dyno_group_stop_with_it(tmp_path: Path) -> None:
+    app(tmp_path, ESCAPING)
+    process = spawn_dynod("start", "-p", str(free_port()), cwd=tmp_path)
+    pids = escapee_pids(read_until(process, "| escaped ", count=2))
+    assert all(pid_alive(pid) for pid in pids)
+    time.sleep(1.5)  # the daemon is adopted and tied to web.1
+    status, out, _ = stop(process)
+    assert status == 0
+    assert ("heroku[web.1]", "Killed 1 processes that had left the dyno's process group") in lines(out)
+    assert wait_until(lambda: not any(pid_alive(pid) for pid in pids), timeout=3.0), out
+
+
+def test_kill_9_of_dynod_ends_processes_that_left_the_group(tmp_path: Path) -> None:
+    app(tmp_path, ESCAPING)
+    process = spawn_dynod("start", "-p", str(free_port()), cwd=tmp_path)
+    pids = escapee_pids(read_until(process, "| escaped ", count=2))
+    time.sleep(1.5)
+    process.kill()
+    process.wait(timeout=5)
+    assert wait_until(lambda: not any(pid_alive(pid) for pid in pids), timeout=2.0)
+
+
+def test_orphans_of_a_dyno_are_reaped_and_its_crash_status_kept(tmp_path: Path) -> None:
+    # Orphans come to dynod (its subreaper): the ones that end are reaped, never a dyno's own
+    # exit, whose status must reach the log.
+    app(tmp_path, "worker: for i in 1 2 3; do (sleep 0.1 &); done; echo spawned; sleep 2; exit 7\n")
+    process = spawn_dynod("start", cwd=tmp_path)
+    read_until(process, "| spawned")
+    time.sleep(1.5)
+    zombies = [pid for pid in children_of(process.pid) if proc_state(pid) == "Z"]
+    assert zombies == []
+    seen = read_until(process, "Process exited with status 7")
+    assert seen
+    stop(process)
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            found.extend(int(p) for p in f.read().split())
+    return found
+
+
+def proc_state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return "gone"
+    return raw[raw.rfind(b")") + 2:].split()[0].decode()
+
+
 def test_release_runs_first_and_its_failure_stops_the_start(tmp_path: Path) -> None:
     app(tmp_path, "release: echo migrating; exit 5\nweb: echo web; exec sleep 60\n")
     result = dynod("start", cwd=tmp_path)
