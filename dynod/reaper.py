@@ -152,14 +152,15 @@ class Reaper:
     def sweep(self) -> None:
         """Deal with dynod's adopted orphans (see dynod/orphans.py): reap the dead, tie escapees
         to their dyno (or kill them when their dyno has ended)."""
-        own = os.getpgrp()
-        dynos = {identity: pgid for pgid, identity in self._dynos.items()}
         for group in [g for g in self.escaped if not group_alive(g)]:
             del self.escaped[group]
             self._forget(group)
+        own = -1
         for pid in orphans.children():
             if pid == self._process.pid or pid in self._leaders:
                 continue  # the sidecar; dynos and builds (trio waits for them)
+            if own < 0:
+                own = os.getpgrp()
             info = orphans.stat(pid)
             if info is None or info.pgrp == own:
                 continue  # gone; or run by subprocess in dynod's own group (it waits for it)
@@ -169,7 +170,7 @@ class Reaper:
             if info.pgrp in self._leaders or info.pgrp in self.escaped:
                 continue  # still in a known group: it ends with that group
             identity = orphans.identity(pid)
-            owner = dynos.get(identity) if identity is not None else None
+            owner = next((g for g, known in self._dynos.items() if known == identity), None)
             if owner is not None:
                 self.escaped[info.pgrp] = owner
                 self._watch(info.pgrp)  # so that it ends with dynod too, even after kill -9
