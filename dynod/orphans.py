@@ -17,8 +17,6 @@ watches (dynos and builds, which trio waits for), and children in dynod's own pr
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import sys
 from typing import Iterable, NamedTuple
@@ -30,8 +28,10 @@ def become_subreaper() -> bool:
     """Orphans below dynod come to dynod rather than to init (Linux only)."""
     if not sys.platform.startswith("linux"):
         return False
+    import ctypes  # here: only `dynod start` and `dynod serve` need it, once
+
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc = ctypes.CDLL(None, use_errno=True)  # the running program's libc; no ldconfig run
         return bool(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
     except (OSError, AttributeError):
         return False
