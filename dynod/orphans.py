@@ -50,18 +50,26 @@ def children() -> list[int]:
         return []
 
 
+def proc_stat(pid: int | str) -> list[bytes] | None:
+    """The fields of /proc/PID/stat from the 3rd (state) on, or None if the process is gone. The
+    command name before them may hold spaces and parentheses: they start after its last ')'."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    return raw[raw.rfind(b")") + 2 :].split()
+
+
 class Stat(NamedTuple):
     state: str
     pgrp: int
 
 
 def stat(pid: int) -> Stat | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
-    except OSError:
+    fields = proc_stat(pid)
+    if fields is None or len(fields) < 3:
         return None
-    fields = raw[raw.rfind(b")") + 2 :].split()
     return Stat(fields[0].decode(), int(fields[2]))  # fields 3 (state) and 5 (pgrp)
 
 

@@ -252,14 +252,10 @@ def live_group_members(pgid: int) -> list[int]:
     for entry in entries:
         if not entry.isdigit():
             continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
+        fields = orphans.proc_stat(entry)
+        if fields is None or len(fields) < 3:
             continue
-        # The command name may contain spaces and parentheses: parse after its last ')'.
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+        if int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
             members.append(int(entry))
     return members
 
@@ -267,13 +263,8 @@ def live_group_members(pgid: int) -> list[int]:
 
 def start_time(pid: int) -> int | None:
     """The process's start time in clock ticks since boot (Linux), None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    fields = stat[stat.rfind(b")") + 2 :].split()
-    return int(fields[19]) if len(fields) > 19 else None
+    fields = orphans.proc_stat(pid)
+    return int(fields[19]) if fields is not None and len(fields) > 19 else None
 
 
 def read_record(path: Path) -> dict[int, int]:

@@ -166,12 +166,24 @@ def escapee_pids(seen: list[str]) -> list[int]:
     return pids
 
 
+def daemon_pid(seen: list[str]) -> int:
+    return next(int(line.rsplit("=", 1)[1]) for line in seen if "| escaped daemon=" in line)
+
+
+def adopted_and_swept(dynod_pid: int, daemon: int) -> None:
+    """Wait until dynod adopted the daemon, then for its sweep (twice a second) to tie it to its
+    dyno: that tie is dynod's inner state, so one second stands in for it."""
+    assert wait_until(lambda: daemon in children_of(dynod_pid), timeout=5.0)
+    time.sleep(1.0)
+
+
 def test_processes_that_leave_the_dyno_group_stop_with_it(tmp_path: Path) -> None:
     app(tmp_path, ESCAPING)
     process = spawn_dynod("start", "-p", str(free_port()), cwd=tmp_path)
-    pids = escapee_pids(read_until(process, "| escaped ", count=2))
+    seen = read_until(process, "| escaped ", count=2)
+    pids = escapee_pids(seen)
     assert all(pid_alive(pid) for pid in pids)
-    time.sleep(1.5)  # the daemon is adopted and tied to web.1
+    adopted_and_swept(process.pid, daemon_pid(seen))
     status, out, _ = stop(process)
     assert status == 0
     assert ("heroku[web.1]", "Killed 1 processes that had left the dyno's process group") in lines(out)
@@ -181,8 +193,9 @@ def test_processes_that_leave_the_dyno_group_stop_with_it(tmp_path: Path) -> Non
 def test_kill_9_of_dynod_ends_processes_that_left_the_group(tmp_path: Path) -> None:
     app(tmp_path, ESCAPING)
     process = spawn_dynod("start", "-p", str(free_port()), cwd=tmp_path)
-    pids = escapee_pids(read_until(process, "| escaped ", count=2))
-    time.sleep(1.5)
+    seen = read_until(process, "| escaped ", count=2)
+    pids = escapee_pids(seen)
+    adopted_and_swept(process.pid, daemon_pid(seen))
     process.kill()
     process.wait(timeout=5)
     assert wait_until(lambda: not any(pid_alive(pid) for pid in pids), timeout=2.0)
@@ -194,9 +207,8 @@ def test_orphans_of_a_dyno_are_reaped_and_its_crash_status_kept(tmp_path: Path) 
     app(tmp_path, "worker: for i in 1 2 3; do (sleep 0.1 &); done; echo spawned; sleep 2; exit 7\n")
     process = spawn_dynod("start", cwd=tmp_path)
     read_until(process, "| spawned")
-    time.sleep(1.5)
-    zombies = [pid for pid in children_of(process.pid) if proc_state(pid) == "Z"]
-    assert zombies == []
+    assert wait_until(lambda: not [pid for pid in children_of(process.pid) if proc_state(pid) == "Z"],
+                      timeout=3.0), "dynod left its adopted orphans as zombies"
     seen = read_until(process, "Process exited with status 7")
     assert seen
     stop(process)
