@@ -39,9 +39,9 @@ def become_subreaper() -> bool:
 
 def children() -> list[int]:
     """dynod's main thread's children: the orphans it adopted (the kernel hands them to the
-    main thread), the reaper sidecar, and dynos whose spawning worker thread has since exited.
-    (A child spawned by a worker thread is listed under that thread until then: a dyno being
-    registered is never seen here.)"""
+    main thread), the reaper sidecar, dynos (spawned from the event loop's thread, and watched
+    by the reaper before the loop runs anything else, so never mistaken for orphans), and
+    builds (spawned by worker threads: listed here once that thread has exited)."""
     pid = os.getpid()
     try:
         with open(f"/proc/{pid}/task/{pid}/children", "rb") as f:
