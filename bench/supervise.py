@@ -23,8 +23,10 @@ tool, >1 meaning dynod is better, and the line under each table compares dynod w
 
 (a) launch: seconds from starting the supervisor to the Nth "ready" line on its stdout (read
     from a pipe by this script), for N = 100 children that print "ready" and then sleep; once
-    with `sh` children (`echo ready; exec sleep 120`) and once with `python3` children. Median
-    of --repeat runs. Beside it: "cpu s", the CPU the supervisor itself used meanwhile (see
+    with `sh` children (`echo ready; exec sleep 120`) and once with `python3` children (the
+    interpreter `python3` runs, by its path, so that a pyenv shim is not what is timed). Median
+    of 5 runs, taken round by round (every tool once a round, so a VM that changes speed
+    meanwhile weighs on all alike). Beside it: "cpu s", the CPU the supervisor itself used meanwhile (see
     (c) for what counts as the supervisor), and "torn", lines that held a "ready" but were not
     just it (supervisord merges lines when many children start at once; the "ready"s are
     counted wherever they fall). Target: at most node-foreman's time for sh, at most honcho's
@@ -109,11 +111,23 @@ class Workload:
         return ",".join(f"{t.name}={t.count}" for t in self.types)
 
 
+def real_python3() -> str:
+    """The interpreter `python3` runs, by its own path: a version manager's shim (pyenv's is a
+    bash script that runs two more programs) would make (a) time the shim, not the supervisor."""
+    try:
+        found = subprocess.run(["python3", "-c", "import sys; print(sys.executable)"],
+                               capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+        path = found.stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        path = ""
+    return shlex.quote(path) if path else "python3"
+
+
 def sleepers(n: int, child: str) -> Workload:
     """N children that print "ready" once and then sleep."""
     commands = {
         "sh": "echo ready; exec sleep 120",
-        "python3": "exec python3 -c \"import time; print('ready', flush=True); time.sleep(120)\"",
+        "python3": f"exec {real_python3()} -c \"import time; print('ready', flush=True); time.sleep(120)\"",
     }
     return Workload((ProcType("w", commands[child], n),))
 
@@ -540,28 +554,33 @@ def launch_time(peer: Peer, n: int, child: str, directory: Path) -> LaunchRun:
 
 def measure_launch(tools: list[Peer], opts: argparse.Namespace) -> None:
     for child in ("sh", "python3"):
+        # Round by round, each tool once per round: a machine that slows down or speeds up
+        # meanwhile (a shared VM does) weighs on every tool alike.
+        runs: dict[str, list[LaunchRun]] = {peer.name: [] for peer in tools}
+        notes: dict[str, str] = {}
+        for i in range(opts.launch_repeat):
+            for peer in tools:
+                if peer.name in notes:
+                    continue
+                time.sleep(0.5)  # the last run's hundred processes are gone; let the kernel settle
+                try:
+                    runs[peer.name].append(launch_time(peer, opts.n, child, WORK / "a" / peer.name))
+                except BenchTimeout:
+                    notes[peer.name] = f"timed out (run {i + 1}; see {WORK / 'a' / peer.name})"
+                except Exited:
+                    notes[peer.name] = f"exited early (see {WORK / 'a' / peer.name}/stderr.txt)"
         figures = {}
         for peer in tools:
-            runs: list[LaunchRun] = []
-            note = ""
-            for i in range(opts.repeat):
-                try:
-                    runs.append(launch_time(peer, opts.n, child, WORK / "a" / peer.name))
-                except BenchTimeout:
-                    note = f"timed out (run {i + 1}; see {WORK / 'a' / peer.name})"
-                    break
-                except Exited:
-                    note = f"exited early (see {WORK / 'a' / peer.name}/stderr.txt)"
-                    break
+            done, note = runs[peer.name], notes.get(peer.name, "")
             figures[peer.name] = Figure(
-                statistics.median(r.seconds for r in runs) if runs and not note else None, note,
-                {"runs": " ".join(f"{r.seconds:.2f}" for r in runs),
-                 "cpu s": f"{statistics.median(r.cpu for r in runs):.2f}" if runs else "",
-                 "torn": str(sum(r.damaged for r in runs))})
+                statistics.median(r.seconds for r in done) if done and not note else None, note,
+                {"runs": " ".join(f"{r.seconds:.2f}" for r in done),
+                 "cpu s": f"{statistics.median(r.cpu for r in done):.2f}" if done else "",
+                 "torn": str(sum(r.damaged for r in done))})
         reference = "node-foreman" if child == "sh" else "honcho"
         goal = figures.get(reference, Figure(None)).value
         print_table(f"(a) launch to the {opts.n}th \"ready\" line, {opts.n} {child} children "
-                    f"(median of {opts.repeat})", "seconds", figures, True, "{:.3f}",
+                    f"(median of {opts.launch_repeat})", "seconds", figures, True, "{:.3f}",
                     lambda f: verdict(f, goal, f"at most {reference}'s time", True, "{:.3f} s"))
 
 
@@ -815,6 +834,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     # counts: children for (a) and (c), lines for (b), seconds for (c), runs for (a) and (d)
     opts.n, opts.lines, opts.idle, opts.repeat = (
         (25, 100_000, 3.0, 1) if opts.quick else (100, 1_000_000, 10.0, 3))
+    opts.launch_repeat = 1 if opts.quick else 5
     opts.log_deadline = 300.0
     return opts
 
