@@ -22,6 +22,10 @@ Headers = list[Header]
 # Heroku's rule: 20 to 200 ASCII letters, digits, `+`, `/`, `=` and `-`.
 REQUEST_ID = re.compile(rb"[A-Za-z0-9+/=-]{20,200}")
 VIA = b"1.1 dynod"
+# RFC 9110 §7.2: Host = uri-host [ ":" port ], uri-host an IP literal or a reg-name (RFC 3986:
+# unreserved, pct-encoded and sub-delims). No spaces, no `/`, `@`, `?` or `#`: `Host: a, b`
+# (two values folded into one) and `Host: a b` are refused, not guessed at.
+HOST = re.compile(rb"(\[[0-9A-Fa-f:.vV]+\]|[A-Za-z0-9._~%!$&'()*+,;=-]*)(:[0-9]*)?")
 # RFC 9110 §7.6.1, plus the non-standard ones clients still send.
 HOP_BY_HOP = frozenset(
     (
@@ -147,6 +151,8 @@ def forward_request(
     if chunked and length:
         return Rejected(400, "both Content-Length and Transfer-Encoding")
     host = hosts[0] if hosts else b""
+    if HOST.fullmatch(host) is None:
+        return Rejected(400, "invalid Host header")
     if not hosts:  # HTTP/1.0 may omit it; HTTP/1.1 needs one towards the dyno, empty is allowed
         out.insert(0, (b"Host", b"host", b""))
     if target[:1] != b"/" and target != b"*":

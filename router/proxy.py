@@ -25,11 +25,18 @@ from .client import GONE, Client, read_request, send_page
 from .codec import END, NEED_DATA, DynoProtocolError, Head
 from .config import RouterConfig
 from .framing import CHUNKED, LAST_CHUNK, chunk, frame_response, render_head
-from .headers import Forwarded, Rejected, app_name, forward_request, forward_response
-from .net import Stream, StreamTimeout
+from .headers import (
+    Forwarded,
+    Rejected,
+    app_name,
+    forward_request,
+    forward_response,
+    valid_request_id,
+)
+from .net import StreamTimeout
 from .pool import Pool, Upstream
 from .request import RequestHead
-from .records import FAILURES, Failure, error_page, log_line, restriction
+from .records import FAILURES, Failure, log_line, restriction
 from .tunnel import tunnel
 
 _INF = float("inf")
@@ -163,10 +170,13 @@ class Exchange:
         table = self.router.backend.lookup(app_name(host, self.router.config.domain))
         if host and table is not None:
             self.forwarded = None
-            line = self._line(restriction(rejected.status, rejected.reason), host=host)
-            self.router.backend.log(table.app, line)
+            given = [value for _, name, value in self.request.headers if name == b"x-request-id"]
+            request_id = (given[-1].decode("ascii") if given and valid_request_id(given[-1])
+                          else new_request_id())  # as a forwarded request would have had
+            failure = restriction(rejected.status, rejected.reason)
+            self.router.backend.log(table.app, self._line(failure, host, request_id))
 
-    def _line(self, failure: Failure | None, host: str = "") -> str:
+    def _line(self, failure: Failure | None, host: str = "", request_id: str = "") -> str:
         fwd = self.forwarded
         service = None
         if self.service_start is not None:
@@ -175,7 +185,7 @@ class Exchange:
             method=self.request.method.decode("ascii", "replace"),
             path=self.request.target.decode("latin-1"),
             host=fwd.host if fwd else host,
-            request_id=fwd.request_id if fwd else "",
+            request_id=fwd.request_id if fwd else request_id,
             fwd=fwd.forwarded_for if fwd else self.client.ip,
             dyno=self.dyno,
             connect=self.connect,

@@ -197,6 +197,13 @@ def test_conflicting_hosts_and_framing_are_refused() -> None:
     assert forward([(b"Host", b"a")], target=b"http://b/x").status == 400  # type: ignore[union-attr]
 
 
+def test_a_host_that_is_not_one_host_is_refused() -> None:
+    for bad in (b"a, b", b"a b", b"a/b", b"user@a", b"a?b", b"a#b", b"a:80:90", b"[::1"):
+        assert forward([(b"Host", bad)]).status == 400, bad  # type: ignore[union-attr]
+    for good in (b"app.localhost:8080", b"127.0.0.1", b"[::1]:80", b"a-b_c.~x", b"", b"app.localhost."):
+        assert not isinstance(forward([(b"Host", good)]), Rejected), good
+
+
 def test_absolute_form_for_the_same_host_becomes_a_path() -> None:
     result = forward([(b"Host", b"app.localhost")], target=b"http://app.localhost/x?y=1")
     assert isinstance(result, Forwarded) and result.target == b"/x?y=1"

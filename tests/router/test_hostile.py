@@ -3,6 +3,8 @@ without hurting the others, and the connection cap holds."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import trio
 
@@ -154,6 +156,11 @@ def test_limit_breakers_are_logged_when_they_name_an_app() -> None:
                 'at=error code=H25 desc="HTTP restriction: header line too long"'
             )
             assert " status=431 " in lines.texts()[0]
+            assert re.search(r" request_id=[A-Za-z0-9+/=-]{20,200} ", lines.texts()[0])
+            # a request id the client gave is the one logged, as for a forwarded request
+            given = b"X-Request-Id: abcdefghij0123456789-given\r\n"
+            await raw(address, HOSTILE["header line over 8192"][0].replace(HOST, HOST + given, 1))
+            assert " request_id=abcdefghij0123456789-given " in lines.texts()[1]
             nursery.cancel_scope.cancel()
 
     run(scenario)
