@@ -105,7 +105,8 @@ class Platform:
                 self._interrupted_releases(app)
                 ensure_repo(self.data_dir, app.name)
                 await self._start_runtime(app)
-                self._apply(app)
+                self._apply(app, prune=False)
+            self._prune_trees_soon()  # once for all apps, not once per app
             task_status.started()
             await trio.sleep_forever()
 
@@ -337,14 +338,15 @@ class Platform:
         self.apps.save_formation(app, {
             kind: int(kind == "web") for kind in slug.process_types if kind != "release"})
 
-    def _apply(self, app: App) -> None:
+    def _apply(self, app: App, *, prune: bool = True) -> None:
         runtime = self.runtimes.get(app.id)
         if runtime is None:
             return
         release = self.current_release(app)
         runtime.apply(release, self.process_types(app), self.apps.formation(app))
         self._notify()
-        self._prune_trees_soon()
+        if prune:
+            self._prune_trees_soon()
 
     def _prune_trees_soon(self) -> None:
         """Drop the unpacked trees of slugs no app runs now: each deploy would leave one."""
