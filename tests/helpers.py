@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -81,3 +82,30 @@ def spawn_dynod(*args: str, cwd: Path | None = None, env: dict[str, str] | None 
         [PY, "-m", "dynod.cli", *args], cwd=cwd, env=full_env, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True, start_new_session=True,
     )
+
+
+def start_serve(data: Path, log: Path, env: dict[str, str], timeout: float = 60.0
+                ) -> subprocess.Popen[bytes]:
+    """`dynod serve` on `data`, its API and router on ports of their own, its output appended
+    to `log`; returns once it has written api-url (and fails with the log if it never does)."""
+    (data / "api-url").unlink(missing_ok=True)
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [PY, "-m", "dynod.cli", "serve", "--data", str(data), "--api", "127.0.0.1:0",
+             "--router", "127.0.0.1:0"],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env,
+        )
+    up = wait_until(lambda: (data / "api-url").exists() or process.poll() is not None, timeout)
+    assert up and process.poll() is None, log.read_text()
+    return process
+
+
+def stop_serve(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, as a user stops it (dynos stop gracefully); SIGKILL if it hangs a minute."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)

@@ -24,7 +24,7 @@ import pytest
 
 from tests.dynod.test_serve import dyno_pids
 from tests.dynod.test_slug import GOOD, HOSTILE, make_slug
-from tests.helpers import ROOT, pid_alive, wait_until
+from tests.helpers import ROOT, pid_alive, start_serve, stop_serve, wait_until
 
 PY = sys.executable
 PYTHON_APP = ROOT / "fixtures" / "python-app"
@@ -42,25 +42,11 @@ class Served:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        (self.data / "api-url").unlink(missing_ok=True)
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [PY, "-m", "dynod.cli", "serve", "--data", str(self.data), "--api", "127.0.0.1:0",
-                 "--router", "127.0.0.1:0"],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                env={**self.env, SECRET: "leaked"},
-            )
-        up = wait_until(lambda: (self.data / "api-url").exists() or self.process.poll() is not None, 60)
-        assert up and self.process.poll() is None, self.log.read_text()
+        self.process = start_serve(self.data, self.log, {**self.env, SECRET: "leaked"})
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        if self.process is not None:
+            stop_serve(self.process)
 
     def __call__(self, *args: str, cwd: Path | None = None, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
         return subprocess.run([PY, "-m", "shell.cli", *args], cwd=cwd or self.cwd, env=self.env,

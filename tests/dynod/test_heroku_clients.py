@@ -14,9 +14,7 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 from typing import Any, Iterator
@@ -24,7 +22,7 @@ from typing import Any, Iterator
 import pytest
 
 from dynod.slug import pack_slug
-from tests.helpers import ROOT, wait_until
+from tests.helpers import ROOT, start_serve, stop_serve, wait_until
 
 try:
     import heroku3
@@ -45,24 +43,12 @@ class Served:
     def __init__(self, data: Path, log: Path) -> None:
         self.data, self.log = data, log
         env = {k: v for k, v in os.environ.items() if not k.startswith(("DYNOD_", "DYNO_"))}
-        with log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "dynod.cli", "serve", "--data", str(data),
-                 "--api", "127.0.0.1:0", "--router", "127.0.0.1:0"],
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
-        up = wait_until(lambda: (data / "api-url").exists() or self.process.poll() is not None, 30)
-        assert up and self.process.poll() is None, log.read_text()
+        self.process = start_serve(data, log, env, timeout=30)
         self.url = (data / "api-url").read_text().strip().rstrip("/")
         self.token = (data / "api-token").read_text().strip()
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_serve(self.process)
 
     def call(self, method: str, path: str, body: Any = None, data: bytes | None = None,
              token: bool = True) -> Any:

@@ -252,7 +252,7 @@ def test_release_success_then_formation(tmp_path: Path) -> None:
 def test_usage_errors_exit_2(tmp_path: Path) -> None:
     result = dynod("start", cwd=tmp_path)
     assert result.returncode == 2
-    assert result.stderr.strip() == f"dynod: no Procfile at Procfile: create one or pass -f PATH/TO/Procfile"
+    assert result.stderr.strip() == "dynod: no Procfile at Procfile: create one or pass -f PATH/TO/Procfile"
     app(tmp_path, "web: sleep 1\n")
     result = dynod("start", "-m", "nope=1", cwd=tmp_path)
     assert result.returncode == 2 and "nope" in result.stderr
