@@ -18,7 +18,7 @@ import tarfile
 import tempfile
 import zlib
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import trio
 from attrs import field, frozen
@@ -408,6 +408,7 @@ async def run_build(
     timeout: float = DEFAULT_BUILD_TIMEOUT,
     reaper: Reaper | None = None,
     path: str | None = None,
+    owner: tuple[int, int] | None = None,
 ) -> BuildResult:
     """Run buildpacks over a prepared build directory, in place, as Heroku does.
 
@@ -420,6 +421,10 @@ async def run_build(
     does). Cancelling kills the running step's process group. `path` is the PATH buildpacks see
     (dynod's own by default; the platform gives the dynos' PATH when dynos run as another user,
     so that what a build links to, such as Python, is what those dynos can read).
+
+    `owner` (uid, gid): the user the buildpacks run as (a root dynod's app user). The build
+    directory, the cache and this build's scratch files are handed to it first; the caller
+    makes sure that user can reach the build and cache directories (their parents).
     """
     build = Path(build_dir).resolve()
     if not build.is_dir():
@@ -428,8 +433,11 @@ async def run_build(
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="dynod-build-") as scratch_name:
         scratch = Path(scratch_name)
-        runner = _Runner(build, cache, scratch, source_version, output, reaper, path)
+        runner = _Runner(build, cache, scratch, source_version, output, reaper, path, owner)
         runner.write_env_dir(config_vars)
+        if owner is not None:
+            for tree in (build, cache, scratch):
+                await trio.to_thread.run_sync(hand_over, tree, owner)
         with trio.move_on_after(timeout) as limit:
             return await runner.run(list(buildpacks))
     assert limit.cancelled_caught
@@ -449,9 +457,10 @@ class _Runner:
         output: Output,
         reaper: Reaper | None,
         path: str | None = None,
+        owner: tuple[int, int] | None = None,
     ) -> None:
         self.build, self.cache, self.scratch = build, cache, scratch
-        self.output, self.reaper = output, reaper
+        self.output, self.reaper, self.owner = output, reaper, owner
         self.env_dir = scratch / "env"
         self.exports: list[str] = []
         tmp = scratch / "tmp"
@@ -459,7 +468,8 @@ class _Runner:
         # Built from nothing: only what a build needs, never dynod's own environment.
         self.env = {
             "PATH": path or os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
-            "HOME": os.environ.get("HOME", str(tmp)),
+            # Another user cannot use dynod's home (root's): the build's own tmp serves.
+            "HOME": os.environ.get("HOME", str(tmp)) if owner is None else str(tmp),
             "LANG": os.environ.get("LANG", "C.UTF-8"),
             "STACK": STACK,
             "SOURCE_VERSION": source_version,
@@ -504,6 +514,8 @@ class _Runner:
         for script in (dest / "bin").iterdir():
             if script.is_file():
                 script.chmod(script.stat().st_mode | 0o111)
+        if self.owner is not None:
+            hand_over(dest, self.owner)
         return dest
 
     async def detect_default(self) -> Buildpack:
@@ -589,6 +601,7 @@ class _Runner:
                 cwd=str(self.build),
                 env=self.env,
                 start_new_session=True,
+                **_as_user(self.owner),
             )
         except OSError as err:  # not executable, no #! line, a bad interpreter
             raise BuildFailed(f"{what} cannot run ({err.strerror}): check its #! line") from None
@@ -616,6 +629,24 @@ class _Runner:
         code = process.returncode
         assert code is not None
         return (128 - code if code < 0 else code), captured.decode("utf-8", "replace")
+
+
+def _as_user(owner: tuple[int, int] | None) -> dict[str, Any]:
+    """Popen's arguments to run as the build's user, with no supplementary groups of ours."""
+    if owner is None:
+        return {}
+    return {"user": owner[0], "group": owner[1], "extra_groups": []}
+
+
+def hand_over(root: Path, owner: tuple[int, int]) -> None:
+    """Make a tree the build user's: every entry chowned, a symlink itself and never what it
+    points at (an app's source may hold `secrets -> /etc/shadow`). Run before that user's
+    processes start, while only dynod can change the tree."""
+    uid, gid = owner
+    os.chown(root, uid, gid, follow_symlinks=False)
+    for directory, dirs, files in os.walk(root):  # never into a symlinked directory
+        for name in dirs + files:
+            os.chown(os.path.join(directory, name), uid, gid, follow_symlinks=False)
 
 
 async def _end_group(process: trio.Process) -> None:

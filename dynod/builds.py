@@ -8,12 +8,14 @@ their output survive a restart of dynod (a build that was running then is marked
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Iterable, Mapping
 
@@ -169,6 +171,43 @@ def fetch_source(url: str, dest_dir: Path) -> Path:
 
 def scratch(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+@asynccontextmanager
+async def lent_cache(cache: Path, work: Path, owner: tuple[int, int] | None) -> AsyncIterator[Path]:
+    """The app's build cache where the build can use it. When buildpacks run as the app's user,
+    that user cannot reach the data directory (0700, dynod's): the cache moves into the build's
+    own directory (made passable) for the build, and back after it, whatever happened. A dynod
+    killed meanwhile loses that cache, which the next build rebuilds."""
+    if owner is None:
+        yield cache
+        return
+    work.chmod(0o711)  # the build user passes through to build/ and cache/, lists nothing
+    lent = work / "cache"
+    await trio.to_thread.run_sync(_move_tree, cache, lent)
+    try:
+        yield lent
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(_return_cache, lent, cache)
+
+
+def _move_tree(source: Path, dest: Path) -> None:
+    try:
+        os.rename(source, dest)
+    except OSError:  # another filesystem (a tmpfs /tmp)
+        shutil.copytree(source, dest, symlinks=True)
+        shutil.rmtree(source)
+
+
+def _return_cache(lent: Path, cache: Path) -> None:
+    if not lent.is_dir():
+        return
+    if cache.exists():  # another build of the app put its cache back first: it wins
+        if any(cache.iterdir()):
+            return
+        cache.rmdir()
+    _move_tree(lent, cache)
 
 
 Output = Callable[[str], None]

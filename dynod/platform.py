@@ -21,7 +21,7 @@ import trio
 
 from dynod.apps import App, AppStore
 from dynod.build import prepare_source, run_build, source_id
-from dynod.builds import Build, BuildOutput, BuildStore, fetch_source, scratch
+from dynod.builds import Build, BuildOutput, BuildStore, fetch_source, lent_cache, scratch
 from dynod.config import Config
 from dynod.git import ensure_repo, remove_repo, repo_path
 from dynod.dyno import DYNO_PATH
@@ -469,14 +469,17 @@ class Platform:
             version = build.version
             if not version:
                 version = await trio.to_thread.run_sync(source_id, source)
-            result = await run_build(
-                build_dir, cache_dir=self.apps.cache_dir(app), config_vars=self.config_vars(app),
-                buildpacks=list(build.buildpacks) or list(app.buildpacks),
-                source_version=version, output=say, reaper=self.reaper,
-                # Dynos of another user cannot read dynod's interpreters (pyenv under /root):
-                # the build uses the tools on the dynos' PATH.
-                path=DYNO_PATH if self.users.switching else None,
-            )
+            owner = self.users.owner(app.id)
+            async with lent_cache(self.apps.cache_dir(app), work, owner) as cache:
+                result = await run_build(
+                    build_dir, cache_dir=cache, config_vars=self.config_vars(app),
+                    buildpacks=list(build.buildpacks) or list(app.buildpacks),
+                    source_version=version, output=say, reaper=self.reaper,
+                    # Dynos of another user cannot read dynod's interpreters (pyenv under
+                    # /root): the build uses the tools on the dynos' PATH.
+                    path=DYNO_PATH if self.users.switching else None,
+                    owner=owner,  # buildpacks run as the app's user, as its dynos do
+                )
             say("-----> Compressing...")
             info = await trio.to_thread.run_sync(pack_slug, build_dir, work / "slug.tgz")
             warning = check_slug_size(

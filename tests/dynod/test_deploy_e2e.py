@@ -10,6 +10,8 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import pwd
+import re
 import shutil
 import signal
 import subprocess
@@ -194,6 +196,36 @@ def _dyno_of(served: Served, app_env: str) -> tuple[int, int, int, str]:
             gid = int(next(line for line in status.splitlines() if line.startswith("Gid:")).split()[1])
             return pid, uid, gid, cwd
     raise AssertionError(f"no dyno with {app_env}")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="apps get users of their own only under a root dynod")
+def test_builds_run_as_the_apps_user_and_keep_their_cache(served: Served, tmp_path: Path) -> None:
+    pack = tmp_path / "probe-buildpack"
+    (pack / "bin").mkdir(parents=True)
+    (pack / "bin" / "detect").write_text("#!/bin/sh\necho Probe\n")
+    (pack / "bin" / "compile").write_text(
+        "#!/bin/bash\n"
+        'echo "       uid=$(id -u) groups=$(id -G) home=$HOME"\n'
+        f'if cat {served.data}/api-token >/dev/null 2>&1; then echo "       token=read"; '
+        'else echo "       token=refused"; fi\n'
+        'count=$(( $(cat "$2/count" 2>/dev/null || echo 0) + 1 )); echo "$count" > "$2/count"\n'
+        'echo "       cache=$count"\n'
+    )
+    for script in ("detect", "compile"):
+        (pack / "bin" / script).chmod(0o755)
+    source = tmp_path / "probe"
+    source.mkdir()
+    (source / ".buildpacks").write_text(f"{pack}\n")
+    (source / "Procfile").write_text("worker: sleep 600\n")
+    served.ok("apps:create", "probe")
+    first = served.ok("deploy", str(source), "-a", "probe", timeout=300)
+    uid, groups, home = re.search(r"uid=(\d+) groups=([\d ]+) home=(\S+)", first).groups()  # type: ignore[union-attr]
+    assert int(uid) != 0 and groups.split() == [str(pwd.getpwnam("nobody").pw_gid)], first
+    assert not home.startswith("/root"), first
+    assert "token=refused" in first and "cache=1" in first, first
+    second = served.ok("deploy", str(source), "-a", "probe", timeout=300)
+    assert f"uid={uid} " in second and "cache=2" in second, second  # same user, cache kept
+    served.ok("apps:destroy", "probe", "--confirm", "probe")
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="apps get users of their own only under a root dynod")
