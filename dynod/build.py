@@ -438,8 +438,17 @@ async def run_build(
         if owner is not None:
             for tree in (build, cache, scratch):
                 await trio.to_thread.run_sync(hand_over, tree, owner)
-        with trio.move_on_after(timeout) as limit:
-            return await runner.run(list(buildpacks))
+        try:
+            with trio.move_on_after(timeout) as limit:
+                return await runner.run(list(buildpacks))
+        finally:
+            if owner is not None:
+                with trio.CancelScope(shield=True):
+                    for tree in (build, cache):
+                        removed = await trio.to_thread.run_sync(take_back, tree, owner)
+                        if removed:
+                            output(f" !     Removed {len(removed)} files the build linked from "
+                                   f"outside it, e.g. {removed[0]}")
     assert limit.cancelled_caught
     minutes = f"{timeout / 60:g} minutes" if timeout >= 60 else f"{timeout:g} seconds"
     raise BuildFailed(f"build timed out after {minutes}: make the build faster or retry")
@@ -639,14 +648,36 @@ def _as_user(owner: tuple[int, int] | None) -> dict[str, Any]:
 
 
 def hand_over(root: Path, owner: tuple[int, int]) -> None:
-    """Make a tree the build user's: every entry chowned, a symlink itself and never what it
-    points at (an app's source may hold `secrets -> /etc/shadow`). Run before that user's
-    processes start, while only dynod can change the tree."""
+    """Make a tree the build user's before its processes start: every entry chowned, a symlink
+    itself and never what it points at (an app's source may hold `secrets -> /etc/shadow`).
+    os.fwalk opens each directory without following a symlink put in its place meanwhile."""
     uid, gid = owner
     os.chown(root, uid, gid, follow_symlinks=False)
-    for directory, dirs, files in os.walk(root):  # never into a symlinked directory
+    for _, dirs, files, fd in os.fwalk(root, follow_symlinks=False):
         for name in dirs + files:
-            os.chown(os.path.join(directory, name), uid, gid, follow_symlinks=False)
+            os.chown(name, uid, gid, dir_fd=fd, follow_symlinks=False)
+
+
+def take_back(root: Path, owner: tuple[int, int]) -> list[str]:
+    """After a build, make the tree dynod's again, top down, so that nothing the build user
+    left running can change it while dynod packs or copies it: owned by dynod, writable by
+    dynod alone, no set-id bits. What the build user does not own came from outside the
+    build (a hard link to another user's file) and is removed; returns those paths."""
+    mine = os.geteuid(), os.getegid()
+    os.chown(root, *mine, follow_symlinks=False)
+    os.chmod(root, stat.S_IMODE(os.lstat(root).st_mode) & ~0o6022)
+    removed = []
+    for where, dirs, files, fd in os.fwalk(root, follow_symlinks=False):
+        for name in dirs + files:
+            info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            if info.st_uid != owner[0] and not stat.S_ISDIR(info.st_mode):
+                os.unlink(name, dir_fd=fd)
+                removed.append(os.path.join(where, name))
+                continue
+            os.chown(name, *mine, dir_fd=fd, follow_symlinks=False)
+            if not stat.S_ISLNK(info.st_mode):  # the directory it is in is dynod's by now
+                os.chmod(name, stat.S_IMODE(info.st_mode) & ~0o6022, dir_fd=fd)
+    return removed
 
 
 async def _end_group(process: trio.Process) -> None:

@@ -26,10 +26,12 @@ from dynod.build import (
     BuildFailed,
     BuildResult,
     apply_slugignore,
+    hand_over,
     parse_release_yaml,
     prepare_source,
     run_build,
     source_id,
+    take_back,
 )
 from dynod.builds import fetch_source
 from dynod.errors import DynodError
@@ -523,3 +525,49 @@ def test_a_source_url_that_cannot_be_downloaded_is_a_clear_build_error(tmp_path:
             fetch_source(f"http://127.0.0.1:{server.server_address[1]}/app.tgz", tmp_path)
     finally:
         server.server_close()
+
+
+# --- builds as the app's user (a root dynod) -------------------------------------------------
+
+NOBODY = (65534, 65534)
+root_only = pytest.mark.skipif(os.geteuid() != 0, reason="handing files to another user needs root")
+
+
+@root_only
+def test_handing_a_tree_over_never_follows_its_links(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_text("s")
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "sub" / "file").write_text("x")
+    (tree / "secret").symlink_to(outside / "secret")
+    (tree / "elsewhere").symlink_to(outside, target_is_directory=True)
+    hand_over(tree, NOBODY)
+    for path in (tree, tree / "sub", tree / "sub" / "file", tree / "secret", tree / "elsewhere"):
+        assert os.lstat(path).st_uid == NOBODY[0], path
+    for path in (outside, outside / "secret"):
+        assert os.lstat(path).st_uid == 0, path
+
+
+@root_only
+def test_taking_a_tree_back_leaves_the_build_user_nothing_to_change(tmp_path: Path) -> None:
+    foreign = tmp_path / "foreign"
+    foreign.write_text("root's")
+    tree = tmp_path / "tree"
+    (tree / "open").mkdir(parents=True)
+    (tree / "open" / "tool").write_text("#!/bin/sh\n")
+    (tree / "link").symlink_to("/etc/passwd")
+    hand_over(tree, NOBODY)
+    (tree / "open").chmod(0o777)
+    (tree / "open" / "tool").chmod(0o6777)  # set-id and world-writable, as a build could leave
+    os.link(foreign, tree / "open" / "linked")  # a hard link to a file that is not the build's
+    removed = take_back(tree, NOBODY)
+    assert removed == [str(tree / "open" / "linked")]
+    assert foreign.read_text() == "root's"
+    for path in (tree, tree / "open", tree / "open" / "tool", tree / "link"):
+        info = os.lstat(path)
+        assert (info.st_uid, info.st_gid) == (0, 0), path
+        if not path.is_symlink():
+            assert not info.st_mode & 0o6022, (path, oct(info.st_mode))
+    assert os.readlink(tree / "link") == "/etc/passwd"
