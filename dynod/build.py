@@ -653,6 +653,7 @@ def hand_over(root: Path, owner: tuple[int, int]) -> None:
     os.fwalk opens each directory without following a symlink put in its place meanwhile."""
     uid, gid = owner
     os.chown(root, uid, gid, follow_symlinks=False)
+    os.chmod(root, 0o700)  # its parent is passable: other apps' users must not read it
     for _, dirs, files, fd in os.fwalk(root, follow_symlinks=False):
         for name in dirs + files:
             os.chown(name, uid, gid, dir_fd=fd, follow_symlinks=False)

@@ -548,6 +548,7 @@ def test_handing_a_tree_over_never_follows_its_links(tmp_path: Path) -> None:
         assert os.lstat(path).st_uid == NOBODY[0], path
     for path in (outside, outside / "secret"):
         assert os.lstat(path).st_uid == 0, path
+    assert os.stat(tree).st_mode & 0o777 == 0o700  # no other app's user reads it
 
 
 @root_only
