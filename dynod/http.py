@@ -23,6 +23,12 @@ MAX_HEAD = 16 * 1024  # request line and headers together
 IDLE_TIMEOUT = 75.0  # a kept-alive connection waiting for its next request
 READ_TIMEOUT = 30.0  # each read while a request is in progress
 RECEIVE_SIZE = 64 * 1024
+MAX_CONNECTIONS = 256  # open at once; more are answered 503 and closed (each costs a descriptor)
+_BUSY_BODY = json.dumps({"id": "unavailable", "message": "dynod's API has too many open "
+                         "connections; retry in a moment."}).encode()
+_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+         b"Retry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
+         % (len(_BUSY_BODY), _BUSY_BODY))
 
 log = logging.getLogger("dynod.http")
 
@@ -242,16 +248,36 @@ async def _answer(handler: Handler, request: Request) -> Response:
 
 
 async def serve_http(
-    listen: Address, handler: Handler, *,
+    listen: Address, handler: Handler, *, max_connections: int = MAX_CONNECTIONS,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve `handler` on `listen` until cancelled; reports the bound (host, port), so that
-    port 0 can be used."""
+    port 0 can be used. Past `max_connections` open at once, a connection gets a 503."""
     listeners = await trio.open_tcp_listeners(listen.port, host=listen.host)
     sockname = listeners[0].socket.getsockname()
+    open_now = 0
     async with trio.open_nursery() as nursery:
         task_status.started((str(sockname[0]), int(sockname[1])))
+
         async def connection(stream: trio.SocketStream) -> None:
-            await _serve_connection(stream, handler)
+            nonlocal open_now
+            if open_now >= max_connections:
+                with trio.move_on_after(1.0):
+                    try:
+                        await stream.send_all(_BUSY)
+                        await stream.send_eof()
+                        # Read what the client sent before closing: unread data makes the
+                        # close a reset, which can destroy the 503 before the client reads it.
+                        while len(await stream.receive_some(RECEIVE_SIZE)):
+                            pass
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        pass  # the client left first
+                await trio.aclose_forcefully(stream)
+                return
+            open_now += 1
+            try:
+                await _serve_connection(stream, handler)
+            finally:
+                open_now -= 1
 
         await trio.serve_listeners(connection, listeners, handler_nursery=nursery)
