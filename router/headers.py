@@ -130,8 +130,9 @@ def forward_request(
             hosts.append(value)
             out.append(header)
         elif name == b"content-length":
+            if not length:  # h11 let through only equal repeats: the dyno gets one
+                out.append(header)
             length = value
-            out.append(header)
         elif name == b"x-forwarded-for":
             forwarded.append(value)
         elif name == b"x-request-id":

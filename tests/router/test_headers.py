@@ -197,6 +197,12 @@ def test_conflicting_hosts_and_framing_are_refused() -> None:
     assert forward([(b"Host", b"a")], target=b"http://b/x").status == 400  # type: ignore[union-attr]
 
 
+def test_a_repeated_content_length_reaches_the_dyno_once() -> None:
+    result = forward([(b"Host", b"a"), (b"Content-Length", b"3"), (b"Content-Length", b"3")])
+    assert isinstance(result, Forwarded) and result.body
+    assert [v for _, n, v in result.headers if n == b"content-length"] == [b"3"]
+
+
 def test_a_host_that_is_not_one_host_is_refused() -> None:
     for bad in (b"a, b", b"a b", b"a/b", b"user@a", b"a?b", b"a#b", b"a:80:90", b"[::1"):
         assert forward([(b"Host", bad)]).status == 400, bad  # type: ignore[union-attr]
