@@ -308,7 +308,8 @@ def test_a_released_slug_runs_scales_restarts_and_rolls_back(tmp_path: Path) -> 
         assert unknown.status == 404
         silly = await client.request("PATCH", "/apps/web-app/formation/web", {"quantity": "lots"})
         assert silly.status == 422
-        for body in ({"updates": []}, {"updates": {"type": "web"}}, {}):
+        bodies: list[dict[str, object]] = [{"updates": []}, {"updates": {"type": "web"}}, {}]
+        for body in bodies:
             assert (await client.request("PATCH", "/apps/web-app/formation", body)).status == 422, body
 
         async def web_up() -> bool:

@@ -181,7 +181,7 @@ def test_slugignore_patterns_delete_only_inside_the_build_dir(tmp_path: Path) ->
 
 
 def make_tarball(path: Path, members: dict[str, str], mode: str = "w:gz") -> Path:
-    with tarfile.open(path, mode) as tar:
+    with tarfile.open(path, mode) as tar:  # type: ignore[call-overload]
         for name, text in members.items():
             info = tarfile.TarInfo(name)
             if name.endswith("/"):

@@ -25,7 +25,7 @@ from dynod.slug import pack_slug
 from tests.helpers import ROOT, start_serve, stop_serve, wait_until
 
 try:
-    import heroku3
+    import heroku3  # type: ignore[import-untyped]
 except ImportError as err:  # heroku3 also fails to import without `six`
     heroku3 = None
     HEROKU3_MISSING = f"heroku3 is not importable ({err}): pip install -e '.[test]'"

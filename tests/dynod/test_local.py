@@ -215,7 +215,7 @@ def test_orphans_of_a_dyno_are_reaped_and_its_crash_status_kept(tmp_path: Path) 
 
 
 def children_of(pid: int) -> list[int]:
-    found = []
+    found: list[int] = []
     for task in os.listdir(f"/proc/{pid}/task"):
         with open(f"/proc/{pid}/task/{task}/children") as f:
             found.extend(int(p) for p in f.read().split())

@@ -359,7 +359,7 @@ def test_pruning_keeps_the_current_slugs_trees_and_any_being_copied(
     assert len(list(trees.glob("*/*"))) == 1
     assert tree(store.materialize(old, tmp_path / "rollback.1")) == tree(tmp_path / "web.1")  # again
 
-    real_copy = slug_module.copy_tree
+    real_copy = slug_module.copy_tree  # type: ignore[attr-defined]
     pruned: list[int] = []
 
     def pruning_copy(src: Path, dest: Path, **kwargs: Any) -> None:
