@@ -505,7 +505,8 @@ class _Runner:
             for number, pack in enumerate(named, start=1):
                 self.output(f"{_DETAIL}{number}. {pack.name}")
         used = named or [await self.detect_default()]
-        copies = [self.copy_buildpack(pack, str(n)) for n, pack in enumerate(used, start=1)]
+        copies = [await trio.to_thread.run_sync(self.copy_buildpack, pack, str(n))
+                  for n, pack in enumerate(used, start=1)]
         for pack, copy_dir in zip(used, copies):
             if named:  # a named buildpack that does not apply is an error, as on Heroku
                 await self.detect(pack, copy_dir, required=True)
@@ -517,11 +518,17 @@ class _Runner:
 
     def copy_buildpack(self, pack: Buildpack, key: str) -> Path:
         """A private copy for this build: its `export` file must not reach other builds, and
-        a buildpack unpacked from a zip or an sdist may have lost its execute bits."""
+        a buildpack unpacked from a zip or an sdist may have lost its execute bits. When the
+        build runs as the app's user, a local buildpack is copied by that user too: a
+        directory it may change (one of its dynos' own) must not make dynod read for it what
+        it cannot read itself. The built-ins are dynod's, copied by dynod and handed over."""
         dest = self.scratch / "buildpacks" / key
+        if self.owner is not None and pack.path.parent != BUILDPACKS_DIR:
+            _copy_as(self.owner, pack, dest)
+            return dest
         shutil.copytree(pack.path, dest, symlinks=True, ignore=shutil.ignore_patterns(".git"))
         for script in (dest / "bin").iterdir():
-            if script.is_file():
+            if script.is_file() and not script.is_symlink():  # never chmod a link's target
                 script.chmod(script.stat().st_mode | 0o111)
         if self.owner is not None:
             hand_over(dest, self.owner)
@@ -530,7 +537,8 @@ class _Runner:
     async def detect_default(self) -> Buildpack:
         for name in BUILTIN_BUILDPACKS:
             pack = resolve_buildpack(name)
-            if await self.detect(pack, self.copy_buildpack(pack, f"detect-{name}"), required=False):
+            copy = await trio.to_thread.run_sync(self.copy_buildpack, pack, f"detect-{name}")
+            if await self.detect(pack, copy, required=False):
                 return pack
         raise BuildFailed(
             "No default language could be detected for this app: add requirements.txt,"
@@ -645,6 +653,28 @@ def _as_user(owner: tuple[int, int] | None) -> dict[str, Any]:
     if owner is None:
         return {}
     return {"user": owner[0], "group": owner[1], "extra_groups": []}
+
+
+# Run as the build's user: copy a local buildpack ($1) to $2, .git left out, scripts executable.
+_COPY_BUILDPACK = (
+    'cp -R -p -P -- "$1/." "$2/" && rm -rf -- "$2/.git" && '
+    'for f in "$2"/bin/*; do if [ -f "$f" ] && [ ! -L "$f" ]; then chmod +x "$f"; fi; done'
+)
+
+
+def _copy_as(owner: tuple[int, int], pack: Buildpack, dest: Path) -> None:
+    dest.parent.mkdir(exist_ok=True)
+    dest.mkdir()
+    os.chown(dest, *owner)
+    done = subprocess.run(
+        ["sh", "-c", _COPY_BUILDPACK, "sh", str(pack.path), str(dest)],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300,
+        env={"PATH": "/usr/local/bin:/usr/bin:/bin", "LC_ALL": "C"}, **_as_user(owner),
+    )
+    if done.returncode != 0:
+        said = (done.stderr.strip().splitlines() or ["no reason given"])[-1]
+        raise BuildFailed(f"buildpack {pack.name} cannot be copied by the app's user ({said}):"
+                          " make it readable by every user, or use a built-in")
 
 
 def hand_over(root: Path, owner: tuple[int, int]) -> None:

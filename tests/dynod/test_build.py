@@ -572,3 +572,19 @@ def test_taking_a_tree_back_leaves_the_build_user_nothing_to_change(tmp_path: Pa
         if not path.is_symlink():
             assert not info.st_mode & 0o6022, (path, oct(info.st_mode))
     assert os.readlink(tree / "link") == "/etc/passwd"
+
+
+def test_making_a_buildpacks_scripts_executable_never_touches_a_links_target(tmp_path: Path) -> None:
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not a script")
+    outside.chmod(0o644)
+    pack = tmp_path / "pack"
+    (pack / "bin").mkdir(parents=True)
+    for name in ("detect", "compile"):
+        (pack / "bin" / name).write_text("#!/bin/sh\necho Linky\n")  # lost its x bits, as from a zip
+    (pack / "bin" / "helper").symlink_to(outside)
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "Procfile").write_text("web: true\n")
+    build(app, tmp_path / "cache", buildpacks=[str(pack)])
+    assert outside.stat().st_mode & 0o777 == 0o644

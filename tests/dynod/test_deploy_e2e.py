@@ -200,7 +200,16 @@ def _dyno_of(served: Served, app_env: str) -> tuple[int, int, int, str]:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="apps get users of their own only under a root dynod")
 def test_builds_run_as_the_apps_user_and_keep_their_cache(served: Served, tmp_path: Path) -> None:
-    pack = tmp_path / "probe-buildpack"
+    shared = Path(tempfile.mkdtemp(prefix="dynod-test-buildpack-"))  # /tmp: every user passes
+    shared.chmod(0o755)
+    try:
+        _builds_as_the_apps_user(served, tmp_path, shared)
+    finally:
+        shutil.rmtree(shared)
+
+
+def _builds_as_the_apps_user(served: Served, tmp_path: Path, shared: Path) -> None:
+    pack = tmp_path / "probe-buildpack"  # under pytest's 0700 directory: the app's user cannot read it
     (pack / "bin").mkdir(parents=True)
     (pack / "bin" / "detect").write_text("#!/bin/sh\necho Probe\n")
     (pack / "bin" / "compile").write_text(
@@ -218,6 +227,10 @@ def test_builds_run_as_the_apps_user_and_keep_their_cache(served: Served, tmp_pa
     (source / ".buildpacks").write_text(f"{pack}\n")
     (source / "Procfile").write_text("worker: sleep 600\n")
     served.ok("apps:create", "probe")
+    refused = served("deploy", str(source), "-a", "probe", timeout=300)
+    assert refused.returncode == 1 and "cannot be copied by the app's user" in refused.stdout, refused
+    shutil.copytree(pack, shared / "pack", symlinks=True)  # readable by every user: builds may use it
+    (source / ".buildpacks").write_text(f"{shared / 'pack'}\n")
     first = served.ok("deploy", str(source), "-a", "probe", timeout=300)
     uid, groups, home = re.search(r"uid=(\d+) groups=([\d ]+) home=(\S+)", first).groups()  # type: ignore[union-attr]
     assert int(uid) != 0 and groups.split() == [str(pwd.getpwnam("nobody").pw_gid)], first
