@@ -189,7 +189,17 @@ async def lent_cache(cache: Path, work: Path, owner: tuple[int, int] | None) -> 
         yield lent
     finally:
         with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(_return_cache, lent, cache)
+            await trio.to_thread.run_sync(_return_cache, lent, cache, owner)
+
+
+def _owns_any(root: Path, uid: int) -> bool:
+    if os.lstat(root).st_uid == uid:
+        return True
+    for _, dirs, files, fd in os.fwalk(root, follow_symlinks=False):
+        for name in dirs + files:
+            if os.stat(name, dir_fd=fd, follow_symlinks=False).st_uid == uid:
+                return True
+    return False
 
 
 def _move_tree(source: Path, dest: Path) -> None:
@@ -200,8 +210,17 @@ def _move_tree(source: Path, dest: Path) -> None:
         shutil.rmtree(source)
 
 
-def _return_cache(lent: Path, cache: Path) -> None:
+def _return_cache(lent: Path, cache: Path, owner: tuple[int, int]) -> None:
+    """Only a cache run_build took back (dynod's again, nothing the build user can change)
+    goes back into the data directory; one it could not take back whole is dropped."""
     if not lent.is_dir():
+        return
+    try:
+        kept = not _owns_any(lent, owner[0])
+    except OSError:  # entries vanishing under the walk: not taken back
+        kept = False
+    if not kept:
+        shutil.rmtree(lent, ignore_errors=True)
         return
     if cache.exists():  # another build of the app put its cache back first: it wins
         if any(cache.iterdir()):
