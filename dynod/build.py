@@ -435,10 +435,15 @@ async def run_build(
         scratch = Path(scratch_name)
         runner = _Runner(build, cache, scratch, source_version, output, reaper, path, owner)
         runner.write_env_dir(config_vars)
-        if owner is not None:
-            for tree in (build, cache, scratch):
-                await trio.to_thread.run_sync(hand_over, tree, owner)
         try:
+            if owner is not None:
+                # The scratch directory stays dynod's (a build user could plant a symlink in
+                # it where dynod then creates a directory): only what the build writes or
+                # reads is handed over, and buildpacks/ is dynod's, made before anything runs.
+                scratch.chmod(0o711)
+                (scratch / "buildpacks").mkdir(mode=0o711)
+                for tree in (build, cache, runner.env_dir, scratch / "tmp"):
+                    await trio.to_thread.run_sync(hand_over, tree, owner)
             with trio.move_on_after(timeout) as limit:
                 return await runner.run(list(buildpacks))
         finally:
@@ -522,7 +527,7 @@ class _Runner:
         build runs as the app's user, a local buildpack is copied by that user too: a
         directory it may change (one of its dynos' own) must not make dynod read for it what
         it cannot read itself. The built-ins are dynod's, copied by dynod and handed over."""
-        dest = self.scratch / "buildpacks" / key
+        dest = self.scratch / "buildpacks" / key  # buildpacks/ is dynod's: see run_build
         if self.owner is not None and pack.path.parent != BUILDPACKS_DIR:
             _copy_as(self.owner, pack, dest)
             return dest
@@ -663,7 +668,6 @@ _COPY_BUILDPACK = (
 
 
 def _copy_as(owner: tuple[int, int], pack: Buildpack, dest: Path) -> None:
-    dest.parent.mkdir(exist_ok=True)
     dest.mkdir()
     os.chown(dest, *owner)
     done = subprocess.run(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import tempfile
 import urllib.error
 import urllib.parse
@@ -182,12 +183,18 @@ async def lent_cache(cache: Path, work: Path, owner: tuple[int, int] | None) -> 
     if owner is None:
         yield cache
         return
-    work.chmod(0o711)  # the build user passes through to build/ and cache/, lists nothing
     lent = work / "cache"
-    await trio.to_thread.run_sync(_move_tree, cache, lent)
+    await trio.to_thread.run_sync(_move_tree, cache, lent)  # work is still 0700: no one looks on
+    # The build user passes through work/ to build/ and cache/ (each then its own, 0700) and
+    # lists nothing; what else is there (the source) is closed to everyone but dynod first.
+    for entry in work.iterdir():
+        if not entry.is_symlink():
+            entry.chmod(stat.S_IMODE(entry.lstat().st_mode) & ~0o077)
+    work.chmod(0o711)
     try:
         yield lent
     finally:
+        work.chmod(0o700)  # before the slug is packed in it
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(_return_cache, lent, cache, owner)
 

@@ -3,7 +3,9 @@
 `Child.spawn` starts it from the event loop's own thread and `Child.wait` waits through a pidfd
 (Linux), as trio waits for its processes. trio's `open_process` hands each spawn to a worker
 thread instead: 100 dynos starting at once cost a score of new threads. A spawn blocks the loop
-only until the child has exec'ed (under a millisecond: both routes below use vfork).
+only until the child has exec'ed: under a millisecond with vfork (posix_spawn, and Popen when it
+has nothing to do in the child); a root dynod's Popen switching to the dyno user (or taking a
+terminal) forks instead, a few milliseconds of a large process's page tables.
 
 Two routes, one behaviour (a new session, the given stdio, default signal dispositions, no other
 file descriptors, the environment as given):

@@ -11,6 +11,7 @@ import io
 import os
 import shutil
 import socket
+import stat
 import subprocess
 import tarfile
 import threading
@@ -33,7 +34,7 @@ from dynod.build import (
     source_id,
     take_back,
 )
-from dynod.builds import fetch_source
+from dynod.builds import fetch_source, lent_cache
 from dynod.errors import DynodError
 from dynod.slug import pack_slug, unpack_slug
 from tests.helpers import ROOT, pid_alive, wait_until
@@ -588,3 +589,26 @@ def test_making_a_buildpacks_scripts_executable_never_touches_a_links_target(tmp
     (app / "Procfile").write_text("web: true\n")
     build(app, tmp_path / "cache", buildpacks=[str(pack)])
     assert outside.stat().st_mode & 0o777 == 0o644
+
+
+@root_only
+def test_a_lent_cache_and_the_build_directory_are_closed_to_other_users(tmp_path: Path) -> None:
+    data_cache = tmp_path / "data" / "cache"
+    data_cache.mkdir(parents=True)
+    (data_cache / "kept").write_text("k")
+    work = tmp_path / "work"
+    work.mkdir(mode=0o700)
+    (work / "source.tar.gz").write_text("the app's source")
+    (work / "source.tar.gz").chmod(0o644)
+    (work / "build").mkdir(mode=0o755)
+
+    async def main() -> None:
+        async with lent_cache(data_cache, work, NOBODY) as lent:
+            assert stat.S_IMODE(work.stat().st_mode) == 0o711  # passable, not listable
+            for entry in ("source.tar.gz", "build", "cache"):
+                assert not (work / entry).stat().st_mode & 0o077, entry
+            assert (lent / "kept").read_text() == "k"
+        assert stat.S_IMODE(work.stat().st_mode) == 0o700  # closed again for the packing
+        assert (data_cache / "kept").read_text() == "k"  # dynod's own cache goes back
+
+    trio.run(main)

@@ -219,6 +219,12 @@ def _builds_as_the_apps_user(served: Served, tmp_path: Path, shared: Path) -> No
         'else echo "       token=refused"; fi\n'
         'count=$(( $(cat "$2/count" 2>/dev/null || echo 0) + 1 )); echo "$count" > "$2/count"\n'
         'echo "       cache=$count"\n'
+        # What the build user can do to the directories around it: nothing.
+        'bp="$(dirname "$0")/.."\n'
+        'echo "       around: $(stat -c %u:%a "$bp/.." "$bp/../.." "$1/.." | tr "\\n" " ")"\n'
+        'if touch "$bp/../../planted" "$bp/../planted" 2>/dev/null; then echo "       planted=yes"; '
+        'else echo "       planted=no"; fi\n'
+        'if ls "$1/.." >/dev/null 2>&1; then echo "       listed=yes"; else echo "       listed=no"; fi\n'
     )
     for script in ("detect", "compile"):
         (pack / "bin" / script).chmod(0o755)
@@ -236,6 +242,10 @@ def _builds_as_the_apps_user(served: Served, tmp_path: Path, shared: Path) -> No
     assert int(uid) != 0 and groups.split() == [str(pwd.getpwnam("nobody").pw_gid)], first
     assert not home.startswith("/root"), first
     assert "token=refused" in first and "cache=1" in first, first
+    # buildpacks/ and the scratch directory above it, and the work directory holding the build
+    # and the source: dynod's, passable, not writable or listable by the build user
+    assert "around: 0:711 0:711 0:711 " in first and "planted=no" in first, first
+    assert "listed=no" in first, first
     second = served.ok("deploy", str(source), "-a", "probe", timeout=300)
     assert f"uid={uid} " in second and "cache=2" in second, second  # same user, cache kept
     served.ok("apps:destroy", "probe", "--confirm", "probe")
