@@ -23,7 +23,7 @@ MAX_HEAD = 16 * 1024  # request line and headers together
 IDLE_TIMEOUT = 75.0  # a kept-alive connection waiting for its next request
 READ_TIMEOUT = 30.0  # each read while a request is in progress
 RECEIVE_SIZE = 64 * 1024
-MAX_CONNECTIONS = 256  # open at once; more are answered 503 and closed (each costs a descriptor)
+MAX_CONNECTIONS = 256  # open at once (each costs a descriptor); see serve_http
 _BUSY_BODY = json.dumps({"id": "unavailable", "message": "dynod's API has too many open "
                          "connections; retry in a moment."}).encode()
 _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
@@ -195,17 +195,29 @@ def _request(event: h11.Request, connection: _Connection) -> Request:
                    Body(connection))
 
 
-async def _serve_connection(stream: trio.SocketStream, handler: Handler) -> None:
+async def _serve_connection(
+    stream: trio.SocketStream, handler: Handler, waiting: dict[int, trio.CancelScope] | None = None,
+) -> None:
+    """`waiting`: where the connection lists itself while it waits for a request's head, so
+    that the server can close it to make room (see serve_http)."""
     connection = _Connection(stream)
     try:
         while True:
-            try:
-                event = await connection.next_event(IDLE_TIMEOUT)
-            except h11.RemoteProtocolError as err:
-                if connection.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                    await connection.respond(error_response(
-                        err.error_status_hint, "bad_request", f"Malformed HTTP request: {err}"))
-                return
+            with trio.CancelScope() as wait:
+                if waiting is not None:
+                    waiting[id(wait)] = wait
+                try:
+                    event = await connection.next_event(IDLE_TIMEOUT)
+                except h11.RemoteProtocolError as err:
+                    if connection.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                        await connection.respond(error_response(
+                            err.error_status_hint, "bad_request", f"Malformed HTTP request: {err}"))
+                    return
+                finally:
+                    if waiting is not None:
+                        waiting.pop(id(wait), None)
+            if wait.cancelled_caught:
+                return  # closed to make room for a newer connection
             if not isinstance(event, h11.Request):
                 return  # the client closed the connection between requests
             request = _request(event, connection)
@@ -252,16 +264,24 @@ async def serve_http(
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve `handler` on `listen` until cancelled; reports the bound (host, port), so that
-    port 0 can be used. Past `max_connections` open at once, a connection gets a 503."""
+    port 0 can be used.
+
+    At most `max_connections` open at once: a new one past that closes the connection that has
+    waited longest for a request's head (idle, or sending it byte by byte); when every one is
+    busy with a request (log tails are), the new one gets a 503. Holding sockets open without
+    a token keeps no one out."""
     listeners = await trio.open_tcp_listeners(listen.port, host=listen.host)
     sockname = listeners[0].socket.getsockname()
     open_now = 0
+    waiting: dict[int, trio.CancelScope] = {}  # connections waiting for a request, oldest first
     async with trio.open_nursery() as nursery:
         task_status.started((str(sockname[0]), int(sockname[1])))
 
         async def connection(stream: trio.SocketStream) -> None:
             nonlocal open_now
-            if open_now >= max_connections:
+            if open_now >= max_connections and waiting:
+                waiting.pop(next(iter(waiting))).cancel()  # it ends, and its count with it
+            elif open_now >= max_connections:
                 with trio.move_on_after(1.0):
                     try:
                         await stream.send_all(_BUSY)
@@ -276,7 +296,7 @@ async def serve_http(
                 return
             open_now += 1
             try:
-                await _serve_connection(stream, handler)
+                await _serve_connection(stream, handler, waiting)
             finally:
                 open_now -= 1
 

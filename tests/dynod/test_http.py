@@ -1,44 +1,82 @@
-"""The API's HTTP server: past its connection cap a client gets a 503 at once, not a hang."""
+"""The API's HTTP server at its connection cap: sockets held open without a request make room
+for new clients; only when every connection is busy with a request does a client get a 503."""
 
 from __future__ import annotations
+
+from typing import Any, Awaitable, Callable
 
 import trio
 
 from dynod.config import Address
 from dynod.http import Request, Response, json_response, serve_http
 
+Handler = Callable[[Request], Awaitable[Response]]
+
 
 async def hello(request: Request) -> Response:
     return json_response({"path": request.path})
 
 
-async def get(port: int) -> bytes:
+async def get(port: int, path: str = "/x") -> bytes:
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     async with stream:
-        await stream.send_all(b"GET /x HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n")
+        await stream.send_all(b"GET %s HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n" % path.encode())
         answer = b""
         while chunk := await stream.receive_some():
             answer += chunk
     return answer
 
 
-def test_connections_past_the_cap_get_a_503_and_the_cap_frees_up() -> None:
+def serving(handler: Handler, scenario: Callable[[int], Awaitable[None]]) -> None:
     async def main() -> None:
         with trio.fail_after(20):
             async with trio.open_nursery() as nursery:
-                _, port = await nursery.start(
-                    lambda task_status: serve_http(Address("127.0.0.1", 0), hello,
-                                                   max_connections=2, task_status=task_status))
-                idle = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(2)]
-                await trio.sleep(0.2)  # both accepted: the cap is reached
-                busy = await get(port)
-                assert busy.startswith(b"HTTP/1.1 503 ") and b"Retry-After: 1" in busy, busy
-                assert b'"id": "unavailable"' in busy
-                await idle.pop().aclose()
-                await trio.sleep(0.2)
-                assert (await get(port)).startswith(b"HTTP/1.1 200 ")
-                for stream in idle:
-                    await stream.aclose()
+                async def serve(task_status: Any) -> None:
+                    await serve_http(Address("127.0.0.1", 0), handler, max_connections=2,
+                                     task_status=task_status)
+
+                _, port = await nursery.start(serve)
+                await scenario(port)
                 nursery.cancel_scope.cancel()
 
     trio.run(main)
+
+
+def test_idle_sockets_at_the_cap_make_room_for_a_new_client_oldest_first() -> None:
+    async def scenario(port: int) -> None:
+        oldest = await trio.open_tcp_stream("127.0.0.1", port)
+        await trio.sleep(0.1)
+        dribbling = await trio.open_tcp_stream("127.0.0.1", port)
+        await dribbling.send_all(b"GET /slow HTTP/1.1\r\n")  # a head that never ends
+        await trio.sleep(0.1)
+        assert (await get(port)).startswith(b"HTTP/1.1 200 ")
+        assert await oldest.receive_some() == b""  # closed to make room
+        newer = await trio.open_tcp_stream("127.0.0.1", port)  # at the cap again
+        await trio.sleep(0.1)
+        assert (await get(port)).startswith(b"HTTP/1.1 200 ")
+        assert await dribbling.receive_some() == b""  # now the longest waiting goes
+        await newer.aclose()
+
+    serving(hello, scenario)
+
+
+def test_a_503_only_when_every_connection_is_busy_with_a_request() -> None:
+    release = trio.Event()
+
+    async def slow(request: Request) -> Response:
+        if request.path == "/slow":
+            await release.wait()
+        return json_response({})
+
+    async def scenario(port: int) -> None:
+        async with trio.open_nursery() as clients:
+            for _ in range(2):
+                clients.start_soon(get, port, "/slow")
+            await trio.sleep(0.2)  # both requests are in the handler
+            busy = await get(port)
+            assert busy.startswith(b"HTTP/1.1 503 ") and b"Retry-After: 1" in busy, busy
+            assert b'"id": "unavailable"' in busy
+            release.set()
+        assert (await get(port)).startswith(b"HTTP/1.1 200 ")
+
+    serving(slow, scenario)
