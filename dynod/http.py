@@ -22,6 +22,7 @@ MAX_BODY = 1 << 20  # JSON bodies; uploads pass their own limit
 MAX_HEAD = 16 * 1024  # request line and headers together
 IDLE_TIMEOUT = 75.0  # a kept-alive connection waiting for its next request
 READ_TIMEOUT = 30.0  # each read while a request is in progress
+DRAIN_TIMEOUT = 10.0  # reading what a handler left of a body, to keep the connection
 RECEIVE_SIZE = 64 * 1024
 MAX_CONNECTIONS = 256  # open at once (each costs a descriptor); see serve_http
 _BUSY_BODY = json.dumps({"id": "unavailable", "message": "dynod's API has too many open "
@@ -225,9 +226,13 @@ async def _serve_connection(
             # A client still waiting for `100 Continue` will not send the body we did not read.
             unsent = connection.h11.they_are_waiting_for_100_continue
             await connection.respond(response)
-            if unsent or not await _rest_of_body(connection, request):
+            if unsent:
                 return
-            connection.h11.start_next_cycle()
+            with trio.move_on_after(DRAIN_TIMEOUT):  # a body sent byte by byte holds no place
+                if await _rest_of_body(connection, request):
+                    connection.h11.start_next_cycle()
+                    continue
+            return
     except (_ClientGone, h11.LocalProtocolError, h11.RemoteProtocolError):
         return
     except Exception:  # a stream that failed halfway: end this connection, never the server

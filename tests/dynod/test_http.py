@@ -80,3 +80,19 @@ def test_a_503_only_when_every_connection_is_busy_with_a_request() -> None:
         assert (await get(port)).startswith(b"HTTP/1.1 200 ")
 
     serving(slow, scenario)
+
+
+def test_a_body_sent_byte_by_byte_is_not_waited_for_after_the_answer(monkeypatch: Any) -> None:
+    monkeypatch.setattr("dynod.http.DRAIN_TIMEOUT", 0.5)
+
+    async def scenario(port: int) -> None:
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            await stream.send_all(b"POST /x HTTP/1.1\r\nHost: api\r\nContent-Length: 100\r\n\r\na")
+            answer = b""
+            with trio.fail_after(5):  # answered (the handler never reads the body), then closed
+                while chunk := await stream.receive_some():
+                    answer += chunk
+            assert answer.startswith(b"HTTP/1.1 200 "), answer
+
+    serving(hello, scenario)
