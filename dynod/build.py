@@ -423,8 +423,9 @@ async def run_build(
     so that what a build links to, such as Python, is what those dynos can read).
 
     `owner` (uid, gid): the user the buildpacks run as (a root dynod's app user). The build
-    directory, the cache and this build's scratch files are handed to it first; the caller
-    makes sure that user can reach the build and cache directories (their parents).
+    directory, the cache and the build's env/ and tmp/ are handed to it first, and the build
+    directory and cache taken back after (see hand_over, take_back); the caller makes sure
+    that user can pass through their parents.
     """
     build = Path(build_dir).resolve()
     if not build.is_dir():
@@ -435,6 +436,7 @@ async def run_build(
         scratch = Path(scratch_name)
         runner = _Runner(build, cache, scratch, source_version, output, reaper, path, owner)
         runner.write_env_dir(config_vars)
+        handed: list[Path] = []
         try:
             if owner is not None:
                 # The scratch directory stays dynod's (a build user could plant a symlink in
@@ -443,13 +445,14 @@ async def run_build(
                 scratch.chmod(0o711)
                 (scratch / "buildpacks").mkdir(mode=0o711)
                 for tree in (build, cache, runner.env_dir, scratch / "tmp"):
+                    handed.append(tree)
                     await trio.to_thread.run_sync(hand_over, tree, owner)
             with trio.move_on_after(timeout) as limit:
                 return await runner.run(list(buildpacks))
         finally:
             if owner is not None:
                 with trio.CancelScope(shield=True):
-                    for tree in (build, cache):
+                    for tree in (t for t in (build, cache) if t in handed):
                         removed = await trio.to_thread.run_sync(take_back, tree, owner)
                         if removed:
                             output(f" !     Removed {len(removed)} files the build linked from "
