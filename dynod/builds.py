@@ -229,11 +229,14 @@ def _return_cache(lent: Path, cache: Path, owner: tuple[int, int]) -> None:
     if not kept:
         shutil.rmtree(lent, ignore_errors=True)
         return
-    if cache.exists():  # another build of the app put its cache back first: it wins
-        if any(cache.iterdir()):
-            return
-        cache.rmdir()
-    _move_tree(lent, cache)
+    try:
+        if cache.exists():  # another build of the app put its cache back first: it wins
+            if any(cache.iterdir()):
+                return
+            cache.rmdir()
+        _move_tree(lent, cache)
+    except OSError:  # the app was destroyed meanwhile, or its directory is gone
+        shutil.rmtree(lent, ignore_errors=True)
 
 
 Output = Callable[[str], None]
