@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import re
 import select
@@ -111,6 +112,7 @@ class Workload:
         return ",".join(f"{t.name}={t.count}" for t in self.types)
 
 
+@functools.cache  # asked once a bench, not before every launch
 def real_python3() -> str:
     """The interpreter `python3` runs, by its own path: a version manager's shim (pyenv's is a
     bash script that runs two more programs) would make (a) time the shim, not the supervisor."""

@@ -18,11 +18,12 @@ import tarfile
 import tempfile
 import zlib
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import trio
 from attrs import field, frozen
 
+from dynod.child import as_user
 from dynod.dyno import LineSplitter
 from dynod.errors import DynodError, ParseError
 from dynod.procfile import decode_utf8, parse_procfile
@@ -626,7 +627,7 @@ class _Runner:
                 cwd=str(self.build),
                 env=self.env,
                 start_new_session=True,
-                **_as_user(self.owner),
+                **as_user(self.owner),
             )
         except OSError as err:  # not executable, no #! line, a bad interpreter
             raise BuildFailed(f"{what} cannot run ({err.strerror}): check its #! line") from None
@@ -656,13 +657,6 @@ class _Runner:
         return (128 - code if code < 0 else code), captured.decode("utf-8", "replace")
 
 
-def _as_user(owner: tuple[int, int] | None) -> dict[str, Any]:
-    """Popen's arguments to run as the build's user, with no supplementary groups of ours."""
-    if owner is None:
-        return {}
-    return {"user": owner[0], "group": owner[1], "extra_groups": []}
-
-
 # Run as the build's user: copy a local buildpack ($1) to $2, .git left out, scripts executable.
 _COPY_BUILDPACK = (
     'cp -R -p -P -- "$1/." "$2/" && rm -rf -- "$2/.git" && '
@@ -676,7 +670,7 @@ def _copy_as(owner: tuple[int, int], pack: Buildpack, dest: Path) -> None:
     done = subprocess.run(
         ["sh", "-c", _COPY_BUILDPACK, "sh", str(pack.path), str(dest)],
         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300,
-        env={"PATH": "/usr/local/bin:/usr/bin:/bin", "LC_ALL": "C"}, **_as_user(owner),
+        env={"PATH": "/usr/local/bin:/usr/bin:/bin", "LC_ALL": "C"}, **as_user(owner),
     )
     if done.returncode != 0:
         said = (done.stderr.strip().splitlines() or ["no reason given"])[-1]

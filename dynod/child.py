@@ -65,12 +65,9 @@ class Child:
         subprocess.DEVNULL for stdin."""
         if owner is None and preexec_fn is None and hasattr(os, "posix_spawn") and _is_cwd(cwd):
             return cls(_posix_spawn(argv, stdin, stdout, stderr, env))
-        identity: dict[str, Any] = {}
-        if owner is not None:  # the dyno user, with no supplementary groups of ours
-            identity = {"user": owner[0], "group": owner[1], "extra_groups": []}
         popen = subprocess.Popen(
             argv, stdin=stdin, stdout=stdout, stderr=stderr, cwd=cwd, env=dict(env),
-            start_new_session=True, preexec_fn=preexec_fn, **identity,
+            start_new_session=True, preexec_fn=preexec_fn, **as_user(owner),
         )
         return cls(popen.pid, popen)
 
@@ -100,6 +97,14 @@ class Child:
                 self._pidfd = -1
         assert self.returncode is not None
         return self.returncode
+
+
+def as_user(owner: tuple[int, int] | None) -> dict[str, Any]:
+    """Popen's arguments to run as `owner` (uid, gid) with no supplementary groups of ours:
+    a root dynod's dyno or build user. None: as dynod."""
+    if owner is None:
+        return {}
+    return {"user": owner[0], "group": owner[1], "extra_groups": []}
 
 
 def _is_cwd(path: str) -> bool:

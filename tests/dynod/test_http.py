@@ -42,17 +42,24 @@ def serving(handler: Handler, scenario: Callable[[int], Awaitable[None]]) -> Non
     trio.run(main)
 
 
+async def kept_alive(port: int) -> trio.SocketStream:
+    """A connection that has had one answer: the server now waits for its next request."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    await stream.send_all(b"GET /first HTTP/1.1\r\nHost: api\r\n\r\n")
+    answer = b""
+    while b"/first" not in answer:  # the body names the path
+        answer += await stream.receive_some()
+    return stream
+
+
 def test_idle_sockets_at_the_cap_make_room_for_a_new_client_oldest_first() -> None:
     async def scenario(port: int) -> None:
-        oldest = await trio.open_tcp_stream("127.0.0.1", port)
-        await trio.sleep(0.1)
-        dribbling = await trio.open_tcp_stream("127.0.0.1", port)
+        oldest = await kept_alive(port)
+        dribbling = await kept_alive(port)
         await dribbling.send_all(b"GET /slow HTTP/1.1\r\n")  # a head that never ends
-        await trio.sleep(0.1)
         assert (await get(port)).startswith(b"HTTP/1.1 200 ")
         assert await oldest.receive_some() == b""  # closed to make room
-        newer = await trio.open_tcp_stream("127.0.0.1", port)  # at the cap again
-        await trio.sleep(0.1)
+        newer = await kept_alive(port)  # at the cap again
         assert (await get(port)).startswith(b"HTTP/1.1 200 ")
         assert await dribbling.receive_some() == b""  # now the longest waiting goes
         await newer.aclose()
@@ -61,10 +68,14 @@ def test_idle_sockets_at_the_cap_make_room_for_a_new_client_oldest_first() -> No
 
 
 def test_a_503_only_when_every_connection_is_busy_with_a_request() -> None:
-    release = trio.Event()
+    release, both_in = trio.Event(), trio.Event()
+    inside = [0]
 
     async def slow(request: Request) -> Response:
         if request.path == "/slow":
+            inside[0] += 1
+            if inside[0] == 2:
+                both_in.set()
             await release.wait()
         return json_response({})
 
@@ -72,7 +83,7 @@ def test_a_503_only_when_every_connection_is_busy_with_a_request() -> None:
         async with trio.open_nursery() as clients:
             for _ in range(2):
                 clients.start_soon(get, port, "/slow")
-            await trio.sleep(0.2)  # both requests are in the handler
+            await both_in.wait()  # both connections are in a request
             busy = await get(port)
             assert busy.startswith(b"HTTP/1.1 503 ") and b"Retry-After: 1" in busy, busy
             assert b'"id": "unavailable"' in busy
