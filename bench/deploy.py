@@ -232,7 +232,7 @@ class Dynod:
 
     @property
     def scratch(self) -> Path:
-        """Where this dynod makes its dyno directories (dynod.runtime.scratch_dir)."""
+        """Where this dynod makes its dyno directories (dynod.platform.runtime.scratch_dir)."""
         return Path(tempfile.gettempdir()) / f"dynod-dynos-{self.pid}"
 
     def reaper(self) -> int | None:
@@ -349,14 +349,14 @@ def in_venv(code: str, *args: Path) -> float:
 
 def pack(app_dir: Path, out: Path) -> float:
     """dynod's own pack_slug; returns the seconds it took."""
-    return in_venv("import sys, time; from dynod.slug import pack_slug; t = time.monotonic(); "
+    return in_venv("import sys, time; from dynod.slugs.slug import pack_slug; t = time.monotonic(); "
                    "pack_slug(sys.argv[1], sys.argv[2]); print(time.monotonic() - t)", app_dir, out)
 
 
 def checked_unpack(tarball: Path, into: Path) -> float:
     """dynod's own unpack_slug (both passes: check, then write); returns the seconds it took."""
     try:
-        return in_venv("import sys, time; from dynod.slug import unpack_slug; "
+        return in_venv("import sys, time; from dynod.slugs.slug import unpack_slug; "
                        "t = time.monotonic(); unpack_slug(sys.argv[1], sys.argv[2]); "
                        "print(time.monotonic() - t)", tarball, into)
     finally:
@@ -574,7 +574,7 @@ def part_b(work: Path, runs: int) -> dict[str, Any]:
     packed = pack(big, tarball)
     size = tarball.stat().st_size
     say(f"  slug: {size / 1e6:.1f} MB compressed ({size / (BIG_BYTES + len(WEB_PY)):.3f} of its"
-        f" content), packed by dynod.slug.pack_slug in {packed:.2f} s")
+        f" content), packed by dynod.slugs.slug.pack_slug in {packed:.2f} s")
     tree = work / "tree"
     tree.mkdir()
     quiesce()

@@ -3,7 +3,7 @@
 One tail keeps up (it counts lines, or renders them with --render as `dyno logs --tail` would);
 the other is deliberately slow (it pauses after every batch it takes), so it must drop and get
 L11 notices while the producers carry on. Prints lines/s published, delivered and dropped per
-tail, and dynod's CPU time. Producers are real dynos (`dynod.dyno.run_dyno`: child processes
+tail, and dynod's CPU time. Producers are real dynos (`dynod.proc.dyno.run_dyno`: child processes
 writing to pipes, read and split into lines as in production) unless --in-process, where trio
 tasks call publish directly.
 
@@ -25,8 +25,8 @@ from typing import Sequence
 import attrs
 import trio
 
-from dynod.dyno import DynoSpec, run_dyno
-from dynod.logplex import OVERFLOW_DYNO, TAIL_BUFFER, LogRing, LogTail
+from dynod.proc.dyno import DynoSpec, run_dyno
+from dynod.logs.logplex import OVERFLOW_DYNO, TAIL_BUFFER, LogRing, LogTail
 
 DROPPED = re.compile(r"dropped (\d+) messages")
 

@@ -114,7 +114,7 @@ def _only_user_error(group: BaseExceptionGroup[BaseException]) -> DynodError | N
 def _start(args: argparse.Namespace) -> int:
     try:
         colour = sys.stdout.isatty() and not args.no_color and "NO_COLOR" not in os.environ
-        from dynod.reaper import Reaper
+        from dynod.proc.reaper import Reaper
 
         # The reaper sidecar first: its own start-up (a Python interpreter) then runs on another
         # core while this one imports trio and the dyno manager.

@@ -16,17 +16,17 @@ from typing import NoReturn, Sequence, TextIO
 import attrs
 import trio
 
-from dynod.dotenv import load_env_files
-from dynod.dyno import DYNO_PATH, bash_argv, watch_orphans
+from dynod.core.dotenv import load_env_files
+from dynod.proc.dyno import DYNO_PATH, bash_argv, watch_orphans
 from dynod.errors import DynodError, ParseError, UsageError
-from dynod.formation import local_port, parse_formation, render_formation
-from dynod.logline import HEROKU
-from dynod.logplex import LogRing
-from dynod.manager import DynoPlan, InPlace, Manager, ManagerSettings, local_plans
-from dynod.policy import LOCAL_LADDER
-from dynod.printer import TerminalPrinter
-from dynod.procfile import Procfile, load_procfile
-from dynod.reaper import Reaper
+from dynod.core.formation import local_port, parse_formation, render_formation
+from dynod.core.logline import HEROKU
+from dynod.logs.logplex import LogRing
+from dynod.proc.manager import DynoPlan, InPlace, Manager, ManagerSettings, local_plans
+from dynod.core.policy import LOCAL_LADDER
+from dynod.logs.printer import TerminalPrinter
+from dynod.core.procfile import Procfile, load_procfile
+from dynod.proc.reaper import Reaper
 
 DEFAULT_BASE_PORT = 5000
 LOCAL_APP = "local"
@@ -194,7 +194,7 @@ async def _start_router(nursery: trio.Nursery, manager: Manager, ring: LogRing, 
         ring.publish(HEROKU, "router", [text], time.time())
 
     # Loaded only when routing: `dynod start` without --router launches faster without them.
-    from dynod.routing import feed_router
+    from dynod.platform.routing import feed_router
     from router.backend import TableBackend
     from router.config import RouterConfig
     from router.server import serve as serve_router

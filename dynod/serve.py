@@ -19,16 +19,16 @@ from typing import AsyncIterator, Iterator
 import attrs
 import trio
 
-from dynod.api import Api
-from dynod.config import Address, Config, resolve_data_dir
+from dynod.api.routes import Api
+from dynod.state.config import Address, Config, resolve_data_dir
 from dynod.errors import DynodError, UsageError
-from dynod.http import serve_http
-from dynod.platform import Platform
-from dynod.dyno import watch_orphans
-from dynod.reaper import Reaper
-from dynod.routing import router_config
-from dynod.runtime import sweep_scratch
-from dynod.store import atomic_write
+from dynod.api.server import serve_http
+from dynod.platform.root import Platform
+from dynod.proc.dyno import watch_orphans
+from dynod.proc.reaper import Reaper
+from dynod.platform.routing import router_config
+from dynod.platform.runtime import sweep_scratch
+from dynod.state.files import atomic_write
 
 
 @attrs.frozen

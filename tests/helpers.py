@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 
 import trio
 
-from dynod.logline import LogLine
+from dynod.core.logline import LogLine
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable

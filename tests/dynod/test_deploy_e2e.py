@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from tests.dynod.test_serve import dyno_pids
-from tests.dynod.test_slug import GOOD, HOSTILE, make_slug
+from tests.dynod.slugs.test_slug import GOOD, HOSTILE, make_slug
 from tests.helpers import ROOT, pid_alive, start_serve, stop_serve, wait_until
 
 PY = sys.executable

@@ -21,7 +21,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from dynod.slug import pack_slug
+from dynod.slugs.slug import pack_slug
 from tests.helpers import ROOT, start_serve, stop_serve, wait_until
 
 try:

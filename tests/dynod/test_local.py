@@ -14,7 +14,7 @@ from pathlib import Path
 import trio
 import trio.testing
 
-from dynod.printer import TerminalPrinter
+from dynod.logs.printer import TerminalPrinter
 from tests.helpers import PY, ROOT, dynod, pid_alive, spawn_dynod, wait_until
 
 LINE = re.compile(r"^\d\d:\d\d:\d\d (\S+) +\| (.*)$")

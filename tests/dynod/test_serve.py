@@ -15,8 +15,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from dynod.procfile import load_procfile
-from dynod.slug import pack_slug
+from dynod.core.procfile import load_procfile
+from dynod.slugs.slug import pack_slug
 from tests.helpers import ROOT, dynod, pid_alive, spawn_dynod, wait_until
 
 SAMPLE = ROOT / "fixtures" / "sample"

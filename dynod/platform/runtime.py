@@ -1,0 +1,220 @@
+"""Dynos made from slugs: each dyno's fresh directory, its random free PORT, and one dyno
+manager per app running the formation on the app's current release."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pwd
+import random
+import shutil
+import socket
+import tempfile
+import uuid
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import AsyncIterator, Mapping
+
+import trio
+
+from dynod.state.config import DynosConfig, PortRange
+from dynod.errors import NotFound
+from dynod.state.ledger import Release
+from dynod.logs.logplex import LogRing
+from dynod.proc.manager import DynoPlan, DynoSlot, Manager, ManagerSettings
+from dynod.proc.reaper import Reaper
+from dynod.slugs.slug import SlugStore
+
+
+class SlugWorkspace:
+    """Every dyno gets its own copy of the release's slug, deleted when the dyno ends."""
+
+    def __init__(self, slugs: SlugStore, scratch: Path, owner: tuple[int, int] | None) -> None:
+        self.slugs = slugs
+        self.scratch = scratch
+        self.owner = owner
+
+    @asynccontextmanager
+    async def checkout(self, plan: DynoPlan) -> AsyncIterator[Path]:
+        if plan.slug_id is None:
+            raise NotFound(f"{plan.name} has no slug to run: deploy the app first")
+        slug = self.slugs.get(plan.slug_id)
+        dest = self.scratch / f"{plan.name}-{uuid.uuid4().hex[:12]}"
+        try:
+            await trio.to_thread.run_sync(
+                lambda: self.slugs.materialize(slug, dest, owner=self.owner)
+            )
+            os.chmod(dest, 0o700)  # the dyno's alone: not another app's dynos'
+            yield dest
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(shutil.rmtree, dest, True)
+
+
+class Ports:
+    """Random free TCP ports from the configured range, never two dynos on one."""
+
+    def __init__(self, span: PortRange, rng: random.Random | None = None) -> None:
+        self.span = span
+        self.rng = rng or random.Random()
+        self.taken: set[int] = set()
+
+    def take(self) -> int:
+        for _ in range(200):
+            port = self.rng.randint(self.span.first, self.span.last)
+            if port not in self.taken and _bindable(port):
+                self.taken.add(port)
+                return port
+        raise RuntimeError(f"no free port in {self.span} after 200 tries: widen [dynos] port_range")
+
+    def give_back(self, port: int | None) -> None:
+        if port is not None:
+            self.taken.discard(port)
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+class DynoUsers:
+    """Who each app's dynos run as. When dynod is root: a uid of the app's own from `[dynos]
+    uid_range` (none of them needs an account), in the group of `[dynos] user`, so that no
+    app's dyno can read another app's config through /proc/PID/environ, nor its files; or
+    `user` itself for every app when `uid_range` is "". When dynod is not root: dynod's own
+    user (None: nothing to switch to).
+
+    An app's uid comes from its id, so it stays the same from one start to the next unless two
+    apps' ids land on the same uid (the later one then takes the next free uid)."""
+
+    def __init__(self, config: DynosConfig, *, root: bool | None = None) -> None:
+        root = os.geteuid() == 0 if root is None else root
+        self.shared: tuple[int, int] | None = None
+        self.span = config.uid_range if root else None
+        if root:
+            entry = pwd.getpwnam(config.user)
+            self.shared = entry.pw_uid, entry.pw_gid
+        self._owners: dict[str, tuple[int, int]] = {}
+
+    @property
+    def switching(self) -> bool:
+        """Dynos run as another user than dynod."""
+        return self.shared is not None
+
+    def owner(self, app_id: str) -> tuple[int, int] | None:
+        if self.shared is None or self.span is None:
+            return self.shared
+        found = self._owners.get(app_id)
+        if found is not None:
+            return found
+        first, last = self.span
+        size = last - first + 1
+        taken = {uid for uid, _ in self._owners.values()}
+        if len(taken) >= size:
+            raise RuntimeError(f"every uid of [dynos] uid_range {first}-{last} is taken: widen it")
+        start = int.from_bytes(hashlib.sha256(app_id.encode()).digest()[:8], "big") % size
+        uid = next(first + (start + i) % size for i in range(size)
+                   if first + (start + i) % size not in taken)
+        self._owners[app_id] = found = (uid, self.shared[1])
+        return found
+
+
+def manager_settings(
+    config: DynosConfig, max_line_bytes: int, owner: tuple[int, int] | None
+) -> ManagerSettings:
+    return ManagerSettings(
+        ladder=config.restart_ladder, stop_timeout=config.stop_timeout,
+        boot_timeout=config.boot_timeout, cycle_after=config.cycle_after,
+        cycle_jitter=config.cycle_jitter, max_line_bytes=max_line_bytes,
+        owner=owner,
+    )
+
+
+class AppRuntime:
+    """One app's dynos: the formation on the current release, plus one-offs."""
+
+    def __init__(
+        self,
+        app_id: str,
+        ring: LogRing,
+        workspace: SlugWorkspace,
+        ports: Ports,
+        settings: ManagerSettings,
+        reaper: Reaper | None,
+    ) -> None:
+        self.app_id = app_id
+        self.ring = ring
+        self.ports = ports
+        self.manager = Manager(ring, workspace, settings, reaper=reaper)
+        self.release: Release | None = None
+        self.process_types: Mapping[str, str] = {}
+        self.route_scope = trio.CancelScope()  # the router's feed of this app's web dynos
+
+    def plans(self, release: Release, process_types: Mapping[str, str], formation: Mapping[str, int]) -> list[DynoPlan]:
+        plans = []
+        for kind, count in formation.items():
+            if kind not in process_types or kind == "release":
+                continue
+            for i in range(1, count + 1):
+                name = f"{kind}.{i}"
+                slot = self.manager.slots.get(name)
+                port = slot.plan.port if slot is not None else self.ports.take()
+                plans.append(
+                    DynoPlan(name, process_types[kind], release.config_vars, port=port,
+                             slug_id=release.slug_id)
+                )
+        return plans
+
+    def apply(self, release: Release | None, process_types: Mapping[str, str], formation: Mapping[str, int]) -> None:
+        """Run exactly `formation` on `release` (dynos whose release changed restart on it)."""
+        self.release = release
+        self.process_types = process_types
+        plans = [] if release is None or release.slug_id is None else self.plans(release, process_types, formation)
+        keep = {plan.port for plan in plans}
+        for slot in list(self.manager.slots.values()):
+            if slot.plan.port not in keep:
+                self.ports.give_back(slot.plan.port)
+        self.manager.reconcile(plans)
+
+    def one_off_plan(
+        self, release: Release, command: str, name: str, env: Mapping[str, str] | None = None
+    ) -> DynoPlan:
+        config_vars = {**release.config_vars, **env} if env else release.config_vars
+        return DynoPlan(name, command, config_vars, port=self.ports.take(), slug_id=release.slug_id)
+
+    def web_dynos(self) -> list[DynoSlot]:
+        return self.manager.web_dynos()
+
+
+_SCRATCH = "dynod-dynos-"
+
+
+def scratch_dir() -> Path:
+    """Where dyno directories live: the system's temporary directory, outside the data dir."""
+    path = Path(tempfile.gettempdir()) / f"{_SCRATCH}{os.getpid()}"
+    path.mkdir(mode=0o711, exist_ok=True)
+    return path
+
+
+def sweep_scratch() -> list[Path]:
+    """Delete the dyno directories of dynods that are no longer running (killed ones leave
+    theirs behind). Run at start, after leftover dynos were ended."""
+    swept = []
+    for path in Path(tempfile.gettempdir()).glob(f"{_SCRATCH}*"):
+        pid = path.name[len(_SCRATCH):]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # that dynod still runs
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        swept.append(path)
+    return swept

@@ -1,0 +1,1 @@
+"""dynod's durable state: atomic files, the release ledger, the app registry, dynod.toml."""

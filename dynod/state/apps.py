@@ -1,0 +1,155 @@
+"""The app registry on disk: one directory per app under `<data>/apps/<id>/`, holding its
+record, its release ledger, its formation and its build cache.
+
+Every file here is replaced atomically or appended durably, so `kill -9` at any instant leaves
+the registry loadable and each app either fully created or not there at all.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Mapping
+
+import attrs
+from attrs import frozen
+
+from dynod.errors import Conflict, DynodError, Invalid, NotFound
+from dynod.state.ledger import Ledger
+from dynod.state.files import atomic_write, fsync_dir, heroku_time
+
+# Heroku's rule: lowercase letters, digits and dashes, starting with a letter, 3 to 30 long.
+APP_NAME = re.compile(r"[a-z][a-z0-9-]{2,29}")
+STACK = "heroku-24"
+_WORDS = (
+    "amber", "brisk", "calm", "dusty", "eager", "fancy", "gentle", "hidden", "icy", "jolly",
+    "lively", "mellow", "noble", "polar", "quiet", "rapid", "shiny", "tidy", "vast", "young",
+)
+_NOUNS = (
+    "badger", "canyon", "delta", "falls", "garden", "harbor", "island", "lake", "meadow",
+    "ocean", "peak", "river", "shore", "tundra", "valley", "wave",
+)
+
+
+@frozen
+class App:
+    id: str
+    name: str
+    created_at: str
+    updated_at: str
+    stack: str = STACK
+    buildpacks: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+
+    def to_json(self) -> dict[str, object]:
+        return {**attrs.asdict(self), "buildpacks": list(self.buildpacks)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> App:
+        return cls(**{f.name: data[f.name] for f in attrs.fields(cls) if f.name in data})
+
+
+class AppStore:
+    """Apps by name and by id, their ledgers and formations. Synchronous: every operation is a
+    few small file writes, fast enough for the API's task."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.root = data_dir / "apps"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._apps: dict[str, App] = {}
+        self._names: dict[str, str] = {}  # name -> id
+        self._ledgers: dict[str, Ledger] = {}
+        for entry in self.root.iterdir():
+            if entry.name.startswith("."):  # a create or destroy that a crash interrupted
+                shutil.rmtree(entry, ignore_errors=True)
+                continue
+            self._keep(App.from_json(json.loads((entry / "app.json").read_text())))
+
+    def all(self) -> list[App]:
+        return sorted(self._apps.values(), key=lambda app: app.created_at)
+
+    def by_name(self, name: str) -> App | None:
+        app_id = self._names.get(name)
+        return self._apps[app_id] if app_id is not None else None
+
+    def find(self, name_or_id: str) -> App:
+        app = self._apps.get(name_or_id) or self.by_name(name_or_id)
+        if app is None:
+            raise NotFound(f"Couldn't find that app: {name_or_id}. Check the name with `dyno apps`.")
+        return app
+
+    def create(self, name: str | None = None) -> App:
+        if name is None:
+            name = self._invent_name()
+        elif not APP_NAME.fullmatch(name):
+            raise Invalid(
+                f"Name {name!r} is not valid: use 3 to 30 lowercase letters, digits and dashes, "
+                "starting with a letter."
+            )
+        if name in self._names:
+            raise Conflict(f"Name {name} is already taken: choose another.")
+        now = heroku_time()
+        app = App(str(uuid.uuid4()), name, now, now)
+        directory = self.dir(app)
+        # Written under a temporary name and renamed, so a crash never leaves half an app.
+        staging = self.root / f".new-{app.id}"
+        staging.mkdir()
+        atomic_write(staging / "app.json", json.dumps(app.to_json()).encode())
+        staging.rename(directory)
+        fsync_dir(self.root)
+        self._keep(app)
+        return app
+
+    def update(self, app: App, **changes: Any) -> App:
+        app = attrs.evolve(app, updated_at=heroku_time(), **changes)
+        atomic_write(self.dir(app) / "app.json", json.dumps(app.to_json()).encode())
+        self._keep(app)
+        return app
+
+    def _keep(self, app: App) -> None:
+        self._apps[app.id] = app
+        self._names[app.name] = app.id
+
+    def destroy(self, app: App) -> None:
+        self._apps.pop(app.id, None)
+        self._names.pop(app.name, None)
+        self._ledgers.pop(app.id, None)
+        doomed = self.root / f".gone-{app.id}"
+        self.dir(app).rename(doomed)  # gone from the registry at once, deleted at leisure
+        fsync_dir(self.root)
+        shutil.rmtree(doomed, ignore_errors=True)
+
+    def dir(self, app: App) -> Path:
+        return self.root / app.id
+
+    def cache_dir(self, app: App) -> Path:
+        path = self.dir(app) / "cache"
+        path.mkdir(exist_ok=True)
+        return path
+
+    def ledger(self, app: App) -> Ledger:
+        ledger = self._ledgers.get(app.id)
+        if ledger is None:
+            ledger = self._ledgers[app.id] = Ledger(self.dir(app) / "releases.ledger")
+        return ledger
+
+    def formation(self, app: App) -> dict[str, int]:
+        path = self.dir(app) / "formation.json"
+        if not path.exists():
+            return {}
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict):
+            raise DynodError(f"{path} is damaged: expected an object of process type counts")
+        return {str(name): int(count) for name, count in data.items()}
+
+    def save_formation(self, app: App, formation: Mapping[str, int]) -> None:
+        atomic_write(self.dir(app) / "formation.json", json.dumps(dict(formation)).encode())
+
+    def _invent_name(self) -> str:
+        while True:
+            name = f"{random.choice(_WORDS)}-{random.choice(_NOUNS)}-{random.randint(10000, 99999)}"
+            if name not in self._names:
+                return name
