@@ -23,8 +23,10 @@ import time
 
 from supervise import real_python3  # bench/ is on the path when this script runs
 
-PRELUDE = ('for f in .profile.d/*.sh; do if [ -r "$f" ]; then . "$f"; fi; done; unset f\n'
-           "if [ -r .profile ]; then . ./.profile; fi\n")  # dynod.proc.dyno.PROFILE_PRELUDE
+PRELUDE = (
+    'for f in .profile.d/*.sh; do if [ -r "$f" ]; then . "$f"; fi; done; unset f\n'
+    "if [ -r .profile ]; then . ./.profile; fi\n"
+)  # dynod.proc.dyno.PROFILE_PRELUDE
 SH = "echo ready >/dev/null; exec sleep 120"
 PY = "import time; print('ready', file=open('/dev/null', 'w')); time.sleep(120)"
 

@@ -65,9 +65,10 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -126,11 +127,14 @@ def wait_for(check: Callable[[], T], timeout: float, what: str, every: float = 0
 
 def run(argv: list[str], timeout: float = 120.0, **kwargs: Any) -> str:
     """Run a command to completion; its stdout, or BenchError with the end of its output."""
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL, **kwargs)
+    done = subprocess.run(
+        argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, **kwargs
+    )
     if done.returncode != 0:
-        raise BenchError(f"{' '.join(argv[:3])}... exited {done.returncode}: "
-                         f"{(done.stderr or done.stdout).strip()[-500:]}")
+        raise BenchError(
+            f"{' '.join(argv[:3])}... exited {done.returncode}: "
+            f"{(done.stderr or done.stdout).strip()[-500:]}"
+        )
     return str(done.stdout)
 
 
@@ -163,8 +167,8 @@ def cpu_ticks(pid: int, ended_children: bool = False) -> int:
     """utime+stime of the whole process (all its threads, ended ones included), in clock ticks;
     with `ended_children`, plus that of the children it has waited for (cutime+cstime)."""
     stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rfind(")") + 2:].split()
-    return sum(int(value) for value in fields[11:15 if ended_children else 13])
+    fields = stat[stat.rfind(")") + 2 :].split()
+    return sum(int(value) for value in fields[11 : 15 if ended_children else 13])
 
 
 def status_kb(pid: int, key: str) -> int:
@@ -202,8 +206,11 @@ class Dynod:
         self.home = home
         self.data = home / "data"
         self.log = home / "serve.log"
-        self.env = {k: v for k, v in os.environ.items()
-                    if k not in ("DYNOD_API_URL", "DYNOD_API_TOKEN", "DYNO_APP")}
+        self.env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("DYNOD_API_URL", "DYNOD_API_TOKEN", "DYNO_APP")
+        }
         self.env["DYNOD_DATA"] = str(self.data)
         self.process: subprocess.Popen[bytes] | None = None
         self.url = self.token = ""
@@ -212,16 +219,32 @@ class Dynod:
         self.home.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as log:
             process = self.process = subprocess.Popen(
-                [str(VENV / "dynod"), "serve", "--data", str(self.data),
-                 "--api", "127.0.0.1:0", "--router", "127.0.0.1:0"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env,
+                [
+                    str(VENV / "dynod"),
+                    "serve",
+                    "--data",
+                    str(self.data),
+                    "--api",
+                    "127.0.0.1:0",
+                    "--router",
+                    "127.0.0.1:0",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
                 start_new_session=True,  # the terminal's Ctrl-C is the bench's, passed on gently
             )
-        wait_for(lambda: (self.data / "api-url").exists() or process.poll() is not None,
-                 60, "dynod serve to write api-url", every=0.05)
+        wait_for(
+            lambda: (self.data / "api-url").exists() or process.poll() is not None,
+            60,
+            "dynod serve to write api-url",
+            every=0.05,
+        )
         if process.poll() is not None:
-            raise BenchError(f"dynod serve exited {process.returncode}: "
-                             f"{self.log.read_text()[-500:]}")
+            raise BenchError(
+                f"dynod serve exited {process.returncode}: {self.log.read_text()[-500:]}"
+            )
         self.url = (self.data / "api-url").read_text().strip()
         self.token = (self.data / "api-token").read_text().strip()
 
@@ -275,10 +298,18 @@ class Dynod:
                 continue
         shutil.rmtree(self.scratch, ignore_errors=True)
 
-    def api(self, method: str, path: str, body: Any = None, data: bytes | None = None,
-            timeout: float = 60.0) -> Any:
-        headers = {"Authorization": f"Bearer {self.token}",
-                   "Accept": "application/vnd.heroku+json; version=3"}
+    def api(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        data: bytes | None = None,
+        timeout: float = 60.0,
+    ) -> Any:
+        headers = {
+            "Authorization": f"Bearer {self.token}",
+            "Accept": "application/vnd.heroku+json; version=3",
+        }
         if body is not None:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
@@ -319,14 +350,18 @@ class Dynod:
         return len(mine) == count and all(
             d["state"] == "up"
             and (version is None or (d.get("release") or {}).get("version") == version)
-            for d in mine)
+            for d in mine
+        )
 
     def settle(self, app: str, kind: str, count: int) -> None:
         """Wait until the app runs `count` dynos of `kind` and the stopped ones' directories
         are gone."""
         wait_for(lambda: self.all_up(app, kind, count), 180, f"{app} back to {kind}={count}")
-        wait_for(lambda: len(os.listdir(self.scratch)) <= count, 120,
-                 "the stopped dynos' directories to be deleted")
+        wait_for(
+            lambda: len(os.listdir(self.scratch)) <= count,
+            120,
+            "the stopped dynos' directories to be deleted",
+        )
 
 
 @contextmanager
@@ -349,16 +384,24 @@ def in_venv(code: str, *args: Path) -> float:
 
 def pack(app_dir: Path, out: Path) -> float:
     """dynod's own pack_slug; returns the seconds it took."""
-    return in_venv("import sys, time; from dynod.slugs.slug import pack_slug; t = time.monotonic(); "
-                   "pack_slug(sys.argv[1], sys.argv[2]); print(time.monotonic() - t)", app_dir, out)
+    return in_venv(
+        "import sys, time; from dynod.slugs.slug import pack_slug; t = time.monotonic(); "
+        "pack_slug(sys.argv[1], sys.argv[2]); print(time.monotonic() - t)",
+        app_dir,
+        out,
+    )
 
 
 def checked_unpack(tarball: Path, into: Path) -> float:
     """dynod's own unpack_slug (both passes: check, then write); returns the seconds it took."""
     try:
-        return in_venv("import sys, time; from dynod.slugs.slug import unpack_slug; "
-                       "t = time.monotonic(); unpack_slug(sys.argv[1], sys.argv[2]); "
-                       "print(time.monotonic() - t)", tarball, into)
+        return in_venv(
+            "import sys, time; from dynod.slugs.slug import unpack_slug; "
+            "t = time.monotonic(); unpack_slug(sys.argv[1], sys.argv[2]); "
+            "print(time.monotonic() - t)",
+            tarball,
+            into,
+        )
     finally:
         shutil.rmtree(into, ignore_errors=True)
 
@@ -399,22 +442,29 @@ def http_get(port: int, host: str, timeout: float = 10.0) -> tuple[int, str]:
         connection.close()
 
 
-def deploy_until_200(served: Dynod, source: Path, app: str, port: int, mark: str,
-                     timeout: float = 300.0) -> dict[str, float]:
+def deploy_until_200(
+    served: Dynod, source: Path, app: str, port: int, mark: str, timeout: float = 300.0
+) -> dict[str, float]:
     """One timed `dyno deploy` of `source`, whose app answers with `mark`; the phase times."""
     text = (PYTHON_APP / "app.py").read_text()
     if GREETING not in text:
-        raise BenchError(f"fixtures/python-app/app.py no longer answers {GREETING}: "
-                         "update the bench")
+        raise BenchError(
+            f"fixtures/python-app/app.py no longer answers {GREETING}: update the bench"
+        )
     (source / "app.py").write_text(text.replace(GREETING, f'f"Hello from {{DYNO}} {mark}\\n"'))
     want = f" {mark}\n"
 
     lines: list[tuple[float, str]] = []  # (seconds since start, line) of `dyno deploy`'s output
     closed: list[float] = []
     start = time.monotonic()
-    process = subprocess.Popen([str(VENV / "dyno"), "deploy", str(source), "-a", app],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               stdin=subprocess.DEVNULL, env=served.env, cwd=served.home)
+    process = subprocess.Popen(
+        [str(VENV / "dyno"), "deploy", str(source), "-a", app],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=served.env,
+        cwd=served.home,
+    )
     output = process.stdout
     assert output is not None
 
@@ -456,15 +506,21 @@ def deploy_until_200(served: Dynod, source: Path, app: str, port: int, mark: str
         return next((t for t, line in lines if needle in line), float("nan"))
 
     launching, released = at("-----> Launching"), at("       Released v")
-    return {"total": first_200, "build": launching,
-            "compress": at("       Done: ") - at("-----> Compressing"),
-            "release": released - launching, "boot": first_200 - released,
-            "client exit": closed[0] if closed else float("nan")}
+    return {
+        "total": first_200,
+        "build": launching,
+        "compress": at("       Done: ") - at("-----> Compressing"),
+        "release": released - launching,
+        "boot": first_200 - released,
+        "client exit": closed[0] if closed else float("nan"),
+    }
 
 
 def part_a(work: Path, runs: int) -> dict[str, Any]:
-    say(f"(a) deploy to first 200: fixtures/python-app, warm build cache ({runs} runs;"
-        f" load {loadavg()})")
+    say(
+        f"(a) deploy to first 200: fixtures/python-app, warm build cache ({runs} runs;"
+        f" load {loadavg()})"
+    )
     with running_dynod(work, "a") as served:
         app = "bench-deploy"
         port = served.create_app(app)
@@ -507,6 +563,7 @@ def children_cpu() -> float:
 def tar_loop(tarball: Path, into: Path, parallel: bool) -> tuple[float, float]:
     """20 `tar -xzf` of the slug into fresh directories, in a row or all at once: seconds, and
     CPU seconds of the tars."""
+
     def extract() -> None:
         procs: list[subprocess.Popen[bytes]] = []
         try:
@@ -537,11 +594,14 @@ def tar_loop(tarball: Path, into: Path, parallel: bool) -> tuple[float, float]:
 def cp_loop(tree: Path, into: Path) -> tuple[float, float]:
     """20 `cp -a --reflink=auto` of the unpacked tree in a row (dynod's copy, without dynod):
     seconds, and CPU seconds of the cps."""
+
     def copy() -> None:
         into.mkdir(parents=True)
         for i in range(SCALE_TO):
-            run(["cp", "-a", "--reflink=auto", "-T", "--", str(tree), str(into / f"x{i}")],
-                timeout=300)
+            run(
+                ["cp", "-a", "--reflink=auto", "-T", "--", str(tree), str(into / f"x{i}")],
+                timeout=300,
+            )
 
     try:
         cpu = children_cpu()
@@ -566,15 +626,19 @@ def scale_up(served: Dynod, app: str) -> tuple[float, float]:
 
 
 def part_b(work: Path, runs: int) -> dict[str, Any]:
-    say(f"(b) scale web=1 -> web={SCALE_TO} with a {BIG_BYTES >> 20} MB / {BIG_FILES:,}-file slug"
-        f" ({runs} runs; load {loadavg()})")
+    say(
+        f"(b) scale web=1 -> web={SCALE_TO} with a {BIG_BYTES >> 20} MB / {BIG_FILES:,}-file slug"
+        f" ({runs} runs; load {loadavg()})"
+    )
     big = work / "big-app"
     make_big_app(big)
     tarball = work / "big.tgz"
     packed = pack(big, tarball)
     size = tarball.stat().st_size
-    say(f"  slug: {size / 1e6:.1f} MB compressed ({size / (BIG_BYTES + len(WEB_PY)):.3f} of its"
-        f" content), packed by dynod.slugs.slug.pack_slug in {packed:.2f} s")
+    say(
+        f"  slug: {size / 1e6:.1f} MB compressed ({size / (BIG_BYTES + len(WEB_PY)):.3f} of its"
+        f" content), packed by dynod.slugs.slug.pack_slug in {packed:.2f} s"
+    )
     tree = work / "tree"
     tree.mkdir()
     quiesce()
@@ -596,12 +660,15 @@ def part_b(work: Path, runs: int) -> dict[str, Any]:
         slug_id = served.upload_slug(app, tarball, types)
         start = time.monotonic()
         version = served.release(app, slug_id)
-        wait_for(lambda: served.all_up(app, "web", 1, version), 180, "web.1 on the big slug",
-                 every=0.05)
+        wait_for(
+            lambda: served.all_up(app, "web", 1, version), 180, "web.1 on the big slug", every=0.05
+        )
         first_boot = time.monotonic() - start
-        say(f"  first boot: {first_boot:.2f} s from POST /releases to web.1 up (the slug checked"
+        say(
+            f"  first boot: {first_boot:.2f} s from POST /releases to web.1 up (the slug checked"
             f" and unpacked into the tree cache, then copied; upload before it"
-            f" {start - upload:.2f} s)")
+            f" {start - upload:.2f} s)"
+        )
         served.settle(app, "web", 1)
 
         steps: list[tuple[str, Callable[[], tuple[float, float]]]] = [
@@ -611,14 +678,17 @@ def part_b(work: Path, runs: int) -> dict[str, Any]:
             ("cp", lambda: cp_loop(tree, work / "cp")),
         ]
         headers = ("dynod", f"tar x{SCALE_TO}", f"{SCALE_TO} tars at once", f"cp -a x{SCALE_TO}")
-        say(f"  {'seconds (CPU seconds)':<22}" + "".join(f"{h:<17}" for h in headers) + "load after")
+        say(
+            f"  {'seconds (CPU seconds)':<22}" + "".join(f"{h:<17}" for h in headers) + "load after"
+        )
 
         def row(label: str, pick: Callable[[list[float]], float]) -> str:
             return f"  {label:<22}" + "".join(
-                f"{pick(wall[name]):6.2f} ({pick(cpu[name]):6.2f})  " for name in names)
+                f"{pick(wall[name]):6.2f} ({pick(cpu[name]):6.2f})  " for name in names
+            )
 
         for i in range(runs):
-            for name, step in steps[i % len(steps):] + steps[:i % len(steps)]:  # a new order
+            for name, step in steps[i % len(steps) :] + steps[: i % len(steps)]:  # a new order
                 quiesce()
                 took, used = step()
                 wall[name].append(took)
@@ -630,9 +700,11 @@ def part_b(work: Path, runs: int) -> dict[str, Any]:
         ratio = m["dynod"] / m["tar"]
         best = min(wall["dynod"]) / min(wall["tar"])
         cpu_ratio = median(cpu["dynod"]) / median(cpu["tar"])
-        say(f"  dynod / tar loop = {ratio:.2f}x (target at most 1.2x:"
+        say(
+            f"  dynod / tar loop = {ratio:.2f}x (target at most 1.2x:"
             f" {'met' if ratio <= 1.2 else 'missed'}); best against best {best:.2f}x;"
-            f" CPU {cpu_ratio:.2f}x; dynod / tars at once {m['dynod'] / m['tar-par']:.2f}x")
+            f" CPU {cpu_ratio:.2f}x; dynod / tars at once {m['dynod'] / m['tar-par']:.2f}x"
+        )
 
         # A new slug while at web=20: all 20 restart on a slug not yet in the tree cache.
         served.scale(app, web=SCALE_TO)
@@ -644,14 +716,25 @@ def part_b(work: Path, runs: int) -> dict[str, Any]:
         quiesce()
         start = time.monotonic()
         version = served.release(app, slug_id)
-        wait_for(lambda: served.all_up(app, "web", SCALE_TO, version), 600,
-                 f"web={SCALE_TO} up on the new slug")
+        wait_for(
+            lambda: served.all_up(app, "web", SCALE_TO, version),
+            600,
+            f"web={SCALE_TO} up on the new slug",
+        )
         new_slug = time.monotonic() - start
-        say(f"  new slug at web={SCALE_TO}: {new_slug:.2f} s from POST /releases to"
-            f" {SCALE_TO} web dynos up on it")
+        say(
+            f"  new slug at web={SCALE_TO}: {new_slug:.2f} s from POST /releases to"
+            f" {SCALE_TO} web dynos up on it"
+        )
     say()
-    return {"scale": m["dynod"], "tar": m["tar"], "tar-par": m["tar-par"], "ratio": ratio,
-            "first boot": first_boot, "new slug": new_slug}
+    return {
+        "scale": m["dynod"],
+        "tar": m["tar"],
+        "tar-par": m["tar-par"],
+        "ratio": ratio,
+        "first boot": first_boot,
+        "new slug": new_slug,
+    }
 
 
 # --- (c) idle with 60 dynos -----------------------------------------------------------------------
@@ -683,15 +766,18 @@ def part_c(work: Path, window: float) -> dict[str, Any]:
             served.scale(app, **counts)
             plan.append((app, "web" if n == 1 else "worker"))
         for app, kind in plan:
-            wait_for(lambda: served.all_up(app, kind, IDLE_DYNOS), 300,
-                     f"{app} {kind}={IDLE_DYNOS} up")
+            wait_for(
+                lambda: served.all_up(app, kind, IDLE_DYNOS), 300, f"{app} {kind}={IDLE_DYNOS} up"
+            )
         up = time.monotonic() - start
         time.sleep(3)  # let the start-up's threads and buffers settle
         pids = {"dynod": served.pid, "reaper": reaper}
         before = {name: cpu_ticks(pid) for name, pid in pids.items()}
         time.sleep(window)
-        cpu = {name: (cpu_ticks(pid) - before[name]) / TICKS / window * 100
-               for name, pid in pids.items()}
+        cpu = {
+            name: (cpu_ticks(pid) - before[name]) / TICKS / window * 100
+            for name, pid in pids.items()
+        }
         rss = {name: status_kb(pid, "VmRSS") / 1024 for name, pid in pids.items()}
         peak = status_kb(served.pid, "VmHWM") / 1024
         threads = status_kb(served.pid, "Threads")
@@ -699,16 +785,26 @@ def part_c(work: Path, window: float) -> dict[str, Any]:
         processes = len(served.dyno_processes())
     if listed != total:
         raise BenchError(f"{listed} dynos listed after the window instead of {total}")
-    say(f"  {total} dynos up {up:.1f} s after the first app was created (one app after another);"
-        f" {processes} processes in their directories")
-    say(f"  memory (VmRSS): dynod {rss['dynod']:.1f} MB + reaper {rss['reaper']:.1f} MB ="
+    say(
+        f"  {total} dynos up {up:.1f} s after the first app was created (one app after another);"
+        f" {processes} processes in their directories"
+    )
+    say(
+        f"  memory (VmRSS): dynod {rss['dynod']:.1f} MB + reaper {rss['reaper']:.1f} MB ="
         f" {rss['dynod'] + rss['reaper']:.1f} MB   (with no app: {empty / 1024:.1f} MB;"
-        f" dynod's peak {peak:.1f} MB; {threads} threads)")
-    say(f"  idle CPU over {window:g} s: dynod {cpu['dynod']:.2f}% + reaper {cpu['reaper']:.2f}%"
-        " of one core")
+        f" dynod's peak {peak:.1f} MB; {threads} threads)"
+    )
+    say(
+        f"  idle CPU over {window:g} s: dynod {cpu['dynod']:.2f}% + reaper {cpu['reaper']:.2f}%"
+        " of one core"
+    )
     say()
-    return {"rss": rss["dynod"] + rss["reaper"], "rss dynod": rss["dynod"],
-            "rss reaper": rss["reaper"], "cpu": cpu["dynod"] + cpu["reaper"]}
+    return {
+        "rss": rss["dynod"] + rss["reaper"],
+        "rss dynod": rss["dynod"],
+        "rss reaper": rss["reaper"],
+        "cpu": cpu["dynod"] + cpu["reaper"],
+    }
 
 
 # --- the machine ----------------------------------------------------------------------------------
@@ -716,29 +812,45 @@ def part_c(work: Path, window: float) -> dict[str, Any]:
 
 def machine() -> None:
     cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-    model = next((line.split(":", 1)[1].strip() for line in cpuinfo
-                  if line.startswith("model name")), "?")
+    model = next(
+        (line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "?"
+    )
     memory = int(Path("/proc/meminfo").read_text().split()[1]) / 1048576
     head = first_line(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
-    dirty = first_line(["git", "-C", str(REPO), "status", "--porcelain", "--", "dynod", "router",
-                        "shell"])
-    versions = first_line([
-        str(VENV / "python"), "-c",
-        "import sys, importlib.metadata as m; "
-        "print(f'dynod {m.version(\"dynod\")}, trio {m.version(\"trio\")},"
-        " h11 {m.version(\"h11\")}, Python {sys.version.split()[0]}')"])
+    dirty = first_line(
+        ["git", "-C", str(REPO), "status", "--porcelain", "--", "dynod", "router", "shell"]
+    )
+    versions = first_line(
+        [
+            str(VENV / "python"),
+            "-c",
+            "import sys, importlib.metadata as m; "
+            'print(f\'dynod {m.version("dynod")}, trio {m.version("trio")},'
+            ' h11 {m.version("h11")}, Python {sys.version.split()[0]}\')',
+        ]
+    )
 
     def filesystem(path: str) -> str:
         return first_line(["findmnt", "-n", "-o", "FSTYPE", "-T", path]) or "?"
 
-    user = "root (each app's dynos run as a uid of its own)" if os.geteuid() == 0 else f"uid {os.geteuid()}"
-    say(f"machine: {os.cpu_count()} cores ({len(os.sched_getaffinity(0))} usable), {model},"
-        f" {memory:.1f} GB RAM, Linux {os.uname().release}")
-    say(f"versions: {versions}; working tree at {head}"
+    user = (
+        "root (each app's dynos run as a uid of its own)"
+        if os.geteuid() == 0
+        else f"uid {os.geteuid()}"
+    )
+    say(
+        f"machine: {os.cpu_count()} cores ({len(os.sched_getaffinity(0))} usable), {model},"
+        f" {memory:.1f} GB RAM, Linux {os.uname().release}"
+    )
+    say(
+        f"versions: {versions}; working tree at {head}"
         f"{' with uncommitted changes in dynod/router/shell' if dirty not in ('', '?') else ''};"
-        f" {first_line(['tar', '--version'])}; {first_line(['cp', '--version'])}")
-    say(f"files: bench/.work on {filesystem(str(HERE))}, dyno directories in"
-        f" {tempfile.gettempdir()} on {filesystem(tempfile.gettempdir())}; running as {user}")
+        f" {first_line(['tar', '--version'])}; {first_line(['cp', '--version'])}"
+    )
+    say(
+        f"files: bench/.work on {filesystem(str(HERE))}, dyno directories in"
+        f" {tempfile.gettempdir()} on {filesystem(tempfile.gettempdir())}; running as {user}"
+    )
     say(f"uptime at start: {first_line(['uptime'])}")
     say()
 
@@ -750,26 +862,31 @@ def summary(results: dict[str, dict[str, Any]]) -> None:
     say("summary")
     if "a" in results:
         a = results["a"]
-        say(f"  (a) deploy to first 200, warm cache: {a['deploy']:.2f} s median (build"
+        say(
+            f"  (a) deploy to first 200, warm cache: {a['deploy']:.2f} s median (build"
             f" {a['phases']['build']:.2f}, release {a['phases']['release']:.2f}, boot"
-            f" {a['phases']['boot']:.2f}); cold cache {a['cold']:.2f} s")
+            f" {a['phases']['boot']:.2f}); cold cache {a['cold']:.2f} s"
+        )
     if "b" in results:
         b = results["b"]
-        say(f"  (b) scale to {SCALE_TO} web dynos: {b['scale']:.2f} s vs tar -xzf x{SCALE_TO}"
+        say(
+            f"  (b) scale to {SCALE_TO} web dynos: {b['scale']:.2f} s vs tar -xzf x{SCALE_TO}"
             f" {b['tar']:.2f} s = {b['ratio']:.2f}x (target <= 1.2x); {SCALE_TO} tars at once"
             f" {b['tar-par']:.2f} s; first boot {b['first boot']:.2f} s; new slug at"
-            f" web={SCALE_TO} {b['new slug']:.2f} s")
+            f" web={SCALE_TO} {b['new slug']:.2f} s"
+        )
     if "c" in results:
         c = results["c"]
-        say(f"  (c) idle with {IDLE_APPS * IDLE_DYNOS} dynos: {c['rss']:.1f} MB resident (dynod"
-            f" {c['rss dynod']:.1f} + reaper {c['rss reaper']:.1f}), {c['cpu']:.2f}% of one core")
+        say(
+            f"  (c) idle with {IDLE_APPS * IDLE_DYNOS} dynos: {c['rss']:.1f} MB resident (dynod"
+            f" {c['rss dynod']:.1f} + reaper {c['rss reaper']:.1f}), {c['cpu']:.2f}% of one core"
+        )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--only", default="a,b,c", help="which parts, e.g. a,c (default a,b,c)")
-    parser.add_argument("--runs", type=int, default=0,
-                        help="timed runs of (a) and (b) (default 5)")
+    parser.add_argument("--runs", type=int, default=0, help="timed runs of (a) and (b) (default 5)")
     parser.add_argument("--quick", action="store_true", help="fewer runs, a shorter idle window")
     parser.add_argument("--keep", action="store_true", help="keep the scratch files afterwards")
     args = parser.parse_args()

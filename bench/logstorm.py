@@ -19,14 +19,14 @@ import shlex
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import attrs
 import trio
 
-from dynod.proc.dyno import DynoSpec, run_dyno
 from dynod.logs.logplex import OVERFLOW_DYNO, TAIL_BUFFER, LogRing, LogTail
+from dynod.proc.dyno import DynoSpec, run_dyno
 
 DROPPED = re.compile(r"dropped (\d+) messages")
 

@@ -35,8 +35,8 @@ import string
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from attrs import frozen
 
@@ -138,7 +138,11 @@ def running(argv: list[str], port: int, **kw: object) -> Iterator[subprocess.Pop
     """A process group that is stopped with everything it started, whatever happens."""
     log = open(WORK / f"{Path(argv[0]).name}-{port}.log", "wb")
     proc = subprocess.Popen(
-        argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **kw  # type: ignore
+        argv,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        **kw,  # type: ignore
     )
     try:
         wait_listening(port, proc)

@@ -70,9 +70,10 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Callable, Iterator
+from typing import IO
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -117,8 +118,13 @@ def real_python3() -> str:
     """The interpreter `python3` runs, by its own path: a version manager's shim (pyenv's is a
     bash script that runs two more programs) would make (a) time the shim, not the supervisor."""
     try:
-        found = subprocess.run(["python3", "-c", "import sys; print(sys.executable)"],
-                               capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+        found = subprocess.run(
+            ["python3", "-c", "import sys; print(sys.executable)"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            stdin=subprocess.DEVNULL,
+        )
         path = found.stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         path = ""
@@ -136,10 +142,16 @@ def sleepers(n: int, child: str) -> Workload:
 
 def loggers(files: list[Path], marks: Path) -> Workload:
     """One child per file: note the time, cat the file, note the time, then sleep."""
-    return Workload(tuple(
-        ProcType(f"c{i}", f"date +%s%N > {marks}/t0.{i}; cat {path}; "
-                          f"date +%s%N > {marks}/t1.{i}; exec sleep 600")
-        for i, path in enumerate(files)))
+    return Workload(
+        tuple(
+            ProcType(
+                f"c{i}",
+                f"date +%s%N > {marks}/t0.{i}; cat {path}; "
+                f"date +%s%N > {marks}/t1.{i}; exec sleep 600",
+            )
+            for i, path in enumerate(files)
+        )
+    )
 
 
 def crasher() -> Workload:
@@ -183,16 +195,28 @@ def write_procfile(directory: Path, work: Workload) -> Path:
 def write_supervisord_conf(directory: Path, work: Workload) -> Path:
     """supervisord in the foreground, its own log in a file, children's output on its stdout."""
     path = directory / "supervisord.conf"
-    lines = ["[supervisord]", "nodaemon=true", "silent=true",
-             *(["user=root"] if os.geteuid() == 0 else []),  # else it warns on every start
-             f"logfile={directory}/supervisord.log", f"pidfile={directory}/supervisord.pid"]
+    lines = [
+        "[supervisord]",
+        "nodaemon=true",
+        "silent=true",
+        *(["user=root"] if os.geteuid() == 0 else []),  # else it warns on every start
+        f"logfile={directory}/supervisord.log",
+        f"pidfile={directory}/supervisord.pid",
+    ]
     for t in work.types:
         command = "sh -c " + shlex.quote(t.line())
-        lines += [f"[program:{t.name}]", "command=" + command.replace("%", "%%"),
-                  f"numprocs={t.count}", "numprocs_start=1",
-                  "process_name=%(program_name)s.%(process_num)d",
-                  "stdout_logfile=/dev/stdout", "stdout_logfile_maxbytes=0",
-                  "redirect_stderr=true", "autorestart=true", "stopwaitsecs=5"]
+        lines += [
+            f"[program:{t.name}]",
+            "command=" + command.replace("%", "%%"),
+            f"numprocs={t.count}",
+            "numprocs_start=1",
+            "process_name=%(program_name)s.%(process_num)d",
+            "stdout_logfile=/dev/stdout",
+            "stdout_logfile_maxbytes=0",
+            "redirect_stderr=true",
+            "autorestart=true",
+            "stopwaitsecs=5",
+        ]
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -220,42 +244,76 @@ def install_node_foreman() -> None:
 TIME_PREFIX = re.compile(rb"^\d\d:\d\d:\d\d (?P<name>\S+) +\| (?P<text>.*)$", re.S)
 
 HONCHO = Peer(
-    "honcho", str(VENV / "bin" / "honcho"),
-    lambda cfg, w: [str(VENV / "bin" / "honcho"), "start", "--no-colour", "-f", str(cfg),
-                    "-c", w.formation(), *(t.name for t in w.types)],
-    write_procfile, TIME_PREFIX, re.compile(rb"^\S+ system +\| "), install_python_peers)
+    "honcho",
+    str(VENV / "bin" / "honcho"),
+    lambda cfg, w: [
+        str(VENV / "bin" / "honcho"),
+        "start",
+        "--no-colour",
+        "-f",
+        str(cfg),
+        "-c",
+        w.formation(),
+        *(t.name for t in w.types),
+    ],
+    write_procfile,
+    TIME_PREFIX,
+    re.compile(rb"^\S+ system +\| "),
+    install_python_peers,
+)
 
 FOREMAN = Peer(
-    "foreman", "foreman",
+    "foreman",
+    "foreman",
     lambda cfg, w: ["foreman", "start", "--no-color", "-f", str(cfg), "-m", w.formation()],
-    write_procfile, TIME_PREFIX,
-    re.compile(rb"^\S+ system +\| |^\S+ \S+ +\| (started with pid \d+|exited with code \d+"
-               rb"|terminated by SIG\w+)$"),
-    install_foreman)
+    write_procfile,
+    TIME_PREFIX,
+    re.compile(
+        rb"^\S+ system +\| |^\S+ \S+ +\| (started with pid \d+|exited with code \d+"
+        rb"|terminated by SIG\w+)$"
+    ),
+    install_foreman,
+)
 
 NODE_FOREMAN = Peer(
-    "node-foreman", str(NODE_PREFIX / "node_modules" / ".bin" / "nf"),
-    lambda cfg, w: [str(NODE_PREFIX / "node_modules" / ".bin" / "nf"), "-j", str(cfg), "start",
-                    w.formation()],
+    "node-foreman",
+    str(NODE_PREFIX / "node_modules" / ".bin" / "nf"),
+    lambda cfg, w: [
+        str(NODE_PREFIX / "node_modules" / ".bin" / "nf"),
+        "-j",
+        str(cfg),
+        "start",
+        w.formation(),
+    ],
     write_procfile,
     re.compile(rb"^\d+:\d\d:\d\d [AP]M (?P<name>\S+) +\| +(?P<text>.*)$", re.S),
     re.compile(rb"^\[[A-Z]+\] |^\d+:\d\d:\d\d [AP]M \S+ +Exited "),
-    install_node_foreman)
+    install_node_foreman,
+)
 
 SUPERVISORD = Peer(
-    "supervisord", str(VENV / "bin" / "supervisord"),
+    "supervisord",
+    str(VENV / "bin" / "supervisord"),
     lambda cfg, w: [str(VENV / "bin" / "supervisord"), "-c", str(cfg)],
-    write_supervisord_conf, re.compile(rb"^(?P<text>.*)$", re.S), NEVER, install_python_peers,
-    log_remark="copies raw chunks: no prefix, no line handling")
+    write_supervisord_conf,
+    re.compile(rb"^(?P<text>.*)$", re.S),
+    NEVER,
+    install_python_peers,
+    log_remark="copies raw chunks: no prefix, no line handling",
+)
 
 PEERS = (HONCHO, FOREMAN, NODE_FOREMAN, SUPERVISORD)
 
 
 def dynod_peer(binary: str) -> Peer:
     return Peer(
-        "dynod", binary,
+        "dynod",
+        binary,
         lambda cfg, w: [binary, "start", "-f", str(cfg), "-m", w.formation()],
-        write_procfile, TIME_PREFIX, re.compile(rb"^\S+ (heroku|dynod|system)(\[[^\]]*\])? +\| "))
+        write_procfile,
+        TIME_PREFIX,
+        re.compile(rb"^\S+ (heroku|dynod|system)(\[[^\]]*\])? +\| "),
+    )
 
 
 def dynod_ready(peer: Peer) -> str | None:
@@ -263,14 +321,19 @@ def dynod_ready(peer: Peer) -> str | None:
     if not peer.present():
         return f"{peer.binary} not found"
     try:
-        done = subprocess.run([peer.binary, "start", "--help"], capture_output=True, timeout=30,
-                              stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            [peer.binary, "start", "--help"],
+            capture_output=True,
+            timeout=30,
+            stdin=subprocess.DEVNULL,
+        )
     except subprocess.TimeoutExpired:
         return "`dynod start --help` timed out"
     if done.returncode != 0:
         said = (done.stderr or done.stdout).decode(errors="replace").strip().splitlines()
         return f"`dynod start --help` exited {done.returncode}" + (
-            f": {said[-1][:120]}" if said else "")
+            f": {said[-1][:120]}" if said else ""
+        )
     return None
 
 
@@ -289,18 +352,30 @@ def byte_compile_checkout(binary: str) -> str:
         return f"not byte-compiled: {binary} is not a Python script"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     packages = [str(REPO / name) for name in ("dynod", "router") if (REPO / name).is_dir()]
-    done = subprocess.run([python, "-m", "compileall", "-q", *packages], env=env,
-                          stdin=subprocess.DEVNULL, capture_output=True, timeout=300)
+    done = subprocess.run(
+        [python, "-m", "compileall", "-q", *packages],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=300,
+    )
     names = " and ".join(Path(p).name for p in packages)
-    return (f"byte-compiled {names} with {python}" if done.returncode == 0
-            else f"byte-compiling failed ({done.returncode}): {done.stderr.decode()[-200:]}")
+    return (
+        f"byte-compiled {names} with {python}"
+        if done.returncode == 0
+        else f"byte-compiling failed ({done.returncode}): {done.stderr.decode()[-200:]}"
+    )
 
 
 def version_of(peer: Peer) -> str:
     flags = {"foreman": ["version"], "supervisord": ["--version"], "dynod": ["--version"]}
     try:
-        done = subprocess.run([peer.binary, *flags.get(peer.name, ["--version"])],
-                              capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            [peer.binary, *flags.get(peer.name, ["--version"])],
+            capture_output=True,
+            timeout=30,
+            stdin=subprocess.DEVNULL,
+        )
         return (done.stdout or done.stderr).decode(errors="replace").strip().splitlines()[0]
     except (OSError, subprocess.TimeoutExpired, IndexError):
         return "?"
@@ -332,7 +407,7 @@ class Launch:
         while True:
             nl = self._buffer.find(b"\n")
             if nl >= 0:
-                line, self._buffer = self._buffer[:nl], self._buffer[nl + 1:]
+                line, self._buffer = self._buffer[:nl], self._buffer[nl + 1 :]
                 yield line
                 continue
             if self._eof:
@@ -353,8 +428,9 @@ class Launch:
 
 
 @contextlib.contextmanager
-def launched(peer: Peer, work: Workload, directory: Path,
-             stdout: int | IO[bytes] = subprocess.PIPE) -> Iterator[Launch]:
+def launched(
+    peer: Peer, work: Workload, directory: Path, stdout: int | IO[bytes] = subprocess.PIPE
+) -> Iterator[Launch]:
     """Start `peer` on `work` in a fresh `directory`, in its own session; always stop it after."""
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
@@ -363,9 +439,15 @@ def launched(peer: Peer, work: Workload, directory: Path,
     env = dict(os.environ, **{TAG_VAR: tag})
     with open(directory / "stderr.txt", "wb") as stderr:
         started = time.monotonic()
-        proc = subprocess.Popen(peer.command(config, work), cwd=directory, env=env,
-                                stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            peer.command(config, work),
+            cwd=directory,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            start_new_session=True,
+        )
         try:
             yield Launch(proc, directory, tag, started)
         finally:
@@ -390,8 +472,10 @@ def stop(proc: subprocess.Popen[bytes], tag: str) -> None:
         if not left and proc.poll() is not None:
             return
         time.sleep(0.1)
-    print(f"  warning: processes tagged {tag} survived SIGKILL: {sorted(tagged(tag))}",
-          file=sys.stderr)
+    print(
+        f"  warning: processes tagged {tag} survived SIGKILL: {sorted(tagged(tag))}",
+        file=sys.stderr,
+    )
 
 
 def tagged(tag: str) -> set[int]:
@@ -417,7 +501,7 @@ def is_zombie(pid: int) -> bool:
 def proc_stat(pid: int) -> list[str]:
     """/proc/PID/stat after the command name: [state, ppid, …, utime (11), stime (12), …]."""
     text = Path(f"/proc/{pid}/stat").read_text()
-    return text[text.rindex(")") + 2:].split()
+    return text[text.rindex(")") + 2 :].split()
 
 
 def supervisor_processes(root: int) -> list[int]:
@@ -479,20 +563,33 @@ def factor(dynod: Figure | None, peer: Figure, lower_is_better: bool) -> str:
     return f"{ratio:.2f}x"
 
 
-def print_table(title: str, unit: str, figures: dict[str, Figure], lower_is_better: bool,
-                fmt: str, target: Callable[[dict[str, Figure]], str] | None = None) -> None:
+def print_table(
+    title: str,
+    unit: str,
+    figures: dict[str, Figure],
+    lower_is_better: bool,
+    fmt: str,
+    target: Callable[[dict[str, Figure]], str] | None = None,
+) -> None:
     """One row per tool: its figure, dynod's factor against it, the extra columns, a note."""
     dynod = figures.get("dynod")
     extras = list(dict.fromkeys(k for f in figures.values() for k in f.extra))
     header = ["tool", unit, "dynod vs it", *extras]
-    rows = [[name, fmt.format(fig.value) if fig.value is not None else "-",
-             "" if name == "dynod" else factor(dynod, fig, lower_is_better),
-             *(fig.extra.get(k, "") for k in extras)] for name, fig in figures.items()]
+    rows = [
+        [
+            name,
+            fmt.format(fig.value) if fig.value is not None else "-",
+            "" if name == "dynod" else factor(dynod, fig, lower_is_better),
+            *(fig.extra.get(k, "") for k in extras),
+        ]
+        for name, fig in figures.items()
+    ]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
 
     def line(cells: list[str], note: str = "") -> str:
         text = cells[0].ljust(widths[0]) + "".join(
-            "  " + cell.rjust(width) for cell, width in zip(cells[1:], widths[1:]))
+            "  " + cell.rjust(width) for cell, width in zip(cells[1:], widths[1:])
+        )
         return ("  " + text + ("  " + note if note else "")).rstrip()
 
     print(f"\n{title}")
@@ -505,8 +602,9 @@ def print_table(title: str, unit: str, figures: dict[str, Figure], lower_is_bett
     sys.stdout.flush()
 
 
-def verdict(figures: dict[str, Figure], goal: float | None, what: str,
-            lower_is_better: bool, fmt: str) -> str:
+def verdict(
+    figures: dict[str, Figure], goal: float | None, what: str, lower_is_better: bool, fmt: str
+) -> str:
     dynod = figures.get("dynod")
     if goal is None:
         return f"{what}: no reference figure in this run"
@@ -514,7 +612,8 @@ def verdict(figures: dict[str, Figure], goal: float | None, what: str,
         return f"{what} ({fmt.format(goal)}): dynod not measured"
     met = dynod.value <= goal if lower_is_better else dynod.value >= goal
     return f"{what} ({fmt.format(goal)}): dynod {fmt.format(dynod.value)}, " + (
-        "met" if met else "missed")
+        "met" if met else "missed"
+    )
 
 
 # --- (a) launch to the Nth ready line ----------------------------------------------------------
@@ -575,15 +674,25 @@ def measure_launch(tools: list[Peer], opts: argparse.Namespace) -> None:
         for peer in tools:
             done, note = runs[peer.name], notes.get(peer.name, "")
             figures[peer.name] = Figure(
-                statistics.median(r.seconds for r in done) if done and not note else None, note,
-                {"runs": " ".join(f"{r.seconds:.2f}" for r in done),
-                 "cpu s": f"{statistics.median(r.cpu for r in done):.2f}" if done else "",
-                 "torn": str(sum(r.damaged for r in done))})
+                statistics.median(r.seconds for r in done) if done and not note else None,
+                note,
+                {
+                    "runs": " ".join(f"{r.seconds:.2f}" for r in done),
+                    "cpu s": f"{statistics.median(r.cpu for r in done):.2f}" if done else "",
+                    "torn": str(sum(r.damaged for r in done)),
+                },
+            )
         reference = "node-foreman" if child == "sh" else "honcho"
         goal = figures.get(reference, Figure(None)).value
-        print_table(f"(a) launch to the {opts.n}th \"ready\" line, {opts.n} {child} children "
-                    f"(median of {opts.launch_repeat})", "seconds", figures, True, "{:.3f}",
-                    lambda f: verdict(f, goal, f"at most {reference}'s time", True, "{:.3f} s"))
+        print_table(
+            f'(a) launch to the {opts.n}th "ready" line, {opts.n} {child} children '
+            f"(median of {opts.launch_repeat})",
+            "seconds",
+            figures,
+            True,
+            "{:.3f}",
+            lambda f: verdict(f, goal, f"at most {reference}'s time", True, "{:.3f} s"),
+        )
 
 
 # --- (b) log throughput ------------------------------------------------------------------------
@@ -597,8 +706,12 @@ def lines_file(child: int, count: int) -> Path:
         partial = path.with_suffix(".part")
         with open(partial, "wb") as out:
             for start in range(0, count, 100_000):
-                out.write(b"".join(b"L%d-%d-%s\n" % (child, seq, PAYLOAD)
-                                   for seq in range(start, min(count, start + 100_000))))
+                out.write(
+                    b"".join(
+                        b"L%d-%d-%s\n" % (child, seq, PAYLOAD)
+                        for seq in range(start, min(count, start + 100_000))
+                    )
+                )
         partial.rename(path)
     return path
 
@@ -641,8 +754,9 @@ QUIET_S = 1.0  # a run is over once every child has finished and the output has 
 SLACK = 16 << 10  # bytes: the tool's own late messages (supervisord logs RUNNING after 1 s)
 
 
-def timed_log_run(peer: Peer, files: list[Path], directory: Path, to_file: bool,
-                  deadline_s: float) -> tuple[float, Path]:
+def timed_log_run(
+    peer: Peer, files: list[Path], directory: Path, to_file: bool, deadline_s: float
+) -> tuple[float, Path]:
     """One run; returns (seconds from the first child's start to the end of output, its path).
 
     Output is followed by polling every 10 ms: the file's size, or for /dev/null the bytes the
@@ -653,8 +767,10 @@ def timed_log_run(peer: Peer, files: list[Path], directory: Path, to_file: bool,
     output = directory / "stdout.txt"
     shutil.rmtree(directory, ignore_errors=True)
     marks.mkdir(parents=True)
-    with open(output if to_file else os.devnull, "wb") as sink, \
-            launched(peer, loggers(files, marks), directory / "run", stdout=sink) as run:
+    with (
+        open(output if to_file else os.devnull, "wb") as sink,
+        launched(peer, loggers(files, marks), directory / "run", stdout=sink) as run,
+    ):
         deadline = time.monotonic() + deadline_s
 
         def done(mark: str) -> bool:
@@ -695,8 +811,9 @@ def measure_logs(tools: list[Peer], opts: argparse.Namespace) -> None:
             directory = WORK / "b" / f"{peer.name}-{children}"
             try:
                 null_s, _ = timed_log_run(peer, files, directory / "null", False, opts.log_deadline)
-                file_s, output = timed_log_run(peer, files, directory / "file", True,
-                                               opts.log_deadline)
+                file_s, output = timed_log_run(
+                    peer, files, directory / "file", True, opts.log_deadline
+                )
             except BenchTimeout:
                 figures[peer.name] = Figure(None, f"timed out after {opts.log_deadline:.0f} s")
                 continue
@@ -709,8 +826,13 @@ def measure_logs(tools: list[Peer], opts: argparse.Namespace) -> None:
             figures[peer.name] = Figure(
                 total / null_s,
                 "; ".join(filter(None, [peer.log_remark, examples and "e.g. " + examples])),
-                {"to file": f"{total / file_s / 1000:.0f}k", "lost": str(check.lost),
-                 "torn": str(check.torn), "dup": str(check.dup)})
+                {
+                    "to file": f"{total / file_s / 1000:.0f}k",
+                    "lost": str(check.lost),
+                    "torn": str(check.torn),
+                    "dup": str(check.dup),
+                },
+            )
         goal_peer = figures.get("node-foreman", Figure(None)).value
         goal = 2 * goal_peer if goal_peer else None
 
@@ -723,8 +845,15 @@ def measure_logs(tools: list[Peer], opts: argparse.Namespace) -> None:
                 said += f"; moonshot 1M lines/s: {'met' if d.value >= 1e6 else 'missed'}"
             return said
 
-        print_table(f"(b) log throughput, {children} x {per_child:,} lines, to /dev/null "
-                    f"(and to a file, checked)", "lines/s", figures, False, "{:,.0f}", target)
+        print_table(
+            f"(b) log throughput, {children} x {per_child:,} lines, to /dev/null "
+            f"(and to a file, checked)",
+            "lines/s",
+            figures,
+            False,
+            "{:,.0f}",
+            target,
+        )
 
 
 # --- (c) idle CPU ------------------------------------------------------------------------------
@@ -754,9 +883,14 @@ def measure_idle_cpu(tools: list[Peer], opts: argparse.Namespace) -> None:
             figures[peer.name] = Figure(None, "timed out waiting for ready lines")
         except Exited:
             figures[peer.name] = Figure(None, "exited early")
-    print_table(f"(c) supervisor CPU while {opts.n} sh children sleep for {opts.idle:.0f} s",
-                "% of a core", figures, True, "{:.2f}",
-                lambda f: verdict(f, 1.0, "under 1% of a core", True, "{:.2f}%"))
+    print_table(
+        f"(c) supervisor CPU while {opts.n} sh children sleep for {opts.idle:.0f} s",
+        "% of a core",
+        figures,
+        True,
+        "{:.2f}",
+        lambda f: verdict(f, 1.0, "under 1% of a core", True, "{:.2f}%"),
+    )
 
 
 # --- (d) restart after kill -9 -----------------------------------------------------------------
@@ -769,8 +903,11 @@ def restart_time(peer: Peer, directory: Path) -> float | str:
     """Seconds from kill -9 of the child to its replacement's first line, or why there is none."""
     with launched(peer, crasher(), directory) as run:
         lines = run.read_lines(time.monotonic() + 30)
-        victim = next(int(m[1]) for line in lines
-                      if (text := peer.text(line)) is not None and (m := READY_PID.fullmatch(text)))
+        victim = next(
+            int(m[1])
+            for line in lines
+            if (text := peer.text(line)) is not None and (m := READY_PID.fullmatch(text))
+        )
         run.drain(1.5)  # past supervisord's startsecs, so the child counts as started
         os.kill(victim, signal.SIGKILL)
         killed = time.monotonic()
@@ -802,40 +939,56 @@ def measure_restart(tools: list[Peer], opts: argparse.Namespace) -> None:
                 note = got
                 break
             times.append(got * 1000)
-        figures[peer.name] = Figure(statistics.median(times) if times else None, note,
-                                    {"runs": " ".join(f"{t:.0f}" for t in times)})
-    print_table(f"(d) kill -9 of a child to its replacement's first line (median of "
-                f"{opts.repeat})", "ms", figures, True, "{:.1f}",
-                lambda f: verdict(f, 50.0, "under 50 ms", True, "{:.1f} ms"))
+        figures[peer.name] = Figure(
+            statistics.median(times) if times else None,
+            note,
+            {"runs": " ".join(f"{t:.0f}" for t in times)},
+        )
+    print_table(
+        f"(d) kill -9 of a child to its replacement's first line (median of {opts.repeat})",
+        "ms",
+        figures,
+        True,
+        "{:.1f}",
+        lambda f: verdict(f, 50.0, "under 50 ms", True, "{:.1f} ms"),
+    )
 
 
 # --- main --------------------------------------------------------------------------------------
 
 
-MEASUREMENTS = {"a": measure_launch, "b": measure_logs, "c": measure_idle_cpu,
-                "d": measure_restart}
+MEASUREMENTS = {"a": measure_launch, "b": measure_logs, "c": measure_idle_cpu, "d": measure_restart}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--only", default="a,b,c,d", help="measurements to run, e.g. a,b")
-    parser.add_argument("--peers", default=",".join(p.name for p in PEERS),
-                        help="peers to measure beside dynod, e.g. honcho,foreman")
+    parser.add_argument(
+        "--peers",
+        default=",".join(p.name for p in PEERS),
+        help="peers to measure beside dynod, e.g. honcho,foreman",
+    )
     parser.add_argument("--quick", action="store_true", help="smaller counts, for a smoke run")
-    parser.add_argument("--dynod", default=str(REPO / ".venv" / "bin" / "dynod"),
-                        help="the dynod executable (default: this checkout's .venv)")
+    parser.add_argument(
+        "--dynod",
+        default=str(REPO / ".venv" / "bin" / "dynod"),
+        help="the dynod executable (default: this checkout's .venv)",
+    )
     parser.add_argument("--no-install", action="store_true", help="measure only what is present")
     opts = parser.parse_args(argv)
     opts.only = [m.strip() for m in opts.only.split(",") if m.strip()]
     opts.peers = [p.strip() for p in opts.peers.split(",") if p.strip()]
     unknown = [m for m in opts.only if m not in MEASUREMENTS] + [
-        p for p in opts.peers if p not in {peer.name for peer in PEERS}]
+        p for p in opts.peers if p not in {peer.name for peer in PEERS}
+    ]
     if unknown:
         parser.error(f"unknown: {', '.join(unknown)}")
     # counts: children for (a) and (c), lines for (b), seconds for (c), runs for (a) and (d)
     opts.n, opts.lines, opts.idle, opts.repeat = (
-        (25, 100_000, 3.0, 1) if opts.quick else (100, 1_000_000, 10.0, 3))
+        (25, 100_000, 3.0, 1) if opts.quick else (100, 1_000_000, 10.0, 3)
+    )
     opts.launch_repeat = 1 if opts.quick else 5
     opts.log_deadline = 300.0
     return opts
@@ -867,8 +1020,10 @@ def available_tools(opts: argparse.Namespace) -> list[Peer]:
 def main(argv: list[str]) -> int:
     opts = parse_args(argv)
     tools = available_tools(opts)
-    print(f"\nsupervision bench, {'quick' if opts.quick else 'full'} run: "
-          f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start")
+    print(
+        f"\nsupervision bench, {'quick' if opts.quick else 'full'} run: "
+        f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start"
+    )
     for peer in tools:
         print(f"  {peer.name:<14}{version_of(peer)}")
     for key in opts.only:

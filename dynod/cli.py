@@ -8,8 +8,8 @@ import gc
 import math
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from dynod import __version__
 from dynod.errors import DynodError, ParseError, UsageError
@@ -29,11 +29,18 @@ def _env_files(value: str) -> tuple[Path, ...]:
 
 def _add_app_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "-f", "--procfile", type=Path, default=Path("Procfile"),
+        "-f",
+        "--procfile",
+        type=Path,
+        default=Path("Procfile"),
         help="the Procfile (default ./Procfile); its directory is the app root",
     )
     parser.add_argument(
-        "-e", "--env", type=_env_files, default=None, metavar="ENV[,ENV]",
+        "-e",
+        "--env",
+        type=_env_files,
+        default=None,
+        metavar="ENV[,ENV]",
         help="environment files, later ones win (default: .env in the app root, if any)",
     )
 
@@ -46,38 +53,73 @@ def build_parser() -> argparse.ArgumentParser:
 
     start = commands.add_parser("start", help="run the app's processes in place, like foreman")
     start.add_argument(
-        "formation", nargs="?", metavar="TYPE|FORMATION",
+        "formation",
+        nargs="?",
+        metavar="TYPE|FORMATION",
         help="one process type (web) or a formation (web=2,worker=1); default: one of each",
     )
     _add_app_flags(start)
     start.add_argument("-p", "--port", type=int, help="base port (default $PORT or 5000)")
-    start.add_argument("-m", "--formation", dest="concurrency", metavar="FORMATION",
-                       help="how many of each type: web=2,worker=1 or all=2")
-    start.add_argument("-t", "--timeout", type=float, default=5.0, metavar="SECONDS",
-                       help="grace between SIGTERM and SIGKILL when stopping (default 5)")
-    start.add_argument("--exit-on-crash", action="store_true",
-                       help="stop everything when one process exits, with its status")
+    start.add_argument(
+        "-m",
+        "--formation",
+        dest="concurrency",
+        metavar="FORMATION",
+        help="how many of each type: web=2,worker=1 or all=2",
+    )
+    start.add_argument(
+        "-t",
+        "--timeout",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="grace between SIGTERM and SIGKILL when stopping (default 5)",
+    )
+    start.add_argument(
+        "--exit-on-crash",
+        action="store_true",
+        help="stop everything when one process exits, with its status",
+    )
     start.add_argument("--no-color", action="store_true", help="no colours, even on a terminal")
-    start.add_argument("--clean-env", action="store_true",
-                       help="start from an empty environment, as on the platform")
-    start.add_argument("--tty", action="store_true",
-                       help="give each process a pseudo-terminal (colours, line buffering)")
-    start.add_argument("--router", type=int, metavar="PORT",
-                       help="route http://127.0.0.1:PORT/ round-robin across the web processes")
+    start.add_argument(
+        "--clean-env",
+        action="store_true",
+        help="start from an empty environment, as on the platform",
+    )
+    start.add_argument(
+        "--tty",
+        action="store_true",
+        help="give each process a pseudo-terminal (colours, line buffering)",
+    )
+    start.add_argument(
+        "--router",
+        type=int,
+        metavar="PORT",
+        help="route http://127.0.0.1:PORT/ round-robin across the web processes",
+    )
 
     run = commands.add_parser("run", help="run one command with the app's .env")
     _add_app_flags(run)
-    run.add_argument("args", nargs=argparse.REMAINDER, metavar="CMD",
-                     help="a command, or a Procfile type name")
+    run.add_argument(
+        "args", nargs=argparse.REMAINDER, metavar="CMD", help="a command, or a Procfile type name"
+    )
 
     check = commands.add_parser("check", help="validate the Procfile and .env")
     _add_app_flags(check)
 
-    serve = commands.add_parser("serve", help="run the platform: API, router, builds, dynos, logplex")
-    serve.add_argument("--config", type=Path, help="dynod.toml (default: the data directory's, if any)")
+    serve = commands.add_parser(
+        "serve", help="run the platform: API, router, builds, dynos, logplex"
+    )
+    serve.add_argument(
+        "--config", type=Path, help="dynod.toml (default: the data directory's, if any)"
+    )
     serve.add_argument("--data", type=Path, help="data directory (default $DYNOD_DATA, else XDG)")
-    serve.add_argument("--api", metavar="HOST:PORT", help="where the API listens (default 127.0.0.1:5050)")
-    serve.add_argument("--router", metavar="HOST:PORT", help="where the router listens (default 127.0.0.1:8080)")
+    serve.add_argument(
+        "--api", metavar="HOST:PORT", help="where the API listens (default 127.0.0.1:5050)"
+    )
+    serve.add_argument(
+        "--router", metavar="HOST:PORT", help="where the router listens (default 127.0.0.1:8080)"
+    )
     return parser
 
 
@@ -130,10 +172,17 @@ def _start(args: argparse.Namespace) -> int:
                 gc.freeze()
                 gc.enable()
             options = local.StartOptions(
-                procfile=args.procfile, env_files=args.env, formation=args.formation,
-                concurrency=args.concurrency, port=args.port, stop_timeout=args.timeout,
-                exit_on_crash=args.exit_on_crash, colour=colour, clean_env=args.clean_env,
-                tty=args.tty, router_port=args.router,
+                procfile=args.procfile,
+                env_files=args.env,
+                formation=args.formation,
+                concurrency=args.concurrency,
+                port=args.port,
+                stop_timeout=args.timeout,
+                exit_on_crash=args.exit_on_crash,
+                colour=colour,
+                clean_env=args.clean_env,
+                tty=args.tty,
+                router_port=args.router,
             )
             return trio.run(local.start, options, sys.stdout, reaper)
     except KeyboardInterrupt:
@@ -158,7 +207,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         command = args.args[1:] if args.args[:1] == ["--"] else args.args
         if not command:
-            raise UsageError("nothing to run: give a command, e.g. `dynod run python manage.py shell`")
+            raise UsageError(
+                "nothing to run: give a command, e.g. `dynod run python manage.py shell`"
+            )
         local.run(command, args.procfile, args.env)
     if args.command == "check":
         from dynod import local

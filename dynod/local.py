@@ -10,22 +10,23 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn, Sequence, TextIO
+from typing import NoReturn, TextIO
 
 import attrs
 import trio
 
 from dynod.core.dotenv import load_env_files
-from dynod.proc.dyno import DYNO_PATH, bash_argv, watch_orphans
-from dynod.errors import DynodError, ParseError, UsageError
 from dynod.core.formation import local_port, parse_formation, render_formation
 from dynod.core.logline import HEROKU
-from dynod.logs.logplex import LogRing
-from dynod.proc.manager import DynoPlan, InPlace, Manager, ManagerSettings, local_plans
 from dynod.core.policy import LOCAL_LADDER
-from dynod.logs.printer import TerminalPrinter
 from dynod.core.procfile import Procfile, load_procfile
+from dynod.errors import DynodError, ParseError, UsageError
+from dynod.logs.logplex import LogRing
+from dynod.logs.printer import TerminalPrinter
+from dynod.proc.dyno import DYNO_PATH, bash_argv, watch_orphans
+from dynod.proc.manager import DynoPlan, InPlace, Manager, ManagerSettings, local_plans
 from dynod.proc.reaper import Reaper
 
 DEFAULT_BASE_PORT = 5000
@@ -71,13 +72,17 @@ def app_env(root: Path, env_files: Sequence[Path] | None) -> dict[str, str]:
         raise UsageError(str(err)) from None
 
 
-def choose_formation(procfile: Procfile, positional: str | None, concurrency: str | None) -> dict[str, int]:
+def choose_formation(
+    procfile: Procfile, positional: str | None, concurrency: str | None
+) -> dict[str, int]:
     """foreman's rules: everything once by default; `-m` says exactly how many of each (types it
     does not name do not run); a positional TYPE runs just that type."""
     types = procfile.formation_names
     if not types:
-        raise UsageError("the Procfile has only a release command: add a process type to run, "
-                         "e.g. `web: python app.py`")
+        raise UsageError(
+            "the Procfile has only a release command: add a process type to run, "
+            "e.g. `web: python app.py`"
+        )
     if positional and "=" not in positional and positional not in types:
         known = ", ".join(types)
         raise UsageError(f"unknown process type {positional!r}: the Procfile's types are {known}")
@@ -98,8 +103,12 @@ def base_port(inherited: str | None) -> int:
     """The base port when -p is not given: $PORT, else 5000."""
     if inherited is None or inherited == "":
         return DEFAULT_BASE_PORT
-    if not (len(inherited) <= 5 and inherited.isascii() and inherited.isdigit()
-            and 0 < int(inherited) < 65536):
+    if not (
+        len(inherited) <= 5
+        and inherited.isascii()
+        and inherited.isdigit()
+        and 0 < int(inherited) < 65536
+    ):
         raise UsageError(f"$PORT is {inherited!r}, not a port: unset it or pass -p PORT")
     return int(inherited)
 
@@ -110,7 +119,9 @@ def base_environment(clean: bool, root: Path) -> dict[str, str]:
     return {"PATH": DYNO_PATH, "HOME": str(root)}
 
 
-async def start(options: StartOptions, out: TextIO = sys.stdout, reaper: Reaper | None = None) -> int:
+async def start(
+    options: StartOptions, out: TextIO = sys.stdout, reaper: Reaper | None = None
+) -> int:
     """Run the app until a requested stop (or, with --exit-on-crash, a crash); the exit status.
     `reaper`: one already started (the CLI starts it first), else one of our own."""
     root = options.procfile.resolve().parent
@@ -122,8 +133,9 @@ async def start(options: StartOptions, out: TextIO = sys.stdout, reaper: Reaper 
     types = procfile.formation_names
     highest = max(local_port(base, types, name, count) for name, count in formation.items())
     if highest > 65535:
-        raise UsageError(f"base port {base} gives ports up to {highest}, above 65535: "
-                         "pick a lower one with -p")
+        raise UsageError(
+            f"base port {base} gives ports up to {highest}, above 65535: pick a lower one with -p"
+        )
 
     plans = local_plans(
         formation,
@@ -136,8 +148,10 @@ async def start(options: StartOptions, out: TextIO = sys.stdout, reaper: Reaper 
         # A web process is up once its port accepts connections: another program listening
         # there would make it look up while it crashes on EADDRINUSE.
         if plan.web and plan.port is not None and not _port_free(plan.port):
-            raise UsageError(f"port {plan.port} for {plan.name} is already in use by another "
-                             "program: stop it, or pick another base port with -p")
+            raise UsageError(
+                f"port {plan.port} for {plan.name} is already in use by another "
+                "program: stop it, or pick another base port with -p"
+            )
     home = Path(inherit.get("HOME", root))
     plans = [attrs.evolve(plan, home=home) for plan in plans]
     release = None
@@ -145,15 +159,22 @@ async def start(options: StartOptions, out: TextIO = sys.stdout, reaper: Reaper 
         release = DynoPlan("release.1", procfile.release, config_vars, inherit=inherit, home=home)
 
     settings = ManagerSettings(
-        ladder=LOCAL_LADDER, clean_after=60.0, stop_timeout=options.stop_timeout,
-        cycle_after=None, tty=options.tty, exit_on_crash=options.exit_on_crash,
+        ladder=LOCAL_LADDER,
+        clean_after=60.0,
+        stop_timeout=options.stop_timeout,
+        cycle_after=None,
+        tty=options.tty,
+        exit_on_crash=options.exit_on_crash,
     )
     names = [plan.name for plan in plans] + ([release.name] if release else [])
     if options.router_port is not None:
         names.append("router")
     stopping = trio.Event()
     printer = TerminalPrinter(
-        out.buffer, colour=options.colour, types=types, names=names,
+        out.buffer,
+        colour=options.colour,
+        types=types,
+        names=names,
         on_broken_pipe=stopping.set,
     )
     # One log path, as on the platform: dynos write into the app's logplex ring and the
@@ -179,7 +200,9 @@ async def start(options: StartOptions, out: TextIO = sys.stdout, reaper: Reaper 
 def _port_free(port: int) -> bool:
     """Nothing listens on `port` (a server binding every address there would succeed)."""
     with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: TIME_WAIT is no owner
+        probe.setsockopt(
+            socket.SOL_SOCKET, socket.SO_REUSEADDR, 1
+        )  # as servers do: TIME_WAIT is no owner
         try:
             probe.bind(("0.0.0.0", port))
         except OSError:
@@ -204,7 +227,9 @@ async def _start_router(nursery: trio.Nursery, manager: Manager, ring: LogRing, 
     try:
         await nursery.start(serve_router, RouterConfig(listen=f"127.0.0.1:{port}"), backend)
     except OSError as err:
-        raise UsageError(f"--router {port}: cannot listen there ({err.strerror}): pick another port") from None
+        raise UsageError(
+            f"--router {port}: cannot listen there ({err.strerror}): pick another port"
+        ) from None
 
 
 async def _run_app(manager: Manager, release: DynoPlan | None, plans: list[DynoPlan]) -> int:
@@ -264,4 +289,3 @@ def check(procfile_path: Path, env_files: Sequence[Path] | None, out: TextIO) ->
     keys = ", ".join(env) if env else "none"
     out.write(f"environment: {len(env)} variables from .env ({keys})\n")
     return 0
-

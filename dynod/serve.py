@@ -13,21 +13,21 @@ import os
 import secrets
 import shutil
 import signal
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import AsyncIterator, Iterator
 
 import attrs
 import trio
 
 from dynod.api.routes import Api
-from dynod.state.config import Address, Config, resolve_data_dir
-from dynod.errors import DynodError, UsageError
 from dynod.api.server import serve_http
+from dynod.errors import DynodError, UsageError
 from dynod.platform.root import Platform
-from dynod.proc.dyno import watch_orphans
-from dynod.proc.reaper import Reaper
 from dynod.platform.routing import router_config
 from dynod.platform.runtime import sweep_scratch
+from dynod.proc.dyno import watch_orphans
+from dynod.proc.reaper import Reaper
+from dynod.state.config import Address, Config, resolve_data_dir
 from dynod.state.files import atomic_write
 
 
@@ -39,7 +39,9 @@ class ServeOptions:
     router: Address | None = None
 
 
-def options(config: Path | None, data: Path | None, api: str | None, router: str | None) -> ServeOptions:
+def options(
+    config: Path | None, data: Path | None, api: str | None, router: str | None
+) -> ServeOptions:
     """The command line's flags, checked: a malformed HOST:PORT is a usage error."""
     return ServeOptions(config, data, _address("--api", api), _address("--router", router))
 
@@ -80,8 +82,10 @@ def data_dir_lock(data_dir: Path) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.read(fd, 32).decode(errors="replace").strip()
-            raise DynodError(f"another dynod serve{f' (pid {holder})' if holder else ''} is using {data_dir}: "
-                             "stop it first, or give this one another --data DIR") from None
+            raise DynodError(
+                f"another dynod serve{f' (pid {holder})' if holder else ''} is using {data_dir}: "
+                "stop it first, or give this one another --data DIR"
+            ) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         yield
@@ -121,11 +125,16 @@ async def serve(options: ServeOptions) -> int:
 async def _serve(data_dir: Path, config: Config) -> int:
     token = api_token(data_dir)
     stopping = trio.Event()
-    with Reaper(record=data_dir / "dynos.running") as reaper, \
-            trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with (
+        Reaper(record=data_dir / "dynos.running") as reaper,
+        trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals,
+    ):
         if reaper.leftovers:
-            print(f"dynod serve: ended {len(reaper.leftovers)} dyno process group(s) an earlier "
-                  "dynod left running", flush=True)
+            print(
+                f"dynod serve: ended {len(reaper.leftovers)} dyno process group(s) an earlier "
+                "dynod left running",
+                flush=True,
+            )
         sweep_scratch()
         platform = Platform(config, data_dir, reaper=reaper)
         async with trio.open_nursery() as root:
@@ -137,14 +146,19 @@ async def _serve(data_dir: Path, config: Config) -> int:
                 try:
                     host, port = await work.start(serve_http, config.api.listen, api.handle)
                 except OSError as err:
-                    raise DynodError(f"cannot listen on {config.api.listen} for the API ({err.strerror}): "
-                                     "stop what uses it, or choose another with --api HOST:PORT") from None
+                    raise DynodError(
+                        f"cannot listen on {config.api.listen} for the API ({err.strerror}): "
+                        "stop what uses it, or choose another with --api HOST:PORT"
+                    ) from None
                 api.state.base_url = url_of(host, port)
                 atomic_write(data_dir / "api-url", f"{api.state.base_url}\n".encode())
                 api.state.router = await _start_router(work, config, platform)
                 router_url = url_of(api.state.router.host, api.state.router.port)
-                print(f"dynod serve: API on {api.state.base_url}, router on {router_url}, "
-                      f"data in {data_dir}", flush=True)
+                print(
+                    f"dynod serve: API on {api.state.base_url}, router on {router_url}, "
+                    f"data in {data_dir}",
+                    flush=True,
+                )
                 await stopping.wait()
                 work.cancel_scope.cancel()  # every dyno gets SIGTERM and its grace
             root.cancel_scope.cancel()
@@ -160,13 +174,17 @@ async def _start_router(nursery: trio.Nursery, config: Config, platform: Platfor
     try:
         bound = await nursery.start(serve_router, router_config(config.router), platform.router)
     except OSError as err:
-        raise DynodError(f"cannot listen on {listen} for the router ({err.strerror}): "
-                         "stop what uses it, or choose another with --router HOST:PORT") from None
+        raise DynodError(
+            f"cannot listen on {listen} for the router ({err.strerror}): "
+            "stop what uses it, or choose another with --router HOST:PORT"
+        ) from None
     host, port = bound[0]
     return Address(listen.host, port)
 
 
-async def _watch_signals(signals: AsyncIterator[int], stopping: trio.Event, platform: Platform) -> None:
+async def _watch_signals(
+    signals: AsyncIterator[int], stopping: trio.Event, platform: Platform
+) -> None:
     async for _ in signals:
         if stopping.is_set():
             for runtime in platform.runtimes.values():

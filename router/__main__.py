@@ -8,7 +8,7 @@ import argparse
 import functools
 import resource
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 import attrs
 import trio

@@ -7,7 +7,8 @@
 from __future__ import annotations
 
 import enum
-from typing import Callable, Iterable, Protocol, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
 
 import attrs
 import trio

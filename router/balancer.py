@@ -6,7 +6,8 @@ Pure: no trio, no I/O; the time is passed in, so tests use plain numbers as a cl
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence, Union
+from collections.abc import Sequence
+from typing import NamedTuple, Union
 
 import attrs
 from attrs import define

@@ -7,7 +7,8 @@ unknown keys and wrong types with a message naming the key.
 from __future__ import annotations
 
 import ipaddress
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import attrs
 from attrs import frozen

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Callable, NamedTuple, Sequence, Union
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 from attrs import frozen
 
@@ -100,7 +101,7 @@ def forward_request(
     now_ms: int,
     new_id: Callable[[], str],
     config: RouterConfig,
-) -> Union[Forwarded, Rejected]:
+) -> Forwarded | Rejected:
     """Check the limits, then rewrite `headers` (as h11 parsed them)."""
     limit = config.max_line_bytes
     if len(method) + len(target) + 10 > limit:  # "GET /x HTTP/1.1": two spaces, 8-byte version

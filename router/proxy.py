@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import random
 import time
-from typing import Callable, Union
+from collections.abc import Callable
 
 import attrs
 import h11
@@ -35,8 +35,8 @@ from .headers import (
 )
 from .net import StreamTimeout
 from .pool import Pool, Upstream
-from .request import RequestHead
 from .records import FAILURES, Failure, log_line, restriction
+from .request import RequestHead
 from .tunnel import tunnel
 
 _INF = float("inf")
@@ -139,7 +139,7 @@ class Exchange:
             await send_page(self.client, 404, body=request.method != b"HEAD")
             return False
         failure: Failure | None = None
-        outcome: Union[bool, Upstream] = False
+        outcome: bool | Upstream = False
         try:
             outcome = await self._proxy(name, table, forwarded)
         except Fail as exc:
@@ -171,8 +171,11 @@ class Exchange:
         if host and table is not None:
             self.forwarded = None
             given = [value for _, name, value in self.request.headers if name == b"x-request-id"]
-            request_id = (given[-1].decode("ascii") if given and valid_request_id(given[-1])
-                          else new_request_id())  # as a forwarded request would have had
+            request_id = (
+                given[-1].decode("ascii")
+                if given and valid_request_id(given[-1])
+                else new_request_id()
+            )  # as a forwarded request would have had
             failure = restriction(rejected.status, rejected.reason)
             self.router.backend.log(table.app, self._line(failure, host, request_id))
 

@@ -13,10 +13,10 @@ import trio
 
 from .backend import Backend
 from .balancer import Balancer
+from .client import Client
 from .config import Address, RouterConfig
 from .net import Stream, Timeouts, listen
 from .pool import Pool
-from .client import Client
 from .proxy import Router, serve_client
 from .records import error_page
 

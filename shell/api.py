@@ -7,9 +7,10 @@ from __future__ import annotations
 import http.client
 import json
 import socket
-from pathlib import Path
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import IO, Any, Iterator, Mapping
+from pathlib import Path
+from typing import IO, Any
 from urllib.parse import SplitResult, urlsplit
 
 from shell.errors import ApiError
@@ -69,7 +70,9 @@ class Api:
     """One API endpoint and its token. Paths are relative to the base URL; absolute URLs (an
     upload's `put_url`, a build's `output_stream_url`) are used as given."""
 
-    def __init__(self, base_url: str, token: str | None, *, timeout: float = REQUEST_TIMEOUT) -> None:
+    def __init__(
+        self, base_url: str, token: str | None, *, timeout: float = REQUEST_TIMEOUT
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.timeout = timeout
@@ -81,8 +84,9 @@ class Api:
 
     # ----- JSON requests
 
-    def request(self, method: str, path: str, body: object = None, *,
-                range: str | None = None) -> Response:
+    def request(
+        self, method: str, path: str, body: object = None, *, range: str | None = None
+    ) -> Response:
         headers = {"Accept": ACCEPT}
         payload: bytes | None = None
         if body is not None:
@@ -117,8 +121,11 @@ class Api:
         while True:
             response = self.request("GET", path, range=range)
             if not isinstance(response.data, list):
-                raise ApiError(f"dynod answered GET {path} with something other than a list",
-                               id="bad_response", status=response.status)
+                raise ApiError(
+                    f"dynod answered GET {path} with something other than a list",
+                    id="bad_response",
+                    status=response.status,
+                )
             items.extend(response.data)
             next_range = response.headers.get("next-range")
             if not (follow and response.status == 206 and next_range):
@@ -127,8 +134,9 @@ class Api:
 
     # ----- bytes
 
-    def put_bytes(self, url: str, body: IO[bytes], size: int,
-                  content_type: str = "application/octet-stream") -> None:
+    def put_bytes(
+        self, url: str, body: IO[bytes], size: int, content_type: str = "application/octet-stream"
+    ) -> None:
         """Upload a file's bytes (a source tarball to a `put_url`) without reading it whole."""
         headers = {"Content-Type": content_type, "Content-Length": str(size)}
         with self._open("PUT", url, headers, body, self.timeout) as response:
@@ -143,13 +151,18 @@ class Api:
         with self._open("GET", url, {"Accept": accept}, None, None) as response:
             if response.status >= 400:
                 raw = self._read(response)
-                raise _error(response.status, response.reason,
-                             _decode(raw, response.getheader("Content-Type", "")))
+                raise _error(
+                    response.status,
+                    response.reason,
+                    _decode(raw, response.getheader("Content-Type", "")),
+                )
             while True:
                 try:
                     chunk = response.read1(65536)
                 except (OSError, http.client.HTTPException) as exc:
-                    raise ApiError(f"the stream from dynod broke off: {exc}", id="unreachable") from None
+                    raise ApiError(
+                        f"the stream from dynod broke off: {exc}", id="unreachable"
+                    ) from None
                 if not chunk:
                     return
                 yield chunk
@@ -165,29 +178,41 @@ class Api:
         return parts, target
 
     @contextmanager
-    def _open(self, method: str, url: str, headers: dict[str, str],
-              body: bytes | IO[bytes] | None, timeout: float | None
-              ) -> Iterator[http.client.HTTPResponse]:
+    def _open(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        body: bytes | IO[bytes] | None,
+        timeout: float | None,
+    ) -> Iterator[http.client.HTTPResponse]:
         parts, target = self._target(url)
         # The token goes only to the API's own address, never to wherever a URL points.
         if self.token and (parts.scheme, parts.netloc) == (self._base.scheme, self._base.netloc):
             headers = {**headers, "Authorization": f"Bearer {self.token}"}
-        connection_type = (http.client.HTTPSConnection if parts.scheme == "https"
-                           else http.client.HTTPConnection)
+        connection_type = (
+            http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        )
         connection = connection_type(parts.hostname or "127.0.0.1", parts.port, timeout=timeout)
         try:
             try:
                 connection.request(method, target, body=body, headers=headers)
                 response = connection.getresponse()
             except (ConnectionRefusedError, socket.gaierror):
-                raise ApiError(f"cannot reach dynod at {self.base_url}: start it with `dynod serve`",
-                               id="unreachable") from None
+                raise ApiError(
+                    f"cannot reach dynod at {self.base_url}: start it with `dynod serve`",
+                    id="unreachable",
+                ) from None
             except TimeoutError:
-                raise ApiError(f"dynod at {self.base_url} did not answer {method} within "
-                               f"{self.timeout:g} s: see its log", id="timeout") from None
+                raise ApiError(
+                    f"dynod at {self.base_url} did not answer {method} within "
+                    f"{self.timeout:g} s: see its log",
+                    id="timeout",
+                ) from None
             except (OSError, http.client.HTTPException) as exc:
-                raise ApiError(f"talking to dynod at {self.base_url} failed: {exc}",
-                               id="unreachable") from None
+                raise ApiError(
+                    f"talking to dynod at {self.base_url} failed: {exc}", id="unreachable"
+                ) from None
             with response:
                 yield response
         finally:
@@ -197,8 +222,9 @@ class Api:
         try:
             return response.read()
         except TimeoutError:
-            raise ApiError(f"dynod at {self.base_url} stopped answering: see its log",
-                           id="timeout") from None
+            raise ApiError(
+                f"dynod at {self.base_url} stopped answering: see its log", id="timeout"
+            ) from None
         except (OSError, http.client.HTTPException) as exc:
             raise ApiError(f"the answer from dynod broke off: {exc}", id="unreachable") from None
 
@@ -221,6 +247,10 @@ def _error(status: int, reason: str, data: Any) -> ApiError:
             message += " (set DYNOD_API_TOKEN, or DYNOD_DATA to dynod's data directory)"
         return ApiError(message, id=str(data.get("id", "error")), status=status)
     if status == 401:
-        return ApiError("dynod refused the API token: set DYNOD_API_TOKEN, or DYNOD_DATA to "
-                        "dynod's data directory", id="unauthorized", status=status)
+        return ApiError(
+            "dynod refused the API token: set DYNOD_API_TOKEN, or DYNOD_DATA to "
+            "dynod's data directory",
+            id="unauthorized",
+            status=status,
+        )
     return ApiError(f"dynod answered {status} {reason}".rstrip(), id="error", status=status)

@@ -48,16 +48,22 @@ def info(ctx: Context, parsed: Parsed) -> None:
     for dyno in ctx.api.list(app_path(name, "/dynos")):
         counts[str(dyno.get("type"))] = counts.get(str(dyno.get("type")), 0) + 1
     ctx.say(header(str(app.get("name"))))
-    ctx.lines(styled(row for row in [
-        ("Dynos", ", ".join(f"{kind}: {n}" for kind, n in sorted(counts.items()))),
-        ("Git URL", str(app.get("git_url") or "")),
-        ("Owner", _field(app, "owner", "email")),
-        ("Region", _field(app, "region", "name")),
-        ("Repo Size", byte_size(app.get("repo_size"))),
-        ("Slug Size", byte_size(app.get("slug_size"))),
-        ("Stack", _field(app, "stack", "name")),
-        ("Web URL", str(app.get("web_url") or "")),
-    ] if row[1]))
+    ctx.lines(
+        styled(
+            row
+            for row in [
+                ("Dynos", ", ".join(f"{kind}: {n}" for kind, n in sorted(counts.items()))),
+                ("Git URL", str(app.get("git_url") or "")),
+                ("Owner", _field(app, "owner", "email")),
+                ("Region", _field(app, "region", "name")),
+                ("Repo Size", byte_size(app.get("repo_size"))),
+                ("Slug Size", byte_size(app.get("slug_size"))),
+                ("Stack", _field(app, "stack", "name")),
+                ("Web URL", str(app.get("web_url") or "")),
+            ]
+            if row[1]
+        )
+    )
 
 
 def _field(data: Any, outer: str, inner: str) -> str:
@@ -70,8 +76,10 @@ def destroy(ctx: Context, parsed: Parsed) -> None:
     confirm = parsed.value("confirm")
     if confirm != name:
         said = f" (--confirm said {confirm})" if confirm else ""
-        raise Failure(f"this destroys {name} and its add-ons permanently{said}: "
-                      f"run `dyno apps:destroy {name} --confirm {name}`")
+        raise Failure(
+            f"this destroys {name} and its add-ons permanently{said}: "
+            f"run `dyno apps:destroy {name} --confirm {name}`"
+        )
     ctx.api.delete(app_path(name))
     ctx.say(f"Destroying {name} (including all add-ons)... done")
 

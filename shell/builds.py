@@ -26,6 +26,7 @@ EXCLUDED = frozenset({".git"})
 
 def pack_source(directory: Path, into: IO[bytes]) -> None:
     """A gzip tarball of the directory's contents at its root, without `.git` anywhere."""
+
     def keep(member: tarfile.TarInfo) -> tarfile.TarInfo | None:
         return None if EXCLUDED.intersection(Path(member.name).parts) else member
 
@@ -67,10 +68,14 @@ def deploy(ctx: Context, parsed: Parsed) -> None:
     if build.get("status") != "succeeded":
         failed = (build.get("release") or {}).get("version")
         if failed is not None:  # built, but its release command failed: the old release serves
-            raise Failure(f"the release command failed, so v{failed} is not current: "
-                          f"see `dyno releases:output v{failed} -a {app}`")
-        raise Failure(f"the build failed: see the output above "
-                      f"(`dyno builds:output {build.get('id')} -a {app}`)")
+            raise Failure(
+                f"the release command failed, so v{failed} is not current: "
+                f"see `dyno releases:output v{failed} -a {app}`"
+            )
+        raise Failure(
+            f"the build failed: see the output above "
+            f"(`dyno builds:output {build.get('id')} -a {app}`)"
+        )
     release_id = (build.get("release") or {}).get("id")
     if not release_id:
         ctx.say(f"Build {build.get('id')} succeeded")
@@ -87,8 +92,10 @@ def _outcome(ctx: Context, app: str, build: Any) -> Any:
     build = ctx.api.get(path)
     while build.get("status") == "pending":
         if time.monotonic() > deadline:
-            raise Failure(f"build {build.get('id')} is still pending after its output ended: "
-                          f"check `dyno builds -a {app}`")
+            raise Failure(
+                f"build {build.get('id')} is still pending after its output ended: "
+                f"check `dyno builds -a {app}`"
+            )
         time.sleep(0.2)
         build = ctx.api.get(path)
     return build
@@ -111,9 +118,15 @@ def builds(ctx: Context, parsed: Parsed) -> None:
     for build in _newest_first(listed)[: int(count) if count else DEFAULT_BUILDS]:
         user = build.get("user") or {}
         version = (build.get("source_blob") or {}).get("version") or ""
-        rows.append([str(build.get("id")), str(build.get("status")),
-                     format_time(build.get("created_at"), now),
-                     str(user.get("email", "")), str(version)[:8]])
+        rows.append(
+            [
+                str(build.get("id")),
+                str(build.get("status")),
+                format_time(build.get("created_at"), now),
+                str(user.get("email", "")),
+                str(version)[:8],
+            ]
+        )
     ctx.say(header(f"{app} Builds"))
     ctx.lines(columns(rows))
 

@@ -19,8 +19,11 @@ def main(argv: list[str] | None = None) -> int:
         print(overview(TABLE))
         return 0
     if not words:
-        print("dyno: the interactive shell is not built yet: run `dyno COMMAND` "
-              "(`dyno help` lists them)", file=sys.stderr)
+        print(
+            "dyno: the interactive shell is not built yet: run `dyno COMMAND` "
+            "(`dyno help` lists them)",
+            file=sys.stderr,
+        )
         return 2
     ctx = Context(env=os.environ, cwd=Path.cwd(), out=sys.stdout, err=sys.stderr)
     try:

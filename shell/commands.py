@@ -4,7 +4,7 @@ same (and exits the same way) wherever it is typed."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from shell import apps, builds, dynos, releases
 from shell.context import Context
@@ -21,61 +21,143 @@ NUM = Flag("num", "how many to show", "n", "N")
 
 TABLE: tuple[Command, ...] = (
     Command("apps", "list your apps", apps.apps, app=False, json=True),
-    Command("apps:create", "create an app (dynod picks a name if you give none)", apps.create,
-            (Arg("NAME", required=False),), json=True),
+    Command(
+        "apps:create",
+        "create an app (dynod picks a name if you give none)",
+        apps.create,
+        (Arg("NAME", required=False),),
+        json=True,
+    ),
     Command("apps:info", "show an app's details", apps.info, json=True),
-    Command("apps:destroy", "destroy an app, its releases, dynos and add-ons", apps.destroy,
-            (Arg("APP", required=False),),
-            (Flag("confirm", "the app's name again: destroying cannot be undone", value="NAME"),)),
-    Command("deploy", "build DIR (default .) into a release and stream the build", builds.deploy,
-            (Arg("DIR", required=False),),
-            (Flag("buildpack", "a buildpack to use instead of detection (repeatable, in order)",
-                  "b", "BUILDPACK", repeat=True),),
-            details="The directory is packed without .git and uploaded; its git commit, if any, "
-                    "becomes the source version. Exits 1 if the build fails."),
-    Command("git:remote", "add (or update) the git remote `dynod` for `git push dynod main`",
-            apps.git_remote),
-    Command("builds", "list the app's builds, newest first", builds.builds, flags=(NUM,),
-            json=True),
-    Command("builds:output", "show a build's output (default: the newest build)",
-            builds.build_output, (Arg("ID", required=False),)),
+    Command(
+        "apps:destroy",
+        "destroy an app, its releases, dynos and add-ons",
+        apps.destroy,
+        (Arg("APP", required=False),),
+        (Flag("confirm", "the app's name again: destroying cannot be undone", value="NAME"),),
+    ),
+    Command(
+        "deploy",
+        "build DIR (default .) into a release and stream the build",
+        builds.deploy,
+        (Arg("DIR", required=False),),
+        (
+            Flag(
+                "buildpack",
+                "a buildpack to use instead of detection (repeatable, in order)",
+                "b",
+                "BUILDPACK",
+                repeat=True,
+            ),
+        ),
+        details="The directory is packed without .git and uploaded; its git commit, if any, "
+        "becomes the source version. Exits 1 if the build fails.",
+    ),
+    Command(
+        "git:remote",
+        "add (or update) the git remote `dynod` for `git push dynod main`",
+        apps.git_remote,
+    ),
+    Command(
+        "builds", "list the app's builds, newest first", builds.builds, flags=(NUM,), json=True
+    ),
+    Command(
+        "builds:output",
+        "show a build's output (default: the newest build)",
+        builds.build_output,
+        (Arg("ID", required=False),),
+    ),
     Command("ps", "list the app's dynos", dynos.ps, json=True),
-    Command("ps:scale", "scale process types: web=2 worker=1, web+1, worker-1 (none: show)",
-            dynos.scale, (Arg("TYPE=N", required=False, many=True),), json=True),
-    Command("ps:restart", "restart all dynos, one process type or one dyno", dynos.restart,
-            (Arg("TARGET", required=False),),
-            details="TARGET is a process type (web) or a dyno (web.1); none restarts them all."),
-    Command("ps:stop", "stop a dyno or a process type's dynos (the formation starts fresh ones)",
-            dynos.stop, (Arg("TARGET"),),
-            details="To keep a process type down, scale it to 0 with `dyno ps:scale TYPE=0`."),
+    Command(
+        "ps:scale",
+        "scale process types: web=2 worker=1, web+1, worker-1 (none: show)",
+        dynos.scale,
+        (Arg("TYPE=N", required=False, many=True),),
+        json=True,
+    ),
+    Command(
+        "ps:restart",
+        "restart all dynos, one process type or one dyno",
+        dynos.restart,
+        (Arg("TARGET", required=False),),
+        details="TARGET is a process type (web) or a dyno (web.1); none restarts them all.",
+    ),
+    Command(
+        "ps:stop",
+        "stop a dyno or a process type's dynos (the formation starts fresh ones)",
+        dynos.stop,
+        (Arg("TARGET"),),
+        details="To keep a process type down, scale it to 0 with `dyno ps:scale TYPE=0`.",
+    ),
     Command("config", "show the app's config vars", releases.config, json=True),
     Command("config:get", "print one config var's value", releases.config_get, (Arg("KEY"),)),
-    Command("config:set", "set config vars (one release, dynos restart)", releases.config_set,
-            (Arg("KEY=VALUE", many=True),)),
-    Command("config:unset", "unset config vars (one release, dynos restart)",
-            releases.config_unset, (Arg("KEY", many=True),)),
-    Command("releases", "list the app's releases, newest first", releases.releases,
-            flags=(NUM,), json=True),
-    Command("releases:info", "show a release (default: the newest)", releases.release_info,
-            (Arg("VERSION", required=False),), json=True),
-    Command("releases:rollback", "release an earlier version's slug and config vars again",
-            releases.rollback, (Arg("VERSION", required=False),),
-            details="VERSION defaults to the release before the current one."),
-    Command("releases:output", "show a release command's output (default: the newest release)",
-            releases.release_output, (Arg("VERSION", required=False),)),
-    Command("logs", "show the app's recent log lines, and follow them with -t", dynos.logs, flags=(
-        Flag("num", "how many lines to show first (default 100)", "n", "N"),
-        Flag("tail", "keep following new lines until Ctrl-C", "t"),
-        Flag("dyno", "only this dyno's lines (web.1)", "d", "DYNO"),
-        Flag("process-type", "only this process type's lines (web)", "p", "TYPE"),
-        Flag("source", "only lines from this source: app or heroku", "s", "SOURCE"),
-    )),
-    Command("run:detached", "run a one-off dyno whose output goes to the logs",
-            dynos.run_detached, (Arg("COMMAND", many=True, literal=True),), json=True,
-            details="The words after COMMAND are its own, flags included, except -a/--app APP "
-                    "(as with the Heroku CLI); after `--` every word is the command's."),
-    Command("help", "show the commands, or one command's help", _help,
-            (Arg("COMMAND", required=False),), app=False),
+    Command(
+        "config:set",
+        "set config vars (one release, dynos restart)",
+        releases.config_set,
+        (Arg("KEY=VALUE", many=True),),
+    ),
+    Command(
+        "config:unset",
+        "unset config vars (one release, dynos restart)",
+        releases.config_unset,
+        (Arg("KEY", many=True),),
+    ),
+    Command(
+        "releases",
+        "list the app's releases, newest first",
+        releases.releases,
+        flags=(NUM,),
+        json=True,
+    ),
+    Command(
+        "releases:info",
+        "show a release (default: the newest)",
+        releases.release_info,
+        (Arg("VERSION", required=False),),
+        json=True,
+    ),
+    Command(
+        "releases:rollback",
+        "release an earlier version's slug and config vars again",
+        releases.rollback,
+        (Arg("VERSION", required=False),),
+        details="VERSION defaults to the release before the current one.",
+    ),
+    Command(
+        "releases:output",
+        "show a release command's output (default: the newest release)",
+        releases.release_output,
+        (Arg("VERSION", required=False),),
+    ),
+    Command(
+        "logs",
+        "show the app's recent log lines, and follow them with -t",
+        dynos.logs,
+        flags=(
+            Flag("num", "how many lines to show first (default 100)", "n", "N"),
+            Flag("tail", "keep following new lines until Ctrl-C", "t"),
+            Flag("dyno", "only this dyno's lines (web.1)", "d", "DYNO"),
+            Flag("process-type", "only this process type's lines (web)", "p", "TYPE"),
+            Flag("source", "only lines from this source: app or heroku", "s", "SOURCE"),
+        ),
+    ),
+    Command(
+        "run:detached",
+        "run a one-off dyno whose output goes to the logs",
+        dynos.run_detached,
+        (Arg("COMMAND", many=True, literal=True),),
+        json=True,
+        details="The words after COMMAND are its own, flags included, except -a/--app APP "
+        "(as with the Heroku CLI); after `--` every word is the command's.",
+    ),
+    Command(
+        "help",
+        "show the commands, or one command's help",
+        _help,
+        (Arg("COMMAND", required=False),),
+        app=False,
+    ),
 )
 
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import codecs
 import time
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, TextIO
+from typing import Any, TextIO
 
 import attrs
 
@@ -37,8 +38,12 @@ class Context:
     def app(self, parsed: Parsed) -> str:
         """`-a/--app`, else the shell's current app, else `DYNO_APP`, else the git remote
         named `dynod` in the current directory."""
-        name = (parsed.value("app") or self.current_app or self.env.get("DYNO_APP")
-                or git.remote_app(self.cwd))
+        name = (
+            parsed.value("app")
+            or self.current_app
+            or self.env.get("DYNO_APP")
+            or git.remote_app(self.cwd)
+        )
         if not name:
             raise UsageError(
                 "no app given: pass -a APP, set DYNO_APP, or add the git remote `dynod` "

@@ -10,8 +10,8 @@ from urllib.parse import quote
 
 from shell.apps import app_path
 from shell.context import Context
-from shell.grammar import Parsed
 from shell.errors import UsageError
+from shell.grammar import Parsed
 from shell.output import ps_lines, size_name
 
 SCALE = re.compile(r"([A-Za-z0-9_-]+?)([=+-])(\d+)(?::([A-Za-z0-9_-]+))?")
@@ -25,8 +25,10 @@ def parse_scale(words: list[str]) -> list[dict[str, str]]:
     for word in (part for w in words for part in w.split(",") if part):
         match = SCALE.fullmatch(word)
         if match is None:
-            raise UsageError(f"cannot read `{word}`: scale with TYPE=N, TYPE+N or TYPE-N "
-                             "(e.g. `dyno ps:scale web=2 worker+1`)")
+            raise UsageError(
+                f"cannot read `{word}`: scale with TYPE=N, TYPE+N or TYPE-N "
+                "(e.g. `dyno ps:scale web=2 worker+1`)"
+            )
         kind, op, count, size = match.groups()
         update = {"type": kind, "quantity": count if op == "=" else op + count}
         if size:
@@ -36,8 +38,10 @@ def parse_scale(words: list[str]) -> list[dict[str, str]]:
 
 
 def _formation_text(entries: list[Any]) -> str:
-    return ", ".join(f"{e.get('type')} at {e.get('quantity')}:{size_name(e.get('size'))}"
-                     for e in sorted(entries, key=lambda e: str(e.get("type"))))
+    return ", ".join(
+        f"{e.get('type')} at {e.get('quantity')}:{size_name(e.get('size'))}"
+        for e in sorted(entries, key=lambda e: str(e.get("type")))
+    )
 
 
 def ps(ctx: Context, parsed: Parsed) -> None:
@@ -61,8 +65,12 @@ def scale(ctx: Context, parsed: Parsed) -> None:
         elif not formation:
             ctx.say(f"{app} has no process types yet: deploy it first (`dyno deploy`)")
         else:
-            ctx.say(" ".join(f"{e.get('type')}={e.get('quantity')}:{size_name(e.get('size'))}"
-                             for e in sorted(formation, key=lambda e: str(e.get("type")))))
+            ctx.say(
+                " ".join(
+                    f"{e.get('type')}={e.get('quantity')}:{size_name(e.get('size'))}"
+                    for e in sorted(formation, key=lambda e: str(e.get("type")))
+                )
+            )
         return
     changed = ctx.api.patch(app_path(app, "/formation"), {"updates": updates})
     if parsed.on("json"):

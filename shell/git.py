@@ -15,8 +15,14 @@ GIT_TIMEOUT = 30.0
 def _git(cwd: Path, *args: str) -> subprocess.CompletedProcess[str] | None:
     """Run git; None when git is not installed (then there is no remote and no commit)."""
     try:
-        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
-                              timeout=GIT_TIMEOUT, stdin=subprocess.DEVNULL)
+        return subprocess.run(
+            ["git", *args],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=GIT_TIMEOUT,
+            stdin=subprocess.DEVNULL,
+        )
     except FileNotFoundError:
         return None
     except subprocess.TimeoutExpired:
@@ -53,7 +59,9 @@ def set_remote(cwd: Path, url: str, name: str = REMOTE) -> str:
     action = "updated" if remote_url(cwd, name) is not None else "added"
     done = _git(cwd, "remote", "set-url" if action == "updated" else "add", name, url)
     if done is None or done.returncode != 0:
-        reason = done.stderr.strip().splitlines()[-1] if done and done.stderr.strip() else "git failed"
+        reason = (
+            done.stderr.strip().splitlines()[-1] if done and done.stderr.strip() else "git failed"
+        )
         raise Failure(f"could not set the git remote {name}: {reason}")
     return action
 

@@ -4,7 +4,8 @@ same data. Heroku CLI conventions: `-n 5`, `-n5`, `--num 5`, `--num=5`, `--` end
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -141,7 +142,7 @@ def parse(command: Command, words: Sequence[str]) -> Parsed:
             break
         if not word.startswith("-") or word == "-":
             if literal_from is not None and len(positional) >= literal_from:
-                literal, app = _literal_rest(words[i - 1:], command.app)
+                literal, app = _literal_rest(words[i - 1 :], command.app)
                 positional += literal
                 if app is not None:
                     options["app"] = [app]
@@ -215,8 +216,9 @@ def _bind(command: Command, words: list[str]) -> dict[str, list[str]]:
             raise UsageError(f"missing {arg.name}: usage: {command.usage()}")
         bound[arg.name] = taken
     if rest:
-        raise UsageError(f"unexpected argument `{rest[0]}` for `dyno {command.name}`: "
-                         f"usage: {command.usage()}")
+        raise UsageError(
+            f"unexpected argument `{rest[0]}` for `dyno {command.name}`: usage: {command.usage()}"
+        )
     return bound
 
 

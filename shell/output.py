@@ -5,8 +5,9 @@ API's JSON for machines. Pure functions of their inputs (the clock is a paramete
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone, tzinfo
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime, tzinfo
+from typing import Any
 
 
 def header(text: str) -> str:
@@ -18,8 +19,12 @@ def columns(rows: Iterable[Sequence[str]]) -> list[str]:
     table = [list(row) for row in rows]
     if not table:
         return []
-    widths = [max(len(row[i]) for row in table if i < len(row)) for i in range(max(map(len, table)))]
-    return ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in table]
+    widths = [
+        max(len(row[i]) for row in table if i < len(row)) for i in range(max(map(len, table)))
+    ]
+    return [
+        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in table
+    ]
 
 
 def styled(pairs: Iterable[tuple[str, str]]) -> list[str]:
@@ -43,7 +48,7 @@ def parse_time(text: object) -> datetime | None:
         when = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def format_time(text: object, now: float, tz: tzinfo | None = None) -> str:
@@ -101,9 +106,15 @@ def ps_lines(dynos: Sequence[Mapping[str, Any]], now: float, tz: tzinfo | None =
     for kind in sorted(by_type):
         group = sorted(by_type[kind], key=_dyno_order)
         first = group[0]
-        block = [header(f"{kind} ({size_name(first.get('size'))}): {first.get('command')} ({len(group)})")]
-        block += [f"{d.get('name')}: {d.get('state')} {format_time(d.get('updated_at'), now, tz)}"
-                  for d in group]
+        block = [
+            header(
+                f"{kind} ({size_name(first.get('size'))}): {first.get('command')} ({len(group)})"
+            )
+        ]
+        block += [
+            f"{d.get('name')}: {d.get('state')} {format_time(d.get('updated_at'), now, tz)}"
+            for d in group
+        ]
         blocks.append(block)
     lines: list[str] = []
     for block in blocks:
@@ -128,16 +139,20 @@ def release_status_note(release: Mapping[str, Any]) -> str:
     return ""
 
 
-def release_rows(releases: Sequence[Mapping[str, Any]], now: float,
-                 tz: tzinfo | None = None) -> list[str]:
+def release_rows(
+    releases: Sequence[Mapping[str, Any]], now: float, tz: tzinfo | None = None
+) -> list[str]:
     rows = []
     for release in releases:
         description = str(release.get("description") or "")
         note = release_status_note(release)
         user = release.get("user") or {}
-        rows.append([
-            f"v{release.get('version')}", f"{description} ({note})" if note else description,
-            str(user.get("email", "")) if isinstance(user, Mapping) else "",
-            format_time(release.get("created_at"), now, tz),
-        ])
+        rows.append(
+            [
+                f"v{release.get('version')}",
+                f"{description} ({note})" if note else description,
+                str(user.get("email", "")) if isinstance(user, Mapping) else "",
+                format_time(release.get("created_at"), now, tz),
+            ]
+        )
     return columns(rows)

@@ -21,7 +21,9 @@ def parse_version(text: str) -> int:
     """`v7` or `7`."""
     digits = text[1:] if text[:1] in ("v", "V") else text
     if not digits.isdigit():
-        raise UsageError(f"`{text}` is not a release version: give one such as v7 (see `dyno releases`)")
+        raise UsageError(
+            f"`{text}` is not a release version: give one such as v7 (see `dyno releases`)"
+        )
     return int(digits)
 
 
@@ -43,8 +45,9 @@ def _version_of(release: Any) -> int:
 
 def _releases(ctx: Context, app: str, limit: int | None = None) -> list[Any]:
     """Newest first. Sorted here too, so a server that ignores `Range` still reads right."""
-    listed = ctx.api.list(app_path(app, "/releases"), range=range_header(limit=limit),
-                          follow=limit is None)
+    listed = ctx.api.list(
+        app_path(app, "/releases"), range=range_header(limit=limit), follow=limit is None
+    )
     ordered = sorted(listed, key=_version_of, reverse=True)
     return ordered[:limit] if limit is not None else ordered
 
@@ -64,6 +67,7 @@ def _release(ctx: Context, app: str, text: str | None) -> Any:
 
 
 # ----- config vars
+
 
 def config(ctx: Context, parsed: Parsed) -> None:
     app = ctx.app(parsed)
@@ -108,6 +112,7 @@ def config_unset(ctx: Context, parsed: Parsed) -> None:
 
 # ----- releases
 
+
 def releases(ctx: Context, parsed: Parsed) -> None:
     app = ctx.app(parsed)
     count = parsed.value("num")
@@ -139,14 +144,20 @@ def release_info(ctx: Context, parsed: Parsed) -> None:
     user = release.get("user") or {}
     note = release_status_note(release)
     ctx.say(header(f"Release v{version}"))
-    ctx.lines(styled(row for row in [
-        ("Add-ons", ", ".join(str(a) for a in addons)),
-        ("By", str(user.get("email", "")) if isinstance(user, dict) else ""),
-        ("Change", str(release.get("description") or "")),
-        ("Current", "true" if release.get("current") else "false"),
-        ("Status", str(release.get("status") or "") + (f" ({note})" if note else "")),
-        ("When", format_time(release.get("created_at"), ctx.clock())),
-    ] if row[1]))
+    ctx.lines(
+        styled(
+            row
+            for row in [
+                ("Add-ons", ", ".join(str(a) for a in addons)),
+                ("By", str(user.get("email", "")) if isinstance(user, dict) else ""),
+                ("Change", str(release.get("description") or "")),
+                ("Current", "true" if release.get("current") else "false"),
+                ("Status", str(release.get("status") or "") + (f" ({note})" if note else "")),
+                ("When", format_time(release.get("created_at"), ctx.clock())),
+            ]
+            if row[1]
+        )
+    )
     ctx.say()
     ctx.say(header(f"v{version} Config vars"))
     ctx.lines(styled((key, str(values[key])) for key in sorted(values)))
@@ -160,7 +171,8 @@ def rollback(ctx: Context, parsed: Parsed) -> None:
     else:
         listed = _releases(ctx, app)
         current = next((r for r in listed if r.get("current")), None) or next(
-            (r for r in listed if r.get("status") == "succeeded"), None)
+            (r for r in listed if r.get("status") == "succeeded"), None
+        )
         if current is None:
             raise Failure(f"{app} has no current release to roll back from")
         earlier = [r for r in listed if _version_of(r) < _version_of(current)]
@@ -182,8 +194,10 @@ def follow_release_phase(ctx: Context, app: str, release: Any) -> None:
     version = release.get("version")
     status = ctx.api.get(app_path(app, f"/releases/{version}")).get("status")
     if status == "failed":
-        raise Failure(f"the release command failed, so v{version} is not current: "
-                      f"see `dyno releases:output v{version} -a {app}`")
+        raise Failure(
+            f"the release command failed, so v{version} is not current: "
+            f"see `dyno releases:output v{version} -a {app}`"
+        )
 
 
 def release_output(ctx: Context, parsed: Parsed) -> None:
@@ -191,6 +205,8 @@ def release_output(ctx: Context, parsed: Parsed) -> None:
     release = _release(ctx, app, parsed.arg("VERSION"))
     url = release.get("output_stream_url")
     if not url:
-        raise Failure(f"v{release.get('version')} of {app} has no release command output "
-                      "(its slug has no `release` process type)")
+        raise Failure(
+            f"v{release.get('version')} of {app} has no release command output "
+            "(its slug has no `release` process type)"
+        )
     ctx.copy_stream(ctx.api.stream(str(url)))

@@ -7,8 +7,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import trio
 
@@ -65,35 +65,65 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, every: floa
     return predicate()
 
 
-def dynod(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
-          timeout: float = 60.0, input: str | None = None) -> subprocess.CompletedProcess[str]:
+def dynod(
+    *args: str,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 60.0,
+    input: str | None = None,
+) -> subprocess.CompletedProcess[str]:
     """Run the `dynod` command as a user would, from this checkout."""
     full_env = dict(os.environ if env is None else env)
     return subprocess.run(
-        [PY, "-m", "dynod.cli", *args], cwd=cwd, env=full_env, capture_output=True,
-        text=True, timeout=timeout, input=input,
+        [PY, "-m", "dynod.cli", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        input=input,
     )
 
 
-def spawn_dynod(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None
-                ) -> subprocess.Popen[str]:
+def spawn_dynod(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
     full_env = dict(os.environ if env is None else env)
     return subprocess.Popen(
-        [PY, "-m", "dynod.cli", *args], cwd=cwd, env=full_env, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, start_new_session=True,
+        [PY, "-m", "dynod.cli", *args],
+        cwd=cwd,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
 
 
-def start_serve(data: Path, log: Path, env: dict[str, str], timeout: float = 60.0
-                ) -> subprocess.Popen[bytes]:
+def start_serve(
+    data: Path, log: Path, env: dict[str, str], timeout: float = 60.0
+) -> subprocess.Popen[bytes]:
     """`dynod serve` on `data`, its API and router on ports of their own, its output appended
     to `log`; returns once it has written api-url (and fails with the log if it never does)."""
     (data / "api-url").unlink(missing_ok=True)
     with log.open("ab") as out:
         process = subprocess.Popen(
-            [PY, "-m", "dynod.cli", "serve", "--data", str(data), "--api", "127.0.0.1:0",
-             "--router", "127.0.0.1:0"],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env,
+            [
+                PY,
+                "-m",
+                "dynod.cli",
+                "serve",
+                "--data",
+                str(data),
+                "--api",
+                "127.0.0.1:0",
+                "--router",
+                "127.0.0.1:0",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
         )
     up = wait_until(lambda: (data / "api-url").exists() or process.poll() is not None, timeout)
     assert up and process.poll() is None, log.read_text()

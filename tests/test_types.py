@@ -15,6 +15,9 @@ def test_mypy_strict_is_clean(tmp_path_factory: pytest.TempPathFactory) -> None:
     cache = tmp_path_factory.mktemp("mypy-cache")
     done = subprocess.run(
         [sys.executable, "-m", "mypy", "--cache-dir", str(cache)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr

@@ -7,15 +7,22 @@ from __future__ import annotations
 from typing import Any
 
 from dynod.api.common import (
-    Call, Route, account_json, app_json, dyno_json, formation_json, invalid, paginate,
+    Call,
+    Route,
+    account_json,
+    app_json,
+    dyno_json,
+    formation_json,
+    invalid,
+    paginate,
     release_json,
 )
-from dynod.state.apps import App
-from dynod.errors import DynodError, NotFound
 from dynod.api.server import HTTPError, Response, json_response
-from dynod.state.ledger import Release
 from dynod.core.config_vars import apply_config_changes, deploy_description
+from dynod.errors import DynodError, NotFound
 from dynod.slugs.slug import Slug
+from dynod.state.apps import App
+from dynod.state.ledger import Release
 
 ACCEPTED = 202
 
@@ -37,7 +44,7 @@ async def create_app(call: Call) -> Response:
     body = await call.json()
     name = body.get("name")
     if name is not None and not isinstance(name, str):
-        raise invalid("name must be a string, such as \"my-app\".")
+        raise invalid('name must be a string, such as "my-app".')
     # `stack` and `region` (heroku3 sends "stack": "cedar") are accepted: there is one of each.
     app = await call.platform.create_app(name or None)
     return json_response(app_json(call.state, app), 201)
@@ -75,8 +82,12 @@ def _releases_fields() -> dict[str, Any]:
 async def list_releases(call: Call) -> Response:
     app = call.app()
     current = call.platform.current_release(app)
-    return paginate(call.request, call.platform.releases(app), _releases_fields(),
-                    lambda release: release_json(call.state, app, release, current))
+    return paginate(
+        call.request,
+        call.platform.releases(app),
+        _releases_fields(),
+        lambda release: release_json(call.state, app, release, current),
+    )
 
 
 def _release(call: Call, app: App) -> Release:
@@ -85,7 +96,9 @@ def _release(call: Call, app: App) -> Release:
 
 async def release_info(call: Call) -> Response:
     app = call.app()
-    return json_response(release_json(call.state, app, _release(call, app), call.platform.current_release(app)))
+    return json_response(
+        release_json(call.state, app, _release(call, app), call.platform.current_release(app))
+    )
 
 
 async def release_config_vars(call: Call) -> Response:
@@ -107,9 +120,12 @@ async def create_release(call: Call) -> Response:
         if not isinstance(description, str) or not description:
             description = deploy_description(slug.commit or slug.checksum.partition(":")[2])
         release = await platform.create_release(
-            app, slug_id=slug.id, config_vars=platform.config_vars(app), description=description)
+            app, slug_id=slug.id, config_vars=platform.config_vars(app), description=description
+        )
     else:
-        raise invalid('Give {"slug": "<slug id>"} to release a slug, or {"release": "<id or version>"} to roll back.')
+        raise invalid(
+            'Give {"slug": "<slug id>"} to release a slug, or {"release": "<id or version>"} to roll back.'
+        )
     return json_response(release_json(call.state, app, release, platform.current_release(app)), 201)
 
 
@@ -117,8 +133,10 @@ def _slug(call: Call, slug_id: str) -> Slug:
     try:
         return call.platform.slugs.get(slug_id)
     except DynodError:
-        raise NotFound(f"Couldn't find slug {slug_id}: create it with POST /apps/{{app}}/slugs "
-                       "and PUT its tarball to the blob URL first.") from None
+        raise NotFound(
+            f"Couldn't find slug {slug_id}: create it with POST /apps/{{app}}/slugs "
+            "and PUT its tarball to the blob URL first."
+        ) from None
 
 
 # ----- formation
@@ -143,7 +161,9 @@ def _scale(call: Call, app: App, updates: list[Any]) -> list[dict[str, Any]]:
     wanted: dict[str, object] = {}
     for update in updates:
         if not isinstance(update, dict) or not isinstance(update.get("type"), str):
-            raise invalid('Each update needs a process type and a quantity: {"type": "web", "quantity": 2}.')
+            raise invalid(
+                'Each update needs a process type and a quantity: {"type": "web", "quantity": 2}.'
+            )
         kind = update["type"]
         wanted[kind] = update.get("quantity", counts.get(kind, 0))  # a size-only update
     return [formation_json(app, entry) for entry in call.platform.scale(app, wanted)]
@@ -169,8 +189,12 @@ async def scale_one(call: Call) -> Response:
 async def list_dynos(call: Call) -> Response:
     app = call.app()
     platform = call.platform
-    return paginate(call.request, platform.dynos(app), {"name": lambda d: d.name},
-                    lambda dyno: dyno_json(platform, app, dyno))
+    return paginate(
+        call.request,
+        platform.dynos(app),
+        {"name": lambda d: d.name},
+        lambda dyno: dyno_json(platform, app, dyno),
+    )
 
 
 async def dyno_info(call: Call) -> Response:
@@ -190,8 +214,12 @@ async def run_dyno(call: Call) -> Response:
     if not isinstance(command, str) or not command.strip():
         raise invalid('Give the command to run: {"command": "python manage.py migrate"}.')
     if body.get("attach"):
-        raise HTTPError(422, "invalid_params", "Attached one-off dynos are not available yet: "
-                        "use `run:detached` (\"attach\": false) and read the output with `logs`.")
+        raise HTTPError(
+            422,
+            "invalid_params",
+            "Attached one-off dynos are not available yet: "
+            'use `run:detached` ("attach": false) and read the output with `logs`.',
+        )
     env = body.get("env") or {}
     if not isinstance(env, dict):
         raise invalid('"env" must be an object of variables: {"env": {"FOO": "bar"}}.')

@@ -10,18 +10,19 @@ import json
 import re
 import secrets
 import uuid
-from typing import Any, Awaitable, Callable, Mapping, Sequence, TypeVar
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import attrs
 
-from dynod.state.apps import App
-from dynod.builds.pipeline import Build
-from dynod.state.config import Address
-from dynod.errors import DynodError
 from dynod.api.server import MAX_BODY, HTTPError, Request, Response, json_response
-from dynod.state.ledger import Release
+from dynod.builds.pipeline import Build
+from dynod.errors import DynodError
 from dynod.logs.logplex import LogFilter
 from dynod.platform.root import DynoInfo, FormationEntry, Platform
+from dynod.state.apps import App
+from dynod.state.config import Address
+from dynod.state.ledger import Release
 
 PAGE_DEFAULT = 200  # Heroku's page size when the Range names no max
 PAGE_MAX = 1000
@@ -64,9 +65,13 @@ class ApiState:
         self.platform = platform
         self.token = token
         self.base_url = base_url.rstrip("/")
-        self.router: Address = platform.config.router.listen  # the lead rewires it if the router binds port 0
+        self.router: Address = (
+            platform.config.router.listen
+        )  # the lead rewires it if the router binds port 0
         self._key = secrets.token_bytes(32)
-        self._release_phase: dict[str, bool] = {}  # slug id -> has a `release` type (slugs never change)
+        self._release_phase: dict[
+            str, bool
+        ] = {}  # slug id -> has a `release` type (slugs never change)
         self.log_sessions: dict[str, LogSession] = {}  # by the secret in their URL
         self.pending_slugs: dict[str, PendingSlug] = {}  # by the secret in their blob URL
         self.pending_sources: dict[str, float] = {}  # upload secret -> expiry (trio clock)
@@ -80,7 +85,9 @@ class ApiState:
     def check_signature(self, signature: str, *parts: str) -> None:
         expected = self.signed_url(*parts).rsplit("/", 1)[1]
         if not hmac.compare_digest(signature, expected):
-            raise HTTPError(404, "not_found", "This stream URL is not valid: ask the API for a new one.")
+            raise HTTPError(
+                404, "not_found", "This stream URL is not valid: ask the API for a new one."
+            )
 
     def has_release_phase(self, slug_id: str | None) -> bool:
         if slug_id is None:
@@ -157,10 +164,19 @@ def user_json(email: str) -> dict[str, str]:
 
 def account_json(email: str) -> dict[str, Any]:
     return {
-        **user_json(email), "name": email.partition("@")[0], "allow_tracking": False,
-        "beta": False, "verified": True, "two_factor_authentication": False,
-        "default_organization": None, "default_team": None, "delinquent_at": None,
-        "suspended_at": None, "created_at": None, "updated_at": None, "last_login": None,
+        **user_json(email),
+        "name": email.partition("@")[0],
+        "allow_tracking": False,
+        "beta": False,
+        "verified": True,
+        "two_factor_authentication": False,
+        "default_organization": None,
+        "default_team": None,
+        "delinquent_at": None,
+        "suspended_at": None,
+        "created_at": None,
+        "updated_at": None,
+        "last_login": None,
     }
 
 
@@ -175,7 +191,10 @@ def app_json(state: ApiState, app: App) -> dict[str, Any]:
         except DynodError:
             pass  # a slug record lost from the store: the release shows it when it runs
     return {
-        "id": app.id, "name": app.name, "created_at": app.created_at, "updated_at": app.updated_at,
+        "id": app.id,
+        "name": app.name,
+        "created_at": app.created_at,
+        "updated_at": app.updated_at,
         "released_at": current.created_at if current else None,
         "owner": user_json(platform.user),
         "region": {"id": stable_id("region", "local"), "name": "local"},
@@ -184,43 +203,74 @@ def app_json(state: ApiState, app: App) -> dict[str, Any]:
         "generation": {"id": stable_id("generation", "cedar"), "name": "cedar"},
         "web_url": f"http://{app.name}.{platform.config.router.domain}:{router.port}/",
         "git_url": platform.git_url(app),
-        "buildpack_provided_description": None, "maintenance": False, "acm": False,
-        "archived_at": None, "repo_size": None, "slug_size": slug_size, "space": None,
-        "internal_routing": None, "organization": None, "team": None,
+        "buildpack_provided_description": None,
+        "maintenance": False,
+        "acm": False,
+        "archived_at": None,
+        "repo_size": None,
+        "slug_size": slug_size,
+        "space": None,
+        "internal_routing": None,
+        "organization": None,
+        "team": None,
     }
 
 
-def release_json(state: ApiState, app: App, release: Release, current: Release | None) -> dict[str, Any]:
+def release_json(
+    state: ApiState, app: App, release: Release, current: Release | None
+) -> dict[str, Any]:
     phase = release.status == "pending" or state.has_release_phase(release.slug_id)
     return {
-        "id": release.id, "version": release.version, "description": release.description,
-        "status": release.status, "current": current is not None and current.id == release.id,
-        "user": user_json(release.user), "app": ref(app),
+        "id": release.id,
+        "version": release.version,
+        "description": release.description,
+        "status": release.status,
+        "current": current is not None and current.id == release.id,
+        "user": user_json(release.user),
+        "app": ref(app),
         "slug": {"id": release.slug_id} if release.slug_id else None,
         "addon_plan_names": list(release.addons),
         "eligible_for_rollback": release.slug_id is not None,
-        "created_at": release.created_at, "updated_at": release.updated_at,
-        "output_stream_url": state.signed_url("releases", app.id, str(release.version)) if phase else None,
+        "created_at": release.created_at,
+        "updated_at": release.updated_at,
+        "output_stream_url": state.signed_url("releases", app.id, str(release.version))
+        if phase
+        else None,
     }
 
 
 def formation_json(app: App, entry: FormationEntry) -> dict[str, Any]:
     return {
-        "id": stable_id("formation", app.id, entry.type), "type": entry.type,
-        "quantity": entry.quantity, "size": entry.size, "command": entry.command, "app": ref(app),
-        "created_at": app.created_at, "updated_at": app.updated_at,
+        "id": stable_id("formation", app.id, entry.type),
+        "type": entry.type,
+        "quantity": entry.quantity,
+        "size": entry.size,
+        "command": entry.command,
+        "app": ref(app),
+        "created_at": app.created_at,
+        "updated_at": app.updated_at,
     }
 
 
 def dyno_json(platform: Platform, app: App, dyno: DynoInfo) -> dict[str, Any]:
     release = None
     if dyno.release_version is not None:
-        release = {"id": platform.release(app, dyno.release_version).id, "version": dyno.release_version}
+        release = {
+            "id": platform.release(app, dyno.release_version).id,
+            "version": dyno.release_version,
+        }
     return {
-        "id": stable_id("dyno", app.id, dyno.name), "name": dyno.name, "type": dyno.type,
-        "command": dyno.command, "state": dyno.state, "size": dyno.size, "app": ref(app),
-        "release": release, "attach_url": None,
-        "created_at": dyno.updated_at, "updated_at": dyno.updated_at,
+        "id": stable_id("dyno", app.id, dyno.name),
+        "name": dyno.name,
+        "type": dyno.type,
+        "command": dyno.command,
+        "state": dyno.state,
+        "size": dyno.size,
+        "app": ref(app),
+        "release": release,
+        "attach_url": None,
+        "created_at": dyno.updated_at,
+        "updated_at": dyno.updated_at,
     }
 
 
@@ -230,13 +280,18 @@ def build_json(state: ApiState, app: App, build: Build) -> dict[str, Any]:
         found = state.platform.release(app, build.release_version)
         release = {"id": found.id, "version": found.version}
     return {
-        "id": build.id, "status": build.status, "app": ref(app),
+        "id": build.id,
+        "status": build.status,
+        "app": ref(app),
         "source_blob": {"url": build.source_url, "version": build.version, "checksum": None},
-        "slug": {"id": build.slug_id} if build.slug_id else None, "release": release,
+        "slug": {"id": build.slug_id} if build.slug_id else None,
+        "release": release,
         "buildpacks": [{"url": name, "name": name} for name in build.buildpacks],
         "output_stream_url": state.signed_url("builds", app.id, build.id),
-        "user": user_json(state.platform.user), "stack": app.stack,
-        "created_at": build.created_at, "updated_at": build.updated_at,
+        "user": user_json(state.platform.user),
+        "stack": app.stack,
+        "created_at": build.created_at,
+        "updated_at": build.updated_at,
     }
 
 
@@ -265,7 +320,9 @@ def parse_range(header: str, fields: Sequence[str]) -> Range:
         key, _, value = (part.strip() for part in option.partition("="))
         if key == "max":
             if not value.isdigit() or int(value) < 1:
-                raise HTTPError(400, "bad_request", f"Range max must be a whole number from 1 to {PAGE_MAX}.")
+                raise HTTPError(
+                    400, "bad_request", f"Range max must be a whole number from 1 to {PAGE_MAX}."
+                )
             page = min(int(value), PAGE_MAX)
         elif key == "order":
             descending = value == "desc"
@@ -273,7 +330,9 @@ def parse_range(header: str, fields: Sequence[str]) -> Range:
 
 
 def paginate(
-    request: Request, items: list[_T], fields: Mapping[str, Callable[[_T], Any]],
+    request: Request,
+    items: list[_T],
+    fields: Mapping[str, Callable[[_T], Any]],
     render: Callable[[_T], object],
 ) -> Response:
     """A list answer: `items` in their natural order (reversed for `order=desc`) from the Range's
@@ -282,7 +341,7 @@ def paginate(
     value_of = fields[spec.field]
     ordered = list(reversed(items)) if spec.descending else list(items)
     if spec.start is not None:
-        ordered = ordered[_start_index(ordered, value_of, spec):]
+        ordered = ordered[_start_index(ordered, value_of, spec) :]
     page = ordered[: spec.max]
     body = [render(item) for item in page]
     if len(ordered) <= spec.max:
@@ -302,7 +361,9 @@ def _start_index(ordered: list[_T], value_of: Callable[[_T], Any], spec: Range) 
         try:
             bound = type(value)(spec.start)
         except (TypeError, ValueError):
-            raise HTTPError(400, "bad_request", f"Range start {spec.start!r} does not fit {spec.field}.") from None
+            raise HTTPError(
+                400, "bad_request", f"Range start {spec.start!r} does not fit {spec.field}."
+            ) from None
         if (value < bound) if spec.descending else (value > bound):
             return index
     return len(ordered)

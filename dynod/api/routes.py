@@ -12,11 +12,13 @@ import urllib.parse
 
 from dynod.api import apps, streams
 from dynod.api.common import ApiState, Call
-from dynod.errors import Conflict, DynodError, NotFound
 from dynod.api.server import Request, Response, error_response
+from dynod.errors import Conflict, DynodError, NotFound
 from dynod.platform.root import Platform
 
-UNAUTHORIZED = "Invalid credentials provided: send the API token from dynod's data directory (api-token)."
+UNAUTHORIZED = (
+    "Invalid credentials provided: send the API token from dynod's data directory (api-token)."
+)
 ROUTES = [*apps.ROUTES, *streams.ROUTES]
 
 
@@ -30,18 +32,26 @@ class Api:
 
     async def handle(self, request: Request) -> Response:
         segments = [urllib.parse.unquote(part) for part in request.path.strip("/").split("/")]
-        matches = [(route, params) for route, pattern in self._routes
-                   if (params := _match(pattern, segments)) is not None]
+        matches = [
+            (route, params)
+            for route, pattern in self._routes
+            if (params := _match(pattern, segments)) is not None
+        ]
         public = any(route.public for route, _ in matches)
         if not public and not self._authorized(request):
             return error_response(401, "unauthorized", UNAUTHORIZED)
         if not matches:
             return error_response(404, "not_found", f"There is no {request.path} in dynod's API.")
-        chosen = next(((route, params) for route, params in matches if route.method == request.method), None)
+        chosen = next(
+            ((route, params) for route, params in matches if route.method == request.method), None
+        )
         if chosen is None:
             allowed = ", ".join(sorted({route.method for route, _ in matches}))
-            response = error_response(405, "method_not_allowed",
-                                      f"{request.method} is not allowed on {request.path}: use {allowed}.")
+            response = error_response(
+                405,
+                "method_not_allowed",
+                f"{request.method} is not allowed on {request.path}: use {allowed}.",
+            )
             return Response(response.status, (*response.headers, ("Allow", allowed)), response.body)
         route, params = chosen
         try:
@@ -65,7 +75,9 @@ class Api:
             credentials = decoded.partition(":")[2]
         elif scheme != "bearer":
             return False
-        return bool(credentials) and hmac.compare_digest(credentials.encode(), self.state.token.encode())
+        return bool(credentials) and hmac.compare_digest(
+            credentials.encode(), self.state.token.encode()
+        )
 
 
 def _match(pattern: list[str], segments: list[str]) -> dict[str, str] | None:

@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 import logging
 import urllib.parse
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import aclosing
 from http import HTTPStatus
-from typing import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 
 import attrs
 import h11
@@ -25,11 +25,17 @@ READ_TIMEOUT = 30.0  # each read while a request is in progress
 DRAIN_TIMEOUT = 10.0  # reading what a handler left of a body, to keep the connection
 RECEIVE_SIZE = 64 * 1024
 MAX_CONNECTIONS = 256  # open at once (each costs a descriptor); see serve_http
-_BUSY_BODY = json.dumps({"id": "unavailable", "message": "dynod's API has too many open "
-                         "connections; retry in a moment."}).encode()
-_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-         b"Retry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
-         % (len(_BUSY_BODY), _BUSY_BODY))
+_BUSY_BODY = json.dumps(
+    {
+        "id": "unavailable",
+        "message": "dynod's API has too many open connections; retry in a moment.",
+    }
+).encode()
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b"Retry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
+    % (len(_BUSY_BODY), _BUSY_BODY)
+)
 
 log = logging.getLogger("dynod.api.server")
 
@@ -52,7 +58,9 @@ class Response:
     stream: AsyncGenerator[bytes, None] | None = None  # sent chunked instead of `body`
 
 
-def json_response(data: object, status: int = 200, headers: Iterable[tuple[str, str]] = ()) -> Response:
+def json_response(
+    data: object, status: int = 200, headers: Iterable[tuple[str, str]] = ()
+) -> Response:
     body = json.dumps(data).encode()
     return Response(status, (("Content-Type", "application/json"), *headers), body)
 
@@ -62,11 +70,16 @@ def error_response(status: int, id: str, message: str) -> Response:
 
 
 def stream_response(
-    chunks: AsyncGenerator[bytes, None], content_type: str, status: int = 200,
+    chunks: AsyncGenerator[bytes, None],
+    content_type: str,
+    status: int = 200,
     headers: Iterable[tuple[str, str]] = (),
 ) -> Response:
-    return Response(status, (("Content-Type", content_type), ("Cache-Control", "no-cache"), *headers),
-                    stream=chunks)
+    return Response(
+        status,
+        (("Content-Type", content_type), ("Cache-Control", "no-cache"), *headers),
+        stream=chunks,
+    )
 
 
 class Body:
@@ -94,8 +107,11 @@ class Body:
             if isinstance(event, h11.Data):
                 seen += len(event.data)
                 if seen > limit:
-                    raise HTTPError(413, "request_entity_too_large",
-                                    f"The request body is over the limit of {limit} bytes.")
+                    raise HTTPError(
+                        413,
+                        "request_entity_too_large",
+                        f"The request body is over the limit of {limit} bytes.",
+                    )
                 yield bytes(event.data)
             elif isinstance(event, h11.ConnectionClosed):
                 raise HTTPError(400, "bad_request", "The request body ended early.")
@@ -192,12 +208,19 @@ def _request(event: h11.Request, connection: _Connection) -> Request:
     for name, value in event.headers:
         key, text = name.decode("ascii").lower(), value.decode("latin-1")
         headers[key] = f"{headers[key]}, {text}" if key in headers else text
-    return Request(event.method.decode("ascii"), path, dict(urllib.parse.parse_qsl(query)), headers,
-                   Body(connection))
+    return Request(
+        event.method.decode("ascii"),
+        path,
+        dict(urllib.parse.parse_qsl(query)),
+        headers,
+        Body(connection),
+    )
 
 
 async def _serve_connection(
-    stream: trio.SocketStream, handler: Handler, waiting: dict[int, trio.CancelScope] | None = None,
+    stream: trio.SocketStream,
+    handler: Handler,
+    waiting: dict[int, trio.CancelScope] | None = None,
 ) -> None:
     """`waiting`: where the connection lists itself while it waits for a request's head, so
     that the server can close it to make room (see serve_http)."""
@@ -211,8 +234,13 @@ async def _serve_connection(
                     event = await connection.next_event(IDLE_TIMEOUT)
                 except h11.RemoteProtocolError as err:
                     if connection.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                        await connection.respond(error_response(
-                            err.error_status_hint, "bad_request", f"Malformed HTTP request: {err}"))
+                        await connection.respond(
+                            error_response(
+                                err.error_status_hint,
+                                "bad_request",
+                                f"Malformed HTTP request: {err}",
+                            )
+                        )
                     return
                 finally:
                     if waiting is not None:
@@ -261,11 +289,16 @@ async def _answer(handler: Handler, request: Request) -> Response:
         raise
     except Exception:  # a bug: one 500 for the client, the traceback for whoever runs dynod
         log.exception("dynod API: %s %s failed", request.method, request.path)
-        return error_response(500, "internal_error", "dynod failed to handle this request; see its log.")
+        return error_response(
+            500, "internal_error", "dynod failed to handle this request; see its log."
+        )
 
 
 async def serve_http(
-    listen: Address, handler: Handler, *, max_connections: int = MAX_CONNECTIONS,
+    listen: Address,
+    handler: Handler,
+    *,
+    max_connections: int = MAX_CONNECTIONS,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve `handler` on `listen` until cancelled; reports the bound (host, port), so that

@@ -15,20 +15,29 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncGenerator, Iterable
 from pathlib import Path
-from typing import Any, AsyncGenerator, Iterable, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import trio
 
 from dynod.api.common import (
-    ApiState, Call, LogSession, PendingSlug, Route, build_json, invalid, paginate, stable_id,
+    ApiState,
+    Call,
+    LogSession,
+    PendingSlug,
+    Route,
+    build_json,
+    invalid,
+    paginate,
+    stable_id,
 )
-from dynod.state.apps import STACK, App
-from dynod.errors import DynodError, NotFound
 from dynod.api.server import Response, json_response, stream_response
 from dynod.core.logline import APP, HEROKU, LogLine
+from dynod.errors import DynodError, NotFound
 from dynod.logs.logplex import LogFilter
 from dynod.slugs.slug import check_slug_size, unpack_slug
+from dynod.state.apps import STACK, App
 from dynod.state.files import heroku_time
 
 UPLOAD_LIFETIME = 3600.0  # seconds to PUT a blob after asking for its URL
@@ -37,7 +46,9 @@ RELEASE_POLL = 0.2  # how often a pending release's output stream checks whether
 DEFAULT_LINES = 100
 PLAIN = "text/plain; charset=utf-8"
 _SECRET = re.compile(r"[A-Za-z0-9_-]{32,64}")
-_PROCESS_TYPE = re.compile(r"[A-Za-z0-9_-]{1,63}")  # the Procfile's rule (SPEC §2): it names dynos and their directories
+_PROCESS_TYPE = re.compile(
+    r"[A-Za-z0-9_-]{1,63}"
+)  # the Procfile's rule (SPEC §2): it names dynos and their directories
 
 
 def _secret() -> str:
@@ -87,14 +98,27 @@ async def _receive(call: Call, dest: Path) -> int:
 # ----- slugs
 
 
-def _slug_json(slug_id: str, types: dict[str, str], commit: str | None,
-               checksum: str | None, size: int | None, created_at: str, blob: str | None) -> dict[str, Any]:
+def _slug_json(
+    slug_id: str,
+    types: dict[str, str],
+    commit: str | None,
+    checksum: str | None,
+    size: int | None,
+    created_at: str,
+    blob: str | None,
+) -> dict[str, Any]:
     return {
-        "id": slug_id, "process_types": types, "commit": commit, "commit_description": None,
-        "checksum": checksum, "size": size, "buildpack_provided_description": None,
+        "id": slug_id,
+        "process_types": types,
+        "commit": commit,
+        "commit_description": None,
+        "checksum": checksum,
+        "size": size,
+        "buildpack_provided_description": None,
         "stack": {"id": stable_id("stack", STACK), "name": STACK},
         "blob": {"method": "put", "url": blob} if blob else None,
-        "created_at": created_at, "updated_at": created_at,
+        "created_at": created_at,
+        "updated_at": created_at,
     }
 
 
@@ -107,23 +131,38 @@ async def create_slug(call: Call) -> Response:
         raise invalid('process_types is required: {"process_types": {"web": "python web.py"}}.')
     for name, command in types.items():
         if not _PROCESS_TYPE.fullmatch(name):
-            raise invalid(f"Process type {name!r} is not valid: use 1-63 letters, digits, '_' or '-'.")
+            raise invalid(
+                f"Process type {name!r} is not valid: use 1-63 letters, digits, '_' or '-'."
+            )
         if not command.strip() or "\0" in command:
             raise invalid(f"Process type {name} needs a command (without NUL characters).")
     commit, checksum = body.get("commit"), body.get("checksum")
     if commit is not None and not isinstance(commit, str):
         raise invalid("commit must be a string.")
-    if checksum is not None and not (isinstance(checksum, str) and re.fullmatch(r"SHA256:[0-9a-f]{64}", checksum)):
+    if checksum is not None and not (
+        isinstance(checksum, str) and re.fullmatch(r"SHA256:[0-9a-f]{64}", checksum)
+    ):
         raise invalid("checksum must look like SHA256:<64 lowercase hex digits>.")
     state = call.state
     _expire(state.pending_slugs)
     secret = _secret()
-    pending = PendingSlug(app.id, str(uuid.uuid4()), dict(types), commit, checksum, heroku_time(),
-                          _now() + UPLOAD_LIFETIME)
+    pending = PendingSlug(
+        app.id,
+        str(uuid.uuid4()),
+        dict(types),
+        commit,
+        checksum,
+        heroku_time(),
+        _now() + UPLOAD_LIFETIME,
+    )
     state.pending_slugs[secret] = pending
     url = f"{state.base_url}/blobs/slugs/{secret}"
-    return json_response(_slug_json(pending.id, pending.process_types, commit, checksum, None,
-                                     pending.created_at, url), 201)
+    return json_response(
+        _slug_json(
+            pending.id, pending.process_types, commit, checksum, None, pending.created_at, url
+        ),
+        201,
+    )
 
 
 async def slug_info(call: Call) -> Response:
@@ -131,14 +170,32 @@ async def slug_info(call: Call) -> Response:
     slug_id = call.params["slug"]
     for pending in call.state.pending_slugs.values():
         if pending.id == slug_id:
-            return json_response(_slug_json(slug_id, pending.process_types, pending.commit,
-                                             pending.checksum, None, pending.created_at, None))
+            return json_response(
+                _slug_json(
+                    slug_id,
+                    pending.process_types,
+                    pending.commit,
+                    pending.checksum,
+                    None,
+                    pending.created_at,
+                    None,
+                )
+            )
     try:
         slug = call.platform.slugs.get(slug_id)
     except DynodError:
         raise NotFound(f"Couldn't find slug {slug_id}.") from None
-    return json_response(_slug_json(slug.id, slug.process_types, slug.commit, slug.checksum,
-                                     slug.size, slug.created_at, None))
+    return json_response(
+        _slug_json(
+            slug.id,
+            slug.process_types,
+            slug.commit,
+            slug.checksum,
+            slug.size,
+            slug.created_at,
+            None,
+        )
+    )
 
 
 async def put_slug(call: Call) -> Response:
@@ -155,9 +212,15 @@ async def put_slug(call: Call) -> Response:
         size = await _receive(call, tarball)
         check_slug_size(size, warn_mb=config.slug_warn_mb, max_mb=config.slug_max_mb)
         await trio.to_thread.run_sync(unpack_slug, tarball, work / "check")
-        await trio.to_thread.run_sync(lambda: call.platform.slugs.put(
-            tarball, pending.process_types, slug_id=pending.id, commit=pending.commit,
-            expected_checksum=pending.checksum))
+        await trio.to_thread.run_sync(
+            lambda: call.platform.slugs.put(
+                tarball,
+                pending.process_types,
+                slug_id=pending.id,
+                commit=pending.commit,
+                expected_checksum=pending.checksum,
+            )
+        )
     finally:
         await trio.to_thread.run_sync(shutil.rmtree, work, True)
     del state.pending_slugs[call.params["secret"]]
@@ -173,7 +236,9 @@ async def create_source(call: Call) -> Response:
     if "app" in call.params:
         call.app()
     state = call.state
-    state.pending_sources = {key: until for key, until in state.pending_sources.items() if until >= _now()}
+    state.pending_sources = {
+        key: until for key, until in state.pending_sources.items() if until >= _now()
+    }
     secret = _secret()
     state.pending_sources[secret] = _now() + UPLOAD_LIFETIME
     _drop_old_sources(_blob_dir(state, "sources"))
@@ -206,7 +271,9 @@ def _source_path(call: Call) -> Path:
 async def put_source(call: Call) -> Response:
     path = _source_path(call)
     if call.state.pending_sources.get(call.params["secret"], 0.0) < _now():
-        raise NotFound("This source upload URL is unknown or expired: ask for a new one with POST /sources.")
+        raise NotFound(
+            "This source upload URL is unknown or expired: ask for a new one with POST /sources."
+        )
     incoming = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
     try:
         await _receive(call, incoming)
@@ -238,7 +305,9 @@ async def get_source(call: Call) -> Response:
 def _buildpacks(value: object) -> list[str]:
     if value is None:
         return []
-    problem = invalid('buildpacks must be a list such as [{"url": "python"}, {"url": "/path/to/buildpack"}].')
+    problem = invalid(
+        'buildpacks must be a list such as [{"url": "python"}, {"url": "/path/to/buildpack"}].'
+    )
     if not isinstance(value, list):
         raise problem
     names = []
@@ -256,24 +325,33 @@ async def create_build(call: Call) -> Response:
     blob = body.get("source_blob")
     url = blob.get("url") if isinstance(blob, dict) else None
     if not isinstance(url, str) or not url:
-        raise invalid('source_blob.url is required: a directory, a tarball, a file:// URL or an upload\'s get_url.')
+        raise invalid(
+            "source_blob.url is required: a directory, a tarball, a file:// URL or an upload's get_url."
+        )
     version = blob.get("version") if isinstance(blob, dict) else None
     if version is not None and not isinstance(version, str):
         raise invalid("source_blob.version must be a string, such as a git commit.")
     build = await call.platform.create_build(
-        app, source_url=url, version=version, buildpacks=_buildpacks(body.get("buildpacks")))
+        app, source_url=url, version=version, buildpacks=_buildpacks(body.get("buildpacks"))
+    )
     return json_response(build_json(call.state, app, build), 201)
 
 
 async def list_builds(call: Call) -> Response:
     app = call.app()
-    return paginate(call.request, call.platform.builds(app), {"created_at": lambda b: b.created_at, "id": lambda b: b.id},
-                    lambda build: build_json(call.state, app, build))
+    return paginate(
+        call.request,
+        call.platform.builds(app),
+        {"created_at": lambda b: b.created_at, "id": lambda b: b.id},
+        lambda build: build_json(call.state, app, build),
+    )
 
 
 async def build_info(call: Call) -> Response:
     app = call.app()
-    return json_response(build_json(call.state, app, call.platform.build(app, call.params["build"])))
+    return json_response(
+        build_json(call.state, app, call.platform.build(app, call.params["build"]))
+    )
 
 
 def _signed_app(call: Call, kind: str, item: str) -> App:
@@ -306,7 +384,9 @@ async def release_output(call: Call) -> Response:
         sent = 0
         if platform.release(app, release.version).status == "pending":
             ring = platform.ring(app)
-            with ring.tail(LogFilter(dyno=f"release.{release.version}", source=APP), last=ring.history) as tail:
+            with ring.tail(
+                LogFilter(dyno=f"release.{release.version}", source=APP), last=ring.history
+            ) as tail:
                 while platform.release(app, release.version).status == "pending":
                     batch: list[LogLine] = []
                     with trio.move_on_after(RELEASE_POLL):
@@ -339,14 +419,27 @@ async def create_log_session(call: Call) -> Response:
     if source not in (None, APP, HEROKU):
         raise invalid(f"source must be {APP} or {HEROKU}.")
     # A dyno name has a dot (web.1, run.4821); anything else is a process type.
-    filters = LogFilter(dyno=dyno, source=source) if dyno and "." in dyno else LogFilter(ps=dyno, source=source)
+    filters = (
+        LogFilter(dyno=dyno, source=source)
+        if dyno and "." in dyno
+        else LogFilter(ps=dyno, source=source)
+    )
     state = call.state
     _expire(state.log_sessions)
     secret = _secret()
-    state.log_sessions[secret] = LogSession(app.id, filters, lines, bool(tail), _now() + SESSION_LIFETIME)
+    state.log_sessions[secret] = LogSession(
+        app.id, filters, lines, bool(tail), _now() + SESSION_LIFETIME
+    )
     now = heroku_time()
-    return json_response({"id": str(uuid.uuid4()), "logplex_url": f"{state.base_url}/log-sessions/{secret}",
-                          "created_at": now, "updated_at": now}, 201)
+    return json_response(
+        {
+            "id": str(uuid.uuid4()),
+            "logplex_url": f"{state.base_url}/log-sessions/{secret}",
+            "created_at": now,
+            "updated_at": now,
+        },
+        201,
+    )
 
 
 async def read_log_session(call: Call) -> Response:
@@ -390,7 +483,9 @@ def _event_id(header: str) -> tuple[int, int] | None:
     return (int(stamp), int(ordinal)) if stamp.isdigit() and ordinal.isdigit() else None
 
 
-def _with_ids(lines: list[LogLine], counter: dict[float, int]) -> list[tuple[tuple[int, int], LogLine]]:
+def _with_ids(
+    lines: list[LogLine], counter: dict[float, int]
+) -> list[tuple[tuple[int, int], LogLine]]:
     """Each line with an event id: its time in microseconds and its place among the lines of
     the same instant (`counter` carries that across batches), so a reconnect can resume right
     after the last line it saw."""
@@ -407,7 +502,9 @@ def _with_ids(lines: list[LogLine], counter: dict[float, int]) -> list[tuple[tup
     return out
 
 
-def _render(events: list[tuple[tuple[int, int], LogLine]], sse: bool, after: tuple[int, int] | None) -> bytes:
+def _render(
+    events: list[tuple[tuple[int, int], LogLine]], sse: bool, after: tuple[int, int] | None
+) -> bytes:
     parts = []
     for event_id, line in events:
         if after is not None and event_id <= after:

@@ -28,10 +28,13 @@ def ensure_repo(data_dir: Path, app_name: str) -> Path:
         repo.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run(
             ["git", "init", "--bare", "--quiet", "--initial-branch=main", str(repo)],
-            check=True, capture_output=True,
+            check=True,
+            capture_output=True,
         )
     hook = repo / "hooks" / "pre-receive"
-    hook.write_text(HOOK.format(data=shlex.quote(str(data_dir)), python=shlex.quote(sys.executable)))
+    hook.write_text(
+        HOOK.format(data=shlex.quote(str(data_dir)), python=shlex.quote(sys.executable))
+    )
     hook.chmod(0o755)
     return repo
 

@@ -29,10 +29,16 @@ def _api(data_dir: Path) -> tuple[str, str]:
 
 def _request(url: str, token: str, method: str = "GET", body: Any = None) -> Any:
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers={
-        "Authorization": f"Bearer {token}", "Content-Type": "application/json",
-        "Accept": "application/vnd.heroku+json; version=3",
-    })
+    request = urllib.request.Request(
+        url,
+        data=data,
+        method=method,
+        headers={
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/json",
+            "Accept": "application/vnd.heroku+json; version=3",
+        },
+    )
     with urllib.request.urlopen(request, timeout=60) as response:
         return json.loads(response.read() or b"null")
 
@@ -41,11 +47,19 @@ def deploy(app: str, commit: str, data_dir: Path) -> int:
     base, token = _api(data_dir)
     with tempfile.TemporaryDirectory(prefix="dynod-push-") as scratch:
         tarball = Path(scratch) / f"{commit}.tar.gz"
-        subprocess.run(["git", "archive", "--format=tar.gz", "-o", str(tarball), commit], check=True)
+        subprocess.run(
+            ["git", "archive", "--format=tar.gz", "-o", str(tarball), commit], check=True
+        )
         os.chmod(scratch, 0o755)  # the build reads it from dynod's side
-        build = _request(f"{base}/apps/{app}/builds", token, "POST", {
-            "source_blob": {"url": str(tarball), "version": commit}})
-        follow = urllib.request.Request(build["output_stream_url"], headers={"Authorization": f"Bearer {token}"})
+        build = _request(
+            f"{base}/apps/{app}/builds",
+            token,
+            "POST",
+            {"source_blob": {"url": str(tarball), "version": commit}},
+        )
+        follow = urllib.request.Request(
+            build["output_stream_url"], headers={"Authorization": f"Bearer {token}"}
+        )
         with urllib.request.urlopen(follow, timeout=3600) as stream:
             for raw in stream:
                 print(raw.decode("utf-8", "replace").rstrip("\n"), flush=True)
@@ -72,7 +86,10 @@ def main() -> int:
             try:
                 status |= deploy(app, new, data_dir)
             except (OSError, urllib.error.URLError, KeyError, ValueError) as err:
-                print(f" !     Could not deploy through dynod ({err}): is `dynod serve` running?", flush=True)
+                print(
+                    f" !     Could not deploy through dynod ({err}): is `dynod serve` running?",
+                    flush=True,
+                )
                 status = 1
     return status
 

@@ -16,9 +16,10 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Iterable, Mapping
+from typing import Any
 
 import attrs
 import trio
@@ -109,8 +110,12 @@ class BuildStore:
         atomic_write(self.dir / f"{build.id}.json", json.dumps(build.to_json()).encode())
         return build
 
-    def start(self, app_id: str, source_url: str, version: str | None, buildpacks: list[str]) -> tuple[Build, BuildOutput]:
-        build = self.save(Build(str(uuid.uuid4()), app_id, "pending", source_url, version, buildpacks))
+    def start(
+        self, app_id: str, source_url: str, version: str | None, buildpacks: list[str]
+    ) -> tuple[Build, BuildOutput]:
+        build = self.save(
+            Build(str(uuid.uuid4()), app_id, "pending", source_url, version, buildpacks)
+        )
         output = self.running[build.id] = BuildOutput(self.dir / f"{build.id}.log")
         return build, output
 
@@ -160,7 +165,10 @@ def fetch_source(url: str, dest_dir: Path) -> Path:
         raise DynodError(f"source {url}: use a path, a file:// URL or an http(s) URL")
     target = dest_dir / "source.tar.gz"
     try:
-        with urllib.request.urlopen(url, timeout=SOURCE_DOWNLOAD_TIMEOUT) as response, target.open("wb") as out:
+        with (
+            urllib.request.urlopen(url, timeout=SOURCE_DOWNLOAD_TIMEOUT) as response,
+            target.open("wb") as out,
+        ):
             shutil.copyfileobj(response, out)
     except urllib.error.HTTPError as err:  # before OSError: it is one, and has a status
         raise DynodError(f"cannot download source {url}: HTTP {err.code} {err.reason}") from None

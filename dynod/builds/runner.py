@@ -17,16 +17,16 @@ import subprocess
 import tarfile
 import tempfile
 import zlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence
 
 import trio
 from attrs import field, frozen
 
+from dynod.core.procfile import decode_utf8, parse_procfile
+from dynod.errors import DynodError, ParseError
 from dynod.proc.child import as_user
 from dynod.proc.dyno import LineSplitter
-from dynod.errors import DynodError, ParseError
-from dynod.core.procfile import decode_utf8, parse_procfile
 from dynod.proc.reaper import Reaper, group_alive
 from dynod.slugs.slug import UnsafeSlug, unpack_slug
 
@@ -83,9 +83,7 @@ class BuildResult:
 # Source
 
 
-def prepare_source(
-    source: str | os.PathLike[str], build_dir: str | os.PathLike[str]
-) -> Path:
+def prepare_source(source: str | os.PathLike[str], build_dir: str | os.PathLike[str]) -> Path:
     """Copy `source` (a directory, `.git` left out, or a tarball) into `build_dir` (which must
     not exist or be empty), then delete what its `.slugignore` names. Returns `build_dir`."""
     src, dest = Path(source), Path(build_dir)
@@ -456,8 +454,10 @@ async def run_build(
                     for tree in (t for t in (build, cache) if t in handed):
                         removed = await trio.to_thread.run_sync(take_back, tree, owner)
                         if removed:
-                            output(f" !     Removed {len(removed)} files the build linked from "
-                                   f"outside it, e.g. {removed[0]}")
+                            output(
+                                f" !     Removed {len(removed)} files the build linked from "
+                                f"outside it, e.g. {removed[0]}"
+                            )
     assert limit.cancelled_caught
     minutes = f"{timeout / 60:g} minutes" if timeout >= 60 else f"{timeout:g} seconds"
     raise BuildFailed(f"build timed out after {minutes}: make the build faster or retry")
@@ -514,8 +514,10 @@ class _Runner:
             for number, pack in enumerate(named, start=1):
                 self.output(f"{_DETAIL}{number}. {pack.name}")
         used = named or [await self.detect_default()]
-        copies = [await trio.to_thread.run_sync(self.copy_buildpack, pack, str(n))
-                  for n, pack in enumerate(used, start=1)]
+        copies = [
+            await trio.to_thread.run_sync(self.copy_buildpack, pack, str(n))
+            for n, pack in enumerate(used, start=1)
+        ]
         for pack, copy_dir in zip(used, copies):
             if named:  # a named buildpack that does not apply is an error, as on Heroku
                 await self.detect(pack, copy_dir, required=True)
@@ -669,13 +671,19 @@ def _copy_as(owner: tuple[int, int], pack: Buildpack, dest: Path) -> None:
     os.chown(dest, *owner)
     done = subprocess.run(
         ["sh", "-c", _COPY_BUILDPACK, "sh", str(pack.path), str(dest)],
-        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300,
-        env={"PATH": "/usr/local/bin:/usr/bin:/bin", "LC_ALL": "C"}, **as_user(owner),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PATH": "/usr/local/bin:/usr/bin:/bin", "LC_ALL": "C"},
+        **as_user(owner),
     )
     if done.returncode != 0:
         said = (done.stderr.strip().splitlines() or ["no reason given"])[-1]
-        raise BuildFailed(f"buildpack {pack.name} cannot be copied by the app's user ({said}):"
-                          " make it readable by every user, or use a built-in")
+        raise BuildFailed(
+            f"buildpack {pack.name} cannot be copied by the app's user ({said}):"
+            " make it readable by every user, or use a built-in"
+        )
 
 
 def hand_over(root: Path, owner: tuple[int, int]) -> None:

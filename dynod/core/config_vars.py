@@ -4,7 +4,7 @@ Heroku gives each kind of release (SPEC §4)."""
 from __future__ import annotations
 
 import re
-from typing import Mapping
+from collections.abc import Mapping
 
 from dynod.errors import Invalid
 
@@ -27,7 +27,9 @@ def apply_config_changes(
                 "not starting with a digit."
             )
         if key.upper().startswith(RESERVED_PREFIX):
-            raise Invalid(f"Config var key {key} is reserved: keys starting {RESERVED_PREFIX} belong to dynod.")
+            raise Invalid(
+                f"Config var key {key} is reserved: keys starting {RESERVED_PREFIX} belong to dynod."
+            )
         if value is not None and not isinstance(value, (str, int, float, bool)):
             raise Invalid(f"Config var {key} must be a string (or null to unset it).")
         if isinstance(value, str) and "\x00" in value:

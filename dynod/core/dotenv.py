@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
-from dynod.errors import DynodError, ParseError
 from dynod.core.procfile import decode_utf8
+from dynod.errors import DynodError, ParseError
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _EXPORT = re.compile(r"^export\s+")
@@ -129,7 +129,9 @@ def _double_quoted(body: str) -> tuple[str, str]:
             continue
         out.append(char)
         i += 1
-    raise ValueError('unterminated double quote: end the value with " (write \\" for a quote inside)')
+    raise ValueError(
+        'unterminated double quote: end the value with " (write \\" for a quote inside)'
+    )
 
 
 def _quoted(value: str) -> str:

@@ -7,7 +7,7 @@ keyword for every type, even in a Procfile that defines a type named `all`.
 from __future__ import annotations
 
 import re
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from dynod.errors import ParseError
 

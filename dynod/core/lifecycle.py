@@ -7,8 +7,8 @@ line the dyno manager logs (Heroku's wording), or raises IllegalTransition and c
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Mapping
 
 from attrs import define
 

@@ -8,7 +8,8 @@ tuple to make and to store.
 from __future__ import annotations
 
 import datetime as _dt
-from typing import NamedTuple, Protocol, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple, Protocol
 
 APP = "app"
 HEROKU = "heroku"
@@ -26,7 +27,7 @@ class LogLine(NamedTuple):
 
 
 def iso_timestamp(when: float) -> str:
-    stamp = _dt.datetime.fromtimestamp(when, _dt.timezone.utc)
+    stamp = _dt.datetime.fromtimestamp(when, _dt.UTC)
     return stamp.isoformat(timespec="microseconds")
 
 

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from itertools import islice, repeat
 from types import TracebackType
-from typing import Callable, Iterable, Sequence, TypeVar
+from typing import TypeVar
 
 import attrs
 import trio
 
-from dynod.errors import DynodError
 from dynod.core.logline import APP, HEROKU, LogLine, iso_timestamp
+from dynod.errors import DynodError
 
 HISTORY = 1500
 TAIL_BUFFER = 1024

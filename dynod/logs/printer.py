@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import errno
 import time
-from typing import TYPE_CHECKING, BinaryIO, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, BinaryIO
 
 from dynod.core.logline import HEROKU
 

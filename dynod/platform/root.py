@@ -13,33 +13,43 @@ import random
 import shutil
 import sys
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 
 import attrs
 import trio
 
-from dynod.state.apps import App, AppStore
-from dynod.builds.runner import prepare_source, run_build, source_id
-from dynod.builds.pipeline import Build, BuildOutput, BuildStore, fetch_source, lent_cache, scratch
-from dynod.state.config import Config
 from dynod.builds.git import ensure_repo, remove_repo, repo_path
-from dynod.proc.dyno import DYNO_PATH
-from dynod.errors import DynodError, Invalid, NotFound
-from dynod.state.ledger import Release
+from dynod.builds.pipeline import Build, BuildOutput, BuildStore, fetch_source, lent_cache, scratch
+from dynod.builds.runner import prepare_source, run_build, source_id
+from dynod.core.config_vars import (
+    INITIAL_DESCRIPTION,
+    apply_config_changes,
+    deploy_description,
+    rollback_description,
+)
 from dynod.core.lifecycle import DynoState
 from dynod.core.logline import APP, HEROKU
+from dynod.errors import DynodError, Invalid, NotFound
 from dynod.logs.logplex import Logplex, LogRing
+from dynod.platform.routing import feed_router
+from dynod.platform.runtime import (
+    AppRuntime,
+    DynoUsers,
+    Ports,
+    SlugWorkspace,
+    manager_settings,
+    scratch_dir,
+)
+from dynod.proc.dyno import DYNO_PATH
 from dynod.proc.manager import DynoPlan
 from dynod.proc.reaper import Reaper
-from dynod.platform.routing import feed_router
-from router.backend import TableBackend
-from dynod.core.config_vars import (
-    INITIAL_DESCRIPTION, apply_config_changes, deploy_description, rollback_description,
-)
-from dynod.platform.runtime import AppRuntime, DynoUsers, Ports, SlugWorkspace, manager_settings, scratch_dir
 from dynod.slugs.slug import Slug, SlugStore, check_slug_size, pack_slug
+from dynod.state.apps import App, AppStore
+from dynod.state.config import Config
 from dynod.state.files import heroku_time
+from dynod.state.ledger import Release
+from router.backend import TableBackend
 
 RELEASE_PHASE_TIMEOUT = 3600.0
 
@@ -80,7 +90,9 @@ class Platform:
         self.user = _user_email()
         self.apps = AppStore(data_dir)
         self.slugs = SlugStore(data_dir / "slugs")
-        self.logplex = Logplex(history=config.logplex.history, tail_buffer=config.logplex.tail_buffer)
+        self.logplex = Logplex(
+            history=config.logplex.history, tail_buffer=config.logplex.tail_buffer
+        )
         self.reaper = reaper
         self.ports = Ports(config.dynos.port_range)
         self.scratch = scratch_dir()
@@ -118,8 +130,12 @@ class Platform:
             try:
                 await fn()
             except Exception as err:  # a bug must cost this work, not every app's dynos
-                print(f"dynod: {name} failed inside dynod ({type(err).__name__}: {err}); "
-                      "please report it", file=sys.stderr, flush=True)
+                print(
+                    f"dynod: {name} failed inside dynod ({type(err).__name__}: {err}); "
+                    "please report it",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
         self._nursery.start_soon(guarded, name=name)
 
@@ -128,8 +144,12 @@ class Platform:
         owner = self.users.owner(app.id)
         settings = manager_settings(self.config.dynos, self.config.logplex.max_line_bytes, owner)
         runtime = AppRuntime(
-            app.id, self.ring(app), SlugWorkspace(self.slugs, self.scratch, owner), self.ports,
-            settings, self.reaper,
+            app.id,
+            self.ring(app),
+            SlugWorkspace(self.slugs, self.scratch, owner),
+            self.ports,
+            settings,
+            self.reaper,
         )
         self.runtimes[app.id] = runtime
         self.one_offs[app.id] = {}
@@ -157,7 +177,10 @@ class Platform:
     async def create_app(self, name: str | None = None) -> App:
         app = self.apps.create(name)
         release = Release(
-            version=1, description=INITIAL_DESCRIPTION, user=self.user, status="succeeded",
+            version=1,
+            description=INITIAL_DESCRIPTION,
+            user=self.user,
+            status="succeeded",
         )
         self.apps.ledger(app).append(release)
         await trio.to_thread.run_sync(ensure_repo, self.data_dir, app.name)
@@ -192,10 +215,15 @@ class Platform:
     def release(self, app: App, version_or_id: str | int) -> Release:
         ledger = self.apps.ledger(app)
         text = str(version_or_id).lstrip("v")
-        found = ledger.get(int(text)) if text.isdigit() else next(
-            (r for r in ledger.releases() if r.id == version_or_id), None)
+        found = (
+            ledger.get(int(text))
+            if text.isdigit()
+            else next((r for r in ledger.releases() if r.id == version_or_id), None)
+        )
         if found is None:
-            raise NotFound(f"Couldn't find release {version_or_id}: list them with `dyno releases`.")
+            raise NotFound(
+                f"Couldn't find release {version_or_id}: list them with `dyno releases`."
+            )
         return found
 
     def config_vars(self, app: App) -> dict[str, str]:
@@ -204,21 +232,34 @@ class Platform:
 
     async def set_config(self, app: App, changes: Mapping[str, object]) -> Release:
         current = self.apps.ledger(app).latest()
-        new_vars, description = apply_config_changes(current.config_vars if current else {}, changes)
+        new_vars, description = apply_config_changes(
+            current.config_vars if current else {}, changes
+        )
         slug_id = self._current_slug_id(app)
-        return await self.create_release(app, slug_id=slug_id, config_vars=new_vars, description=description)
+        return await self.create_release(
+            app, slug_id=slug_id, config_vars=new_vars, description=description
+        )
 
     async def rollback(self, app: App, version_or_id: str | int) -> Release:
         target = self.release(app, version_or_id)
         if target.slug_id is None:
-            raise Invalid(f"v{target.version} has no slug to roll back to: pick a release made by a deploy.")
+            raise Invalid(
+                f"v{target.version} has no slug to roll back to: pick a release made by a deploy."
+            )
         return await self.create_release(
-            app, slug_id=target.slug_id, config_vars=dict(target.config_vars),
+            app,
+            slug_id=target.slug_id,
+            config_vars=dict(target.config_vars),
             description=rollback_description(target.version),
         )
 
     async def create_release(
-        self, app: App, *, slug_id: str | None, config_vars: Mapping[str, str], description: str,
+        self,
+        app: App,
+        *,
+        slug_id: str | None,
+        config_vars: Mapping[str, str],
+        description: str,
         wait: bool = False,
     ) -> Release:
         """Append a release; with a `release` process type it is `pending` until its release
@@ -229,8 +270,11 @@ class Platform:
         latest = ledger.latest()
         phase = slug is not None and "release" in slug.process_types
         release = Release(
-            version=ledger.next_version(), description=description, user=self.user,
-            status="pending" if phase else "succeeded", slug_id=slug_id,
+            version=ledger.next_version(),
+            description=description,
+            user=self.user,
+            status="pending" if phase else "succeeded",
+            slug_id=slug_id,
             config_vars=dict(config_vars),
             addons=latest.addons if latest else (),  # type: ignore[arg-type]  # attrs converter=tuple
         )
@@ -243,7 +287,10 @@ class Platform:
         assert slug is not None
         if wait:
             return await self._release_phase(app, release, slug)
-        self.spawn(lambda: self._release_phase(app, release, slug), f"release {app.name} v{release.version}")
+        self.spawn(
+            lambda: self._release_phase(app, release, slug),
+            f"release {app.name} v{release.version}",
+        )
         return release
 
     async def _release_phase(self, app: App, release: Release, slug: Slug) -> Release:
@@ -264,19 +311,26 @@ class Platform:
             with trio.move_on_after(RELEASE_PHASE_TIMEOUT) as limit:
                 status = await runtime.manager.run_one_off(plan)
             if limit.cancelled_caught:
-                output.append(f"The release command ran over {RELEASE_PHASE_TIMEOUT / 60:g} "
-                              "minutes and was stopped")
+                output.append(
+                    f"The release command ran over {RELEASE_PHASE_TIMEOUT / 60:g} "
+                    "minutes and was stopped"
+                )
             runtime.ports.give_back(plan.port)
         finally:
             unsubscribe()
-        self._release_output_path(app, release.version).write_text("".join(f"{t}\n" for t in output))
+        self._release_output_path(app, release.version).write_text(
+            "".join(f"{t}\n" for t in output)
+        )
         ok = status == 0
         release = self.apps.ledger(app).set_status(release.version, "succeeded" if ok else "failed")
         if ok:
             self._first_deploy_formation(app, slug)
             self._apply(app)
         else:
-            self.log(app, f"Release v{release.version} failed: the release command exited with status {status}")
+            self.log(
+                app,
+                f"Release v{release.version} failed: the release command exited with status {status}",
+            )
         return release
 
     def _interrupted_releases(self, app: App) -> None:
@@ -286,8 +340,10 @@ class Platform:
         for release in ledger.releases():
             if release.status == "pending":
                 with self._release_output_path(app, release.version).open("a") as output:
-                    output.write("dynod stopped while the release command ran, so this release failed: "
-                                 "release again (deploy, config:set or releases:rollback)\n")
+                    output.write(
+                        "dynod stopped while the release command ran, so this release failed: "
+                        "release again (deploy, config:set or releases:rollback)\n"
+                    )
                 ledger.set_status(release.version, "failed")
 
     def release_output(self, app: App, version: int) -> str | None:
@@ -313,7 +369,8 @@ class Platform:
         counts = self.apps.formation(app)
         return [
             FormationEntry(kind, counts.get(kind, 0), command)
-            for kind, command in self.process_types(app).items() if kind != "release"
+            for kind, command in self.process_types(app).items()
+            if kind != "release"
         ]
 
     def scale(self, app: App, updates: Mapping[str, object]) -> list[FormationEntry]:
@@ -323,8 +380,10 @@ class Platform:
         new = dict(counts)
         for kind, quantity in updates.items():
             if kind not in types or kind == "release":
-                raise NotFound(f"Couldn't find that process type ({kind}): the app's types are "
-                               f"{', '.join(t for t in types if t != 'release') or 'none yet'}.")
+                raise NotFound(
+                    f"Couldn't find that process type ({kind}): the app's types are "
+                    f"{', '.join(t for t in types if t != 'release') or 'none yet'}."
+                )
             new[kind] = _quantity(quantity, counts.get(kind, 0), kind)
         self.apps.save_formation(app, new)
         scaled = " ".join(f"{kind}@{new[kind]}:Standard-1X" for kind in updates)
@@ -335,8 +394,9 @@ class Platform:
     def _first_deploy_formation(self, app: App, slug: Slug | None) -> None:
         if slug is None or (self.apps.dir(app) / "formation.json").exists():
             return
-        self.apps.save_formation(app, {
-            kind: int(kind == "web") for kind in slug.process_types if kind != "release"})
+        self.apps.save_formation(
+            app, {kind: int(kind == "web") for kind in slug.process_types if kind != "release"}
+        )
 
     def _apply(self, app: App, *, prune: bool = True) -> None:
         runtime = self.runtimes.get(app.id)
@@ -360,7 +420,9 @@ class Platform:
                     keep.add(self.slugs.get(release.slug_id).checksum)
                 except DynodError:
                     continue  # a lost slug record: its dynos say so when they start
-        self.spawn(lambda: trio.to_thread.run_sync(self.slugs.prune_trees, keep), "pruning slug trees")
+        self.spawn(
+            lambda: trio.to_thread.run_sync(self.slugs.prune_trees, keep), "pruning slug trees"
+        )
 
     def _notify(self) -> None:
         self.changed.set()
@@ -372,13 +434,25 @@ class Platform:
         runtime = self.runtimes[app.id]
         version = runtime.release.version if runtime.release else None
         listed = [
-            DynoInfo(slot.name, slot.plan.type, slot.plan.command, slot.state.value,
-                     heroku_time(slot.lifecycle.since), version)
+            DynoInfo(
+                slot.name,
+                slot.plan.type,
+                slot.plan.command,
+                slot.state.value,
+                heroku_time(slot.lifecycle.since),
+                version,
+            )
             for slot in runtime.manager.slots.values()
         ]
         listed += [
-            DynoInfo(name, "run", one.plan.command, one.state.value, heroku_time(one.since),
-                     one.release_version)
+            DynoInfo(
+                name,
+                "run",
+                one.plan.command,
+                one.state.value,
+                heroku_time(one.since),
+                one.release_version,
+            )
             for name, one in self.one_offs[app.id].items()
         ]
         return sorted(listed, key=lambda d: _dyno_order(d.name))
@@ -405,7 +479,9 @@ class Platform:
             raise NotFound(f"Couldn't find dyno or process type {target}: see `dyno ps`.")
         return names
 
-    async def run_detached(self, app: App, command: str, env: Mapping[str, str] | None = None) -> DynoInfo:
+    async def run_detached(
+        self, app: App, command: str, env: Mapping[str, str] | None = None
+    ) -> DynoInfo:
         """A one-off dyno whose output goes to logplex; `env` adds to the config vars."""
         release = self.current_release(app)
         if release is None or release.slug_id is None:
@@ -472,9 +548,13 @@ class Platform:
             owner = self.users.owner(app.id)
             async with lent_cache(self.apps.cache_dir(app), work, owner) as cache:
                 result = await run_build(
-                    build_dir, cache_dir=cache, config_vars=self.config_vars(app),
+                    build_dir,
+                    cache_dir=cache,
+                    config_vars=self.config_vars(app),
                     buildpacks=list(build.buildpacks) or list(app.buildpacks),
-                    source_version=version, output=say, reaper=self.reaper,
+                    source_version=version,
+                    output=say,
+                    reaper=self.reaper,
                     # Dynos of another user cannot read dynod's interpreters (pyenv under
                     # /root): the build uses the tools on the dynos' PATH.
                     path=DYNO_PATH if self.users.switching else None,
@@ -483,30 +563,45 @@ class Platform:
             say("-----> Compressing...")
             info = await trio.to_thread.run_sync(pack_slug, build_dir, work / "slug.tgz")
             warning = check_slug_size(
-                info.size, warn_mb=self.config.build.slug_warn_mb, max_mb=self.config.build.slug_max_mb)
+                info.size,
+                warn_mb=self.config.build.slug_warn_mb,
+                max_mb=self.config.build.slug_max_mb,
+            )
             if warning:
                 say(f" !     {warning}")
             slug = await trio.to_thread.run_sync(  # a copy and an fsync: off the event loop
-                lambda: self.slugs.put(info.path, result.process_types, commit=version))
+                lambda: self.slugs.put(info.path, result.process_types, commit=version)
+            )
             say(f"       Done: {info.size / 1048576:.1f}M")
             say("-----> Launching...")
             release = await self.create_release(
-                app, slug_id=slug.id, config_vars=self.config_vars(app),
-                description=deploy_description(version), wait=True,
+                app,
+                slug_id=slug.id,
+                config_vars=self.config_vars(app),
+                description=deploy_description(version),
+                wait=True,
             )
             if release.status == "failed":
                 for line in (self.release_output(app, release.version) or "").splitlines():
                     say(f"       {line}")
-                say(f" !     Release command failed: v{release.version} was not released; "
-                    "the previous release keeps running. See `dyno releases:output`.")
-                return store.finish(build, status="failed", slug_id=slug.id, release_version=release.version)
+                say(
+                    f" !     Release command failed: v{release.version} was not released; "
+                    "the previous release keeps running. See `dyno releases:output`."
+                )
+                return store.finish(
+                    build, status="failed", slug_id=slug.id, release_version=release.version
+                )
             say(f"       Released v{release.version}")
-            return store.finish(build, status="succeeded", slug_id=slug.id, release_version=release.version)
+            return store.finish(
+                build, status="succeeded", slug_id=slug.id, release_version=release.version
+            )
         except DynodError as err:
             say(f" !     {err}")
             return store.finish(build, status="failed")
         except Exception as err:  # a bug must fail the build, not take the platform down
-            say(f" !     Build failed inside dynod ({type(err).__name__}: {err}); please report it.")
+            say(
+                f" !     Build failed inside dynod ({type(err).__name__}: {err}); please report it."
+            )
             return store.finish(build, status="failed")
         finally:
             with trio.CancelScope(shield=True):
@@ -534,7 +629,9 @@ def _quantity(value: object, current: int, kind: str) -> int:
             quantity = int(text)
     except ValueError:
         shown = json.dumps(value, default=repr)
-        raise Invalid(f"Quantity for {kind} must be a number such as 2, \"+1\" or \"-1\", not {shown}.") from None
+        raise Invalid(
+            f'Quantity for {kind} must be a number such as 2, "+1" or "-1", not {shown}.'
+        ) from None
     if not 0 <= quantity <= 100:
         raise Invalid(f"Quantity for {kind} must be between 0 and 100, not {quantity}.")
     return quantity
@@ -552,4 +649,3 @@ def _user_email() -> str:
     except (KeyError, OSError):
         name = "dynod"
     return f"{name}@localhost"
-

@@ -3,14 +3,12 @@ the app's dyno manager changes anything, and router log lines handed to the app'
 
 from __future__ import annotations
 
+from dynod.core.lifecycle import DynoState
+from dynod.proc.manager import Manager
+from dynod.state.config import RouterSettings
 from router.backend import DynoState as RouteState
 from router.backend import TableBackend, WebDyno
 from router.config import RouterConfig
-
-from dynod.state.config import RouterSettings
-
-from dynod.core.lifecycle import DynoState
-from dynod.proc.manager import Manager
 
 _STATES = {
     DynoState.UP: RouteState.UP,

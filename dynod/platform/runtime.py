@@ -11,19 +11,19 @@ import shutil
 import socket
 import tempfile
 import uuid
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import AsyncIterator, Mapping
 
 import trio
 
-from dynod.state.config import DynosConfig, PortRange
 from dynod.errors import NotFound
-from dynod.state.ledger import Release
 from dynod.logs.logplex import LogRing
 from dynod.proc.manager import DynoPlan, DynoSlot, Manager, ManagerSettings
 from dynod.proc.reaper import Reaper
 from dynod.slugs.slug import SlugStore
+from dynod.state.config import DynosConfig, PortRange
+from dynod.state.ledger import Release
 
 
 class SlugWorkspace:
@@ -117,8 +117,11 @@ class DynoUsers:
         if len(taken) >= size:
             raise RuntimeError(f"every uid of [dynos] uid_range {first}-{last} is taken: widen it")
         start = int.from_bytes(hashlib.sha256(app_id.encode()).digest()[:8], "big") % size
-        uid = next(first + (start + i) % size for i in range(size)
-                   if first + (start + i) % size not in taken)
+        uid = next(
+            first + (start + i) % size
+            for i in range(size)
+            if first + (start + i) % size not in taken
+        )
         self._owners[app_id] = found = (uid, self.shared[1])
         return found
 
@@ -127,9 +130,12 @@ def manager_settings(
     config: DynosConfig, max_line_bytes: int, owner: tuple[int, int] | None
 ) -> ManagerSettings:
     return ManagerSettings(
-        ladder=config.restart_ladder, stop_timeout=config.stop_timeout,
-        boot_timeout=config.boot_timeout, cycle_after=config.cycle_after,
-        cycle_jitter=config.cycle_jitter, max_line_bytes=max_line_bytes,
+        ladder=config.restart_ladder,
+        stop_timeout=config.stop_timeout,
+        boot_timeout=config.boot_timeout,
+        cycle_after=config.cycle_after,
+        cycle_jitter=config.cycle_jitter,
+        max_line_bytes=max_line_bytes,
         owner=owner,
     )
 
@@ -154,7 +160,9 @@ class AppRuntime:
         self.process_types: Mapping[str, str] = {}
         self.route_scope = trio.CancelScope()  # the router's feed of this app's web dynos
 
-    def plans(self, release: Release, process_types: Mapping[str, str], formation: Mapping[str, int]) -> list[DynoPlan]:
+    def plans(
+        self, release: Release, process_types: Mapping[str, str], formation: Mapping[str, int]
+    ) -> list[DynoPlan]:
         plans = []
         for kind, count in formation.items():
             if kind not in process_types or kind == "release":
@@ -164,16 +172,30 @@ class AppRuntime:
                 slot = self.manager.slots.get(name)
                 port = slot.plan.port if slot is not None else self.ports.take()
                 plans.append(
-                    DynoPlan(name, process_types[kind], release.config_vars, port=port,
-                             slug_id=release.slug_id)
+                    DynoPlan(
+                        name,
+                        process_types[kind],
+                        release.config_vars,
+                        port=port,
+                        slug_id=release.slug_id,
+                    )
                 )
         return plans
 
-    def apply(self, release: Release | None, process_types: Mapping[str, str], formation: Mapping[str, int]) -> None:
+    def apply(
+        self,
+        release: Release | None,
+        process_types: Mapping[str, str],
+        formation: Mapping[str, int],
+    ) -> None:
         """Run exactly `formation` on `release` (dynos whose release changed restart on it)."""
         self.release = release
         self.process_types = process_types
-        plans = [] if release is None or release.slug_id is None else self.plans(release, process_types, formation)
+        plans = (
+            []
+            if release is None or release.slug_id is None
+            else self.plans(release, process_types, formation)
+        )
         keep = {plan.port for plan in plans}
         for slot in list(self.manager.slots.values()):
             if slot.plan.port not in keep:
@@ -205,7 +227,7 @@ def sweep_scratch() -> list[Path]:
     theirs behind). Run at start, after leftover dynos were ended."""
     swept = []
     for path in Path(tempfile.gettempdir()).glob(f"{_SCRATCH}*"):
-        pid = path.name[len(_SCRATCH):]
+        pid = path.name[len(_SCRATCH) :]
         if not pid.isdigit() or int(pid) == os.getpid():
             continue
         try:

@@ -23,7 +23,8 @@ import os
 import shutil
 import signal
 import subprocess
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import trio
 
@@ -66,8 +67,15 @@ class Child:
         if owner is None and preexec_fn is None and hasattr(os, "posix_spawn") and _is_cwd(cwd):
             return cls(_posix_spawn(argv, stdin, stdout, stderr, env))
         popen = subprocess.Popen(
-            argv, stdin=stdin, stdout=stdout, stderr=stderr, cwd=cwd, env=dict(env),
-            start_new_session=True, preexec_fn=preexec_fn, **as_user(owner),
+            argv,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            cwd=cwd,
+            env=dict(env),
+            start_new_session=True,
+            preexec_fn=preexec_fn,
+            **as_user(owner),
         )
         return cls(popen.pid, popen)
 
@@ -118,7 +126,9 @@ _found: dict[str, str] = {}  # (name, PATH) -> the program, as the child's PATH 
 _inherited_closed = False
 
 
-def _posix_spawn(argv: list[str], stdin: int, stdout: int, stderr: int, env: Mapping[str, str]) -> int:
+def _posix_spawn(
+    argv: list[str], stdin: int, stdout: int, stderr: int, env: Mapping[str, str]
+) -> int:
     global _inherited_closed
     if not _inherited_closed:
         _close_inherited_on_exec()
@@ -139,8 +149,13 @@ def _posix_spawn(argv: list[str], stdin: int, stdout: int, stderr: int, env: Map
     actions.append((os.POSIX_SPAWN_DUP2, stdout, 1))
     actions.append((os.POSIX_SPAWN_DUP2, stderr, 2))
     return os.posix_spawn(
-        program, argv, dict(env), file_actions=actions, setsid=True,
-        setsigdef=_DEFAULT_SIGNALS, setsigmask=(),
+        program,
+        argv,
+        dict(env),
+        file_actions=actions,
+        setsid=True,
+        setsigdef=_DEFAULT_SIGNALS,
+        setsigmask=(),
     )
 
 

@@ -14,14 +14,14 @@ import signal
 import subprocess
 import termios
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable, Mapping
 
 import attrs
 import trio
 
-from dynod.proc.child import Child
 from dynod.core.logline import APP, HEROKU, LogSink
+from dynod.proc.child import Child
 from dynod.proc.orphans import become_subreaper, kill_groups
 from dynod.proc.reaper import Reaper, group_alive, live_group_members
 

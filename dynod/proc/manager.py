@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import AsyncIterator, Callable, Mapping, Protocol
+from typing import Protocol
 
 import attrs
 import trio
 
-from dynod.proc.dyno import DynoProcess, DynoSpec, dyno_env, run_dyno
-from dynod.errors import DynodError
 from dynod.core.lifecycle import DynoState, IllegalTransition, Lifecycle
 from dynod.core.logline import HEROKU, LogSink
 from dynod.core.policy import PLATFORM_LADDER, RestartLadder, cycle_delay
+from dynod.errors import DynodError
+from dynod.proc.dyno import DynoProcess, DynoSpec, dyno_env, run_dyno
 from dynod.proc.reaper import Reaper
 
 PORT_POLL = 0.05  # how often a booting web dyno's port is tried
@@ -124,7 +125,10 @@ class Manager:
     # ----- the formation
 
     async def run(
-        self, plans: list[DynoPlan], *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+        self,
+        plans: list[DynoPlan],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Supervise the formation until `stop_all` (or cancellation); returns once all are down."""
         async with trio.open_nursery() as nursery:
@@ -232,7 +236,10 @@ class Manager:
                 try:
                     result.append(
                         await run_dyno(
-                            spec, self.sink, reaper=self.reaper, hurry=self.hurry,
+                            spec,
+                            self.sink,
+                            reaper=self.reaper,
+                            hurry=self.hurry,
                             task_status=task_status,
                         )
                     )
@@ -299,7 +306,10 @@ class Manager:
             async def process(task_status: trio.TaskStatus[DynoProcess]) -> None:
                 result.append(
                     await run_dyno(
-                        spec, self.sink, reaper=self.reaper, hurry=self.hurry,
+                        spec,
+                        self.sink,
+                        reaper=self.reaper,
+                        hurry=self.hurry,
                         task_status=task_status,
                     )
                 )
@@ -323,13 +333,21 @@ class Manager:
 
     def _spec(self, plan: DynoPlan, home: Path) -> DynoSpec:
         env = dyno_env(
-            plan.config_vars, name=plan.name, port=plan.port, home=plan.home or home,
+            plan.config_vars,
+            name=plan.name,
+            port=plan.port,
+            home=plan.home or home,
             inherit=plan.inherit,
         )
         env["PWD"] = str(home)
         return DynoSpec(
-            plan.name, plan.command, home, env, tty=self.settings.tty,
-            stop_timeout=self.settings.stop_timeout, max_line_bytes=self.settings.max_line_bytes,
+            plan.name,
+            plan.command,
+            home,
+            env,
+            tty=self.settings.tty,
+            stop_timeout=self.settings.stop_timeout,
+            max_line_bytes=self.settings.max_line_bytes,
             owner=self.settings.owner,
         )
 
@@ -377,7 +395,11 @@ def local_plans(
     """The local runner's formation: `web.1 … web.N` per type, ports by foreman's scheme."""
     return [
         DynoPlan(
-            f"{name}.{i}", commands[name], config_vars, port=port_of(name, i), inherit=inherit,
+            f"{name}.{i}",
+            commands[name],
+            config_vars,
+            port=port_of(name, i),
+            inherit=inherit,
         )
         for name, count in formation.items()
         for i in range(1, count + 1)

@@ -260,7 +260,6 @@ def live_group_members(pgid: int) -> list[int]:
     return members
 
 
-
 def start_time(pid: int) -> int | None:
     """The process's start time in clock ticks since boot (Linux), None if it is gone."""
     fields = orphans.proc_stat(pid)

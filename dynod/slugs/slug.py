@@ -16,16 +16,24 @@ import tarfile
 import threading
 import uuid
 import zlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 import attrs
 from attrs import field, frozen
 from attrs.validators import instance_of, optional
 
 from dynod.errors import DynodError
-from dynod.state.files import CHUNK, HashingFile, atomic_write, copy_tree, file_checksum, fsync_dir
-from dynod.state.files import heroku_time
+from dynod.state.files import (
+    CHUNK,
+    HashingFile,
+    atomic_write,
+    copy_tree,
+    file_checksum,
+    fsync_dir,
+    heroku_time,
+)
 
 _MB = 1 << 20
 _MAX_SYMLINK_HOPS = 40  # Linux's own limit before ELOOP

@@ -12,26 +12,59 @@ import random
 import re
 import shutil
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import attrs
 from attrs import frozen
 
 from dynod.errors import Conflict, DynodError, Invalid, NotFound
-from dynod.state.ledger import Ledger
 from dynod.state.files import atomic_write, fsync_dir, heroku_time
+from dynod.state.ledger import Ledger
 
 # Heroku's rule: lowercase letters, digits and dashes, starting with a letter, 3 to 30 long.
 APP_NAME = re.compile(r"[a-z][a-z0-9-]{2,29}")
 STACK = "heroku-24"
 _WORDS = (
-    "amber", "brisk", "calm", "dusty", "eager", "fancy", "gentle", "hidden", "icy", "jolly",
-    "lively", "mellow", "noble", "polar", "quiet", "rapid", "shiny", "tidy", "vast", "young",
+    "amber",
+    "brisk",
+    "calm",
+    "dusty",
+    "eager",
+    "fancy",
+    "gentle",
+    "hidden",
+    "icy",
+    "jolly",
+    "lively",
+    "mellow",
+    "noble",
+    "polar",
+    "quiet",
+    "rapid",
+    "shiny",
+    "tidy",
+    "vast",
+    "young",
 )
 _NOUNS = (
-    "badger", "canyon", "delta", "falls", "garden", "harbor", "island", "lake", "meadow",
-    "ocean", "peak", "river", "shore", "tundra", "valley", "wave",
+    "badger",
+    "canyon",
+    "delta",
+    "falls",
+    "garden",
+    "harbor",
+    "island",
+    "lake",
+    "meadow",
+    "ocean",
+    "peak",
+    "river",
+    "shore",
+    "tundra",
+    "valley",
+    "wave",
 )
 
 
@@ -78,7 +111,9 @@ class AppStore:
     def find(self, name_or_id: str) -> App:
         app = self._apps.get(name_or_id) or self.by_name(name_or_id)
         if app is None:
-            raise NotFound(f"Couldn't find that app: {name_or_id}. Check the name with `dyno apps`.")
+            raise NotFound(
+                f"Couldn't find that app: {name_or_id}. Check the name with `dyno apps`."
+            )
         return app
 
     def create(self, name: str | None = None) -> App:

@@ -12,8 +12,9 @@ import json
 import os
 import re
 import sys
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import attrs
 from attrs import field, frozen
@@ -163,8 +164,10 @@ def _uid_range(value: object) -> tuple[int, int] | None:
         match = re.fullmatch(r"\s*(\d{1,10})\s*-\s*(\d{1,10})\s*", value, re.ASCII)
         if match is not None and 1000 <= int(match[1]) <= int(match[2]) <= UID_MAX:
             return int(match[1]), int(match[2])
-    raise _Invalid(f'"FIRST-LAST" with 1000 <= FIRST <= LAST <= {UID_MAX}, such as '
-                   '"1900000000-1900065535", or "" for one user for every app')
+    raise _Invalid(
+        f'"FIRST-LAST" with 1000 <= FIRST <= LAST <= {UID_MAX}, such as '
+        '"1900000000-1900065535", or "" for one user for every app'
+    )
 
 
 def _setting(default: Any, check: Callable[[object], Any]) -> Any:

@@ -24,7 +24,7 @@ CHUNK = 1 << 20
 
 def heroku_time(when: float | None = None) -> str:
     """The timestamp form of durable records and of Heroku's API: `2026-11-26T15:19:10Z`."""
-    stamp = _dt.datetime.fromtimestamp(time.time() if when is None else when, _dt.timezone.utc)
+    stamp = _dt.datetime.fromtimestamp(time.time() if when is None else when, _dt.UTC)
     return stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

@@ -11,8 +11,9 @@ import json
 import os
 import uuid
 import zlib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal, Mapping, cast
+from typing import Literal, cast
 
 import attrs
 from attrs import field, frozen

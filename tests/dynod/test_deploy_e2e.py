@@ -19,13 +19,14 @@ import sys
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
-from tests.dynod.test_serve import dyno_pids
 from tests.dynod.slugs.test_slug import GOOD, HOSTILE, make_slug
+from tests.dynod.test_serve import dyno_pids
 from tests.helpers import ROOT, pid_alive, start_serve, stop_serve, wait_until
 
 PY = sys.executable
@@ -38,8 +39,11 @@ class Served:
 
     def __init__(self, data: Path, cwd: Path, log: Path) -> None:
         self.data, self.cwd, self.log = data, cwd, log
-        self.env = {k: v for k, v in os.environ.items()
-                    if k not in ("DYNOD_API_URL", "DYNOD_API_TOKEN", "DYNO_APP")}
+        self.env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("DYNOD_API_URL", "DYNOD_API_TOKEN", "DYNO_APP")
+        }
         self.env["DYNOD_DATA"] = str(data)
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -50,9 +54,18 @@ class Served:
         if self.process is not None:
             stop_serve(self.process)
 
-    def __call__(self, *args: str, cwd: Path | None = None, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([PY, "-m", "shell.cli", *args], cwd=cwd or self.cwd, env=self.env,
-                              capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    def __call__(
+        self, *args: str, cwd: Path | None = None, timeout: float = 120.0
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [PY, "-m", "shell.cli", *args],
+            cwd=cwd or self.cwd,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
 
     def ok(self, *args: str, cwd: Path | None = None, timeout: float = 120.0) -> str:
         done = self(*args, cwd=cwd, timeout=timeout)
@@ -84,8 +97,11 @@ class Served:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    server = Served(tmp_path_factory.mktemp("data"), tmp_path_factory.mktemp("cwd"),
-                    tmp_path_factory.mktemp("log") / "serve.log")
+    server = Served(
+        tmp_path_factory.mktemp("data"),
+        tmp_path_factory.mktemp("cwd"),
+        tmp_path_factory.mktemp("log") / "serve.log",
+    )
     server.start()
     try:
         yield server
@@ -101,13 +117,21 @@ def answers(served: Served, app: str, path: str, want: str) -> Callable[[], bool
     def check() -> bool:
         status, body = served.get(app, path)
         return status == 200 and body == want
+
     return check
 
 
 def git(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
-    return subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
+    }
+    return subprocess.run(
+        ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def repository(tmp_path: Path, source: Path | None) -> Path:
@@ -123,7 +147,9 @@ def repository(tmp_path: Path, source: Path | None) -> Path:
     return work
 
 
-def test_git_push_deploys_and_a_failed_build_rejects_the_push(served: Served, tmp_path: Path) -> None:
+def test_git_push_deploys_and_a_failed_build_rejects_the_push(
+    served: Served, tmp_path: Path
+) -> None:
     served.ok("apps:create", "pushed")
     work = repository(tmp_path, PYTHON_APP)
     assert "dynod" in served.ok("git:remote", "-a", "pushed", cwd=work)
@@ -131,7 +157,9 @@ def test_git_push_deploys_and_a_failed_build_rejects_the_push(served: Served, tm
     assert push.returncode == 0, push.stderr
     assert "remote: -----> " in push.stderr
     assert served.json("releases", "-a", "pushed")[0]["description"].startswith("Deploy ")
-    eventually(answers(served, "pushed", "/", "Hello from web.1\n"), "the pushed app through the router")
+    eventually(
+        answers(served, "pushed", "/", "Hello from web.1\n"), "the pushed app through the router"
+    )
 
     served.ok("apps:create", "unbuildable")
     broken = repository(tmp_path / "broken", None)
@@ -152,19 +180,33 @@ def test_deploy_scale_round_robin_config_and_rollback(served: Served) -> None:
     assert served.get("shop", port=port) == (200, "Hello from web.1\n")
 
     served.ok("ps:scale", "web=3", *app)
-    eventually(lambda: served.states("shop") == {"web.1": "up", "web.2": "up", "web.3": "up"}, "3 web dynos up")
-    eventually(lambda: {served.get("shop")[1] for _ in range(3)}
-               == {"Hello from web.1\n", "Hello from web.2\n", "Hello from web.3\n"}, "round robin over 3")
+    eventually(
+        lambda: served.states("shop") == {"web.1": "up", "web.2": "up", "web.3": "up"},
+        "3 web dynos up",
+    )
+    eventually(
+        lambda: (
+            {served.get("shop")[1] for _ in range(3)}
+            == {"Hello from web.1\n", "Hello from web.2\n", "Hello from web.3\n"}
+        ),
+        "round robin over 3",
+    )
 
     # A file written in one dyno is seen by neither another dyno nor the same one after a restart.
     first = [served.get("shop", "/scratch")[1] for _ in range(3)]
     assert sorted(first) == ["web.1 seen=no\n", "web.2 seen=no\n", "web.3 seen=no\n"]
     assert sorted(served.get("shop", "/scratch")[1] for _ in range(3)) == [
-        "web.1 seen=yes\n", "web.2 seen=yes\n", "web.3 seen=yes\n"]
+        "web.1 seen=yes\n",
+        "web.2 seen=yes\n",
+        "web.3 seen=yes\n",
+    ]
     served.ok("ps:scale", "web=1", *app)
     eventually(lambda: served.states("shop") == {"web.1": "up"}, "scaled down to web.1")
     served.ok("ps:restart", *app)
-    eventually(answers(served, "shop", "/scratch", "web.1 seen=no\n"), "a fresh directory after the restart")
+    eventually(
+        answers(served, "shop", "/scratch", "web.1 seen=no\n"),
+        "a fresh directory after the restart",
+    )
 
     # dynod's own environment never reaches a dyno.
     assert served.get("shop", f"/env/{SECRET}") == (404, "unset\n")
@@ -178,7 +220,10 @@ def test_deploy_scale_round_robin_config_and_rollback(served: Served) -> None:
     out = served.ok("releases:rollback", "v2", *app)
     assert out.startswith("Rolling back shop to v2... done, v4")
     assert served.json("releases", *app)[0]["description"] == "Rollback to v2"
-    eventually(lambda: served.get("shop", "/env/GREETING") == (404, "unset\n"), "the dynos back on v2's config")
+    eventually(
+        lambda: served.get("shop", "/env/GREETING") == (404, "unset\n"),
+        "the dynos back on v2's config",
+    )
 
 
 def _dyno_of(served: Served, app_env: str) -> tuple[int, int, int, str]:
@@ -192,8 +237,12 @@ def _dyno_of(served: Served, app_env: str) -> tuple[int, int, int, str]:
         except OSError:
             continue
         if app_env.encode() in environ:
-            uid = int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
-            gid = int(next(line for line in status.splitlines() if line.startswith("Gid:")).split()[1])
+            uid = int(
+                next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1]
+            )
+            gid = int(
+                next(line for line in status.splitlines() if line.startswith("Gid:")).split()[1]
+            )
             return pid, uid, gid, cwd
     raise AssertionError(f"no dyno with {app_env}")
 
@@ -209,7 +258,9 @@ def test_builds_run_as_the_apps_user_and_keep_their_cache(served: Served, tmp_pa
 
 
 def _builds_as_the_apps_user(served: Served, tmp_path: Path, shared: Path) -> None:
-    pack = tmp_path / "probe-buildpack"  # under pytest's 0700 directory: the app's user cannot read it
+    pack = (
+        tmp_path / "probe-buildpack"
+    )  # under pytest's 0700 directory: the app's user cannot read it
     (pack / "bin").mkdir(parents=True)
     (pack / "bin" / "detect").write_text("#!/bin/sh\necho Probe\n")
     (pack / "bin" / "compile").write_text(
@@ -234,8 +285,12 @@ def _builds_as_the_apps_user(served: Served, tmp_path: Path, shared: Path) -> No
     (source / "Procfile").write_text("worker: sleep 600\n")
     served.ok("apps:create", "probe")
     refused = served("deploy", str(source), "-a", "probe", timeout=300)
-    assert refused.returncode == 1 and "cannot be copied by the app's user" in refused.stdout, refused
-    shutil.copytree(pack, shared / "pack", symlinks=True)  # readable by every user: builds may use it
+    assert refused.returncode == 1 and "cannot be copied by the app's user" in refused.stdout, (
+        refused
+    )
+    shutil.copytree(
+        pack, shared / "pack", symlinks=True
+    )  # readable by every user: builds may use it
     (source / ".buildpacks").write_text(f"{shared / 'pack'}\n")
     first = served.ok("deploy", str(source), "-a", "probe", timeout=300)
     uid, groups, home = re.search(r"uid=(\d+) groups=([\d ]+) home=(\S+)", first).groups()  # type: ignore[union-attr]
@@ -254,7 +309,10 @@ def _builds_as_the_apps_user(served: Served, tmp_path: Path, shared: Path) -> No
 @pytest.mark.skipif(os.geteuid() != 0, reason="apps get users of their own only under a root dynod")
 def test_no_app_reads_another_apps_config_or_files(served: Served) -> None:
     served.ok("config:set", "PUSHED_SECRET=s3cret", "-a", "pushed")
-    eventually(answers(served, "pushed", "/env/PUSHED_SECRET", "s3cret\n"), "pushed's dyno on its new config")
+    eventually(
+        answers(served, "pushed", "/env/PUSHED_SECRET", "s3cret\n"),
+        "pushed's dyno on its new config",
+    )
     served.ok("config:set", "SHOP_MARK=1", "-a", "shop")
     eventually(answers(served, "shop", "/env/SHOP_MARK", "1\n"), "shop's dyno on its new config")
     pushed_pid, pushed_uid, _, pushed_dir = _dyno_of(served, "PUSHED_SECRET=s3cret")
@@ -262,8 +320,15 @@ def test_no_app_reads_another_apps_config_or_files(served: Served) -> None:
     assert 0 not in (pushed_uid, shop_uid) and pushed_uid != shop_uid
     # As shop's dyno user: pushed's dyno's environment and directory are closed.
     for argv in (["cat", f"/proc/{pushed_pid}/environ"], ["ls", pushed_dir]):
-        peek = subprocess.run(argv, user=shop_uid, group=shop_gid, extra_groups=[],
-                              capture_output=True, text=True, timeout=30)
+        peek = subprocess.run(
+            argv,
+            user=shop_uid,
+            group=shop_gid,
+            extra_groups=[],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert peek.returncode != 0 and "s3cret" not in peek.stdout, (argv, peek)
         assert "Permission denied" in peek.stderr, peek.stderr
     served.ok("config:unset", "SHOP_MARK", "-a", "shop")
@@ -273,7 +338,9 @@ def test_a_failing_release_phase_keeps_the_old_release_serving(served: Served) -
     app = ["-a", "shop"]
     current = served.json("releases", *app)[0]["version"]
     served("config:set", "FAIL_RELEASE=1", *app)  # the client may report the failed release
-    eventually(lambda: served.json("releases", *app)[0]["status"] == "failed", "the release phase to fail")
+    eventually(
+        lambda: served.json("releases", *app)[0]["status"] == "failed", "the release phase to fail"
+    )
     assert served.json("releases", *app)[0]["version"] == current + 1
     assert "release phase on" in served.ok("releases:output", f"v{current + 1}", *app)
     assert served.get("shop", "/env/FAIL_RELEASE") == (404, "unset\n")
@@ -281,7 +348,9 @@ def test_a_failing_release_phase_keeps_the_old_release_serving(served: Served) -
     # As on Heroku, the app's config holds the change; unsetting it is the way back.
     assert served.json("config", *app)["FAIL_RELEASE"] == "1"
     served.ok("config:unset", "FAIL_RELEASE", *app)
-    eventually(lambda: served.json("releases", *app)[0]["status"] == "succeeded", "the next release")
+    eventually(
+        lambda: served.json("releases", *app)[0]["status"] == "succeeded", "the next release"
+    )
     assert "FAIL_RELEASE" not in served.json("config", *app)
 
 
@@ -295,7 +364,7 @@ def reaper_of(pid: int) -> int:
             cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if int(stat[stat.rfind(b")") + 2:].split()[1]) == pid and b"-S" in cmdline:
+        if int(stat[stat.rfind(b")") + 2 :].split()[1]) == pid and b"-S" in cmdline:
             return int(entry)
     raise AssertionError("dynod has no reaper")
 
@@ -307,7 +376,9 @@ def test_kill_9_then_serve_again_brings_everything_back(served: Served) -> None:
     eventually(lambda: served.states("shop") == {"web.1": "up", "web.2": "up"}, "2 web dynos")
     before = {
         "apps": sorted(a["name"] for a in served.json("apps")),
-        "releases": [(r["version"], r["description"], r["status"]) for r in served.json("releases", *app)],
+        "releases": [
+            (r["version"], r["description"], r["status"]) for r in served.json("releases", *app)
+        ],
         "config": served.json("config", *app),
     }
     assert served.process is not None
@@ -317,17 +388,25 @@ def test_kill_9_then_serve_again_brings_everything_back(served: Served) -> None:
     assert len(pids) >= 2
     served.process.kill()
     served.process.wait(timeout=10)
-    eventually(lambda: not any(pid_alive(pid) for pid in pids), "the killed dynod's dynos to end", 5)
+    eventually(
+        lambda: not any(pid_alive(pid) for pid in pids), "the killed dynod's dynos to end", 5
+    )
 
     served.start()
-    eventually(lambda: served.states("shop") == {"web.1": "up", "web.2": "up"}, "the formation back")
+    eventually(
+        lambda: served.states("shop") == {"web.1": "up", "web.2": "up"}, "the formation back"
+    )
     after = {
         "apps": sorted(a["name"] for a in served.json("apps")),
-        "releases": [(r["version"], r["description"], r["status"]) for r in served.json("releases", *app)],
+        "releases": [
+            (r["version"], r["description"], r["status"]) for r in served.json("releases", *app)
+        ],
         "config": served.json("config", *app),
     }
     assert after == before
-    eventually(answers(served, "shop", "/env/KEPT", "yes\n"), "the app serving on its current release")
+    eventually(
+        answers(served, "shop", "/env/KEPT", "yes\n"), "the app serving on its current release"
+    )
 
     # SIGKILL to dynod and its reaper together: the next dynod finds and ends what they left.
     pids = dyno_pids(served.process.pid)
@@ -342,14 +421,22 @@ def test_kill_9_then_serve_again_brings_everything_back(served: Served) -> None:
     assert not scratch.exists()  # their directories went with them
     # shop's web.1 and web.2, and pushed's web.1
     assert "ended 3 dyno process group(s) an earlier dynod left running" in served.log.read_text()
-    eventually(lambda: served.states("shop") == {"web.1": "up", "web.2": "up"}, "the formation back again")
+    eventually(
+        lambda: served.states("shop") == {"web.1": "up", "web.2": "up"}, "the formation back again"
+    )
 
 
 # ----- hostile slugs, through the API of a running dynod
 
 
-def api(served: Served, method: str, path: str, body: Any = None, data: bytes | None = None,
-        auth: bool = True) -> tuple[int, Any]:
+def api(
+    served: Served,
+    method: str,
+    path: str,
+    body: Any = None,
+    data: bytes | None = None,
+    auth: bool = True,
+) -> tuple[int, Any]:
     base = (served.data / "api-url").read_text().strip()
     token = (served.data / "api-token").read_text().strip()
     headers = {"Authorization": f"Bearer {token}"} if auth else {}
@@ -366,7 +453,9 @@ def api(served: Served, method: str, path: str, body: Any = None, data: bytes | 
     return status, json.loads(raw) if raw else None
 
 
-def test_every_hostile_slug_kind_is_refused_and_nothing_runs(served: Served, tmp_path: Path) -> None:
+def test_every_hostile_slug_kind_is_refused_and_nothing_runs(
+    served: Served, tmp_path: Path
+) -> None:
     marker = tmp_path / "ran"
     tmp_path.chmod(0o777)  # the dyno user could write the marker, were anything run
     types = {"web": f"touch {marker}; exec sleep 60", "release": f"touch {marker}"}
@@ -382,8 +471,12 @@ def test_every_hostile_slug_kind_is_refused_and_nothing_runs(served: Served, tmp
 
     # A slug whose checksum is not the one announced is refused too (R17 before storing) …
     good = make_slug(tmp_path / "good.tgz", GOOD).read_bytes()
-    status, created = api(served, "POST", "/apps/victim/slugs",
-                          {"process_types": types, "checksum": "SHA256:" + "0" * 64})
+    status, created = api(
+        served,
+        "POST",
+        "/apps/victim/slugs",
+        {"process_types": types, "checksum": "SHA256:" + "0" * 64},
+    )
     status, refused = api(served, "PUT", created["blob"]["url"], data=good, auth=False)
     assert status == 422 and "R17" in refused["message"], refused
 
@@ -396,4 +489,6 @@ def test_every_hostile_slug_kind_is_refused_and_nothing_runs(served: Served, tmp
     eventually(lambda: "R17" in served.ok("logs", "-n", "200", "-a", "victim"), "the R17 line")
     assert "Error R17 (Checksum error)" in served.ok("releases:output", "-a", "victim")
     assert not marker.exists()
-    assert [r["version"] for r in served.json("releases", "-a", "victim") if r["status"] == "succeeded"] == [1]
+    assert [
+        r["version"] for r in served.json("releases", "-a", "victim") if r["status"] == "succeeded"
+    ] == [1]

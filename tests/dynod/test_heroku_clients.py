@@ -16,8 +16,9 @@ import re
 import shutil
 import subprocess
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -50,8 +51,14 @@ class Served:
     def stop(self) -> None:
         stop_serve(self.process)
 
-    def call(self, method: str, path: str, body: Any = None, data: bytes | None = None,
-             token: bool = True) -> Any:
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        data: bytes | None = None,
+        token: bool = True,
+    ) -> Any:
         headers = {"Authorization": f"Bearer {self.token}"} if token else {}
         if body is not None:
             data = json.dumps(body).encode()
@@ -88,7 +95,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 
 @pytest.mark.skipif(heroku3 is None, reason=HEROKU3_MISSING)
 def test_heroku3_drives_apps_config_releases_formation_dynos_and_logs(
-        served: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    served: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert heroku3 is not None
     monkeypatch.setattr(heroku3.api, "HEROKU_URL", served.url)  # heroku3 has no other way
     heroku = heroku3.from_key(served.token)  # HTTP Basic, empty user, token as password
@@ -111,8 +119,12 @@ def test_heroku3_drives_apps_config_releases_formation_dynos_and_logs(
 
     releases = app.releases()  # heroku3's loose Range `id ..; ;`: ascending, v1 first
     assert [(r.version, r.description) for r in releases] == [
-        (1, "Initial release"), (2, releases[1].description), (3, "Set GREETING config vars"),
-        (4, "Set COLOR config vars"), (5, "Remove COLOR config vars")]
+        (1, "Initial release"),
+        (2, releases[1].description),
+        (3, "Set GREETING config vars"),
+        (4, "Set COLOR config vars"),
+        (5, "Remove COLOR config vars"),
+    ]
     assert releases[1].description.startswith("Deploy ")
     rolled = app.rollback(releases[1].id)  # answers with the last release of the list
     assert (rolled.version, rolled.description) == (6, "Rollback to v2")
@@ -124,32 +136,52 @@ def test_heroku3_drives_apps_config_releases_formation_dynos_and_logs(
     assert web.scale(2).quantity == 2
     assert [(p.type, p.quantity) for p in app.process_formation()] == [("web", 2)]
     two_up = [("web.1", "up"), ("web.2", "up")]
-    assert wait_until(lambda: served.dynos("heroku-three") == two_up, 20), served.dynos("heroku-three")
+    assert wait_until(lambda: served.dynos("heroku-three") == two_up, 20), served.dynos(
+        "heroku-three"
+    )
 
     dyno = app.run_command_detached("echo from-heroku3")  # sends "size": null
     assert dyno.name.startswith("run.") and dyno.command == "echo from-heroku3"
-    assert wait_until(lambda: f"app[{dyno.name}]: from-heroku3" in app.get_log(lines=50), 15, every=0.2)
+    assert wait_until(
+        lambda: f"app[{dyno.name}]: from-heroku3" in app.get_log(lines=50), 15, every=0.2
+    )
     assert len(app.get_log(lines=3).splitlines()) == 3
 
     assert app.delete()
     assert "heroku-three" not in [a.name for a in heroku.apps()]
 
 
-@pytest.mark.skipif(not HEROKU_CLI, reason="the Heroku CLI test needs DYNOD_HEROKU_CLI=<path to the "
-                    "`heroku` binary> (mkdir -p /tmp/hcli && cd /tmp/hcli && npm install heroku@11)")
-def test_the_heroku_cli_drives_apps_formation_config_releases_and_logs(served: Served, tmp_path: Path) -> None:
+@pytest.mark.skipif(
+    not HEROKU_CLI,
+    reason="the Heroku CLI test needs DYNOD_HEROKU_CLI=<path to the "
+    "`heroku` binary> (mkdir -p /tmp/hcli && cd /tmp/hcli && npm install heroku@11)",
+)
+def test_the_heroku_cli_drives_apps_formation_config_releases_and_logs(
+    served: Served, tmp_path: Path
+) -> None:
     home = tmp_path / "home"  # the CLI writes ~/.gitconfig and a terms banner cache
     home.mkdir()
     env = {
-        "PATH": os.environ.get("PATH", ""), "HOME": str(home), "HEROKU_HOST": served.url,
-        "HEROKU_API_KEY": served.token, "DISABLE_TELEMETRY": "true",
-        "HEROKU_SKIP_NEW_VERSION_CHECK": "true", "HEROKU_DISABLE_AUTOUPDATE": "true",
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(home),
+        "HEROKU_HOST": served.url,
+        "HEROKU_API_KEY": served.token,
+        "DISABLE_TELEMETRY": "true",
+        "HEROKU_SKIP_NEW_VERSION_CHECK": "true",
+        "HEROKU_DISABLE_AUTOUPDATE": "true",
         "HEROKU_PARTICLEBOARD_URL": served.url,  # else `GET /account` goes to the internet
     }
 
     def heroku(*args: str) -> tuple[str, str]:
-        done = subprocess.run([HEROKU_CLI, *args], env=env, cwd=tmp_path, capture_output=True,
-                              text=True, timeout=60, stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            [HEROKU_CLI, *args],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
         assert done.returncode == 0, f"heroku {' '.join(args)}: {done.stderr}{done.stdout}"
         return done.stdout, done.stderr
 
@@ -161,8 +193,14 @@ def test_the_heroku_cli_drives_apps_formation_config_releases_and_logs(served: S
     assert "cli (local)" in out
     out, _ = heroku("apps:info", "-a", "cli")
     email = served.call("GET", "/account")["email"]
-    for line in ("=== cli", f"Owner:          {email}", "Region:         local", "Stack:          heroku-24",
-                 "Dynos:          web: 1", "Web URL:        http://cli.localhost:"):
+    for line in (
+        "=== cli",
+        f"Owner:          {email}",
+        "Region:         local",
+        "Stack:          heroku-24",
+        "Dynos:          web: 1",
+        "Web URL:        http://cli.localhost:",
+    ):
         assert line in out, out
 
     _, err = heroku("ps:scale", "web=2", "-a", "cli")  # "quantity": "2", a string

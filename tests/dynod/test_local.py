@@ -37,13 +37,17 @@ def lines(output: str) -> list[tuple[str, str]]:
     return parsed
 
 
-def stop(process: subprocess.Popen[str], sig: int = signal.SIGINT, timeout: float = 20) -> tuple[int, str, str]:
+def stop(
+    process: subprocess.Popen[str], sig: int = signal.SIGINT, timeout: float = 20
+) -> tuple[int, str, str]:
     process.send_signal(sig)
     out, err = process.communicate(timeout=timeout)
     return process.returncode, out, err
 
 
-def read_until(process: subprocess.Popen[str], needle: str, count: int = 1, timeout: float = 20) -> list[str]:
+def read_until(
+    process: subprocess.Popen[str], needle: str, count: int = 1, timeout: float = 20
+) -> list[str]:
     """Lines of stdout up to the count-th one containing needle (the test's condition)."""
     seen: list[str] = []
     assert process.stdout is not None
@@ -59,7 +63,10 @@ def read_until(process: subprocess.Popen[str], needle: str, count: int = 1, time
 
 
 def test_ports_prefixes_and_a_requested_stop(tmp_path: Path) -> None:
-    app(tmp_path, "web: echo port=$PORT dyno=$DYNO; exec sleep 60\nworker: echo port=$PORT dyno=$DYNO; exec sleep 60\n")
+    app(
+        tmp_path,
+        "web: echo port=$PORT dyno=$DYNO; exec sleep 60\nworker: echo port=$PORT dyno=$DYNO; exec sleep 60\n",
+    )
     process = spawn_dynod("start", "-m", "web=2,worker=1", cwd=tmp_path)
     seen = read_until(process, "| port=", count=3)
     status, out, err = stop(process)
@@ -83,7 +90,11 @@ def test_positional_type_and_base_port(tmp_path: Path) -> None:
 
 
 def test_env_file_and_inherited_environment(tmp_path: Path) -> None:
-    app(tmp_path, "web: echo \"$FROM_ENV $FROM_PARENT\"; exec sleep 60\n", env="FROM_ENV='from .env'\n")
+    app(
+        tmp_path,
+        'web: echo "$FROM_ENV $FROM_PARENT"; exec sleep 60\n',
+        env="FROM_ENV='from .env'\n",
+    )
     env = dict(os.environ, FROM_PARENT="parent")
     process = spawn_dynod("start", cwd=tmp_path, env=env)
     seen = read_until(process, "from .env")
@@ -94,7 +105,11 @@ def test_env_file_and_inherited_environment(tmp_path: Path) -> None:
 
 
 def test_clean_env_drops_the_parent_environment(tmp_path: Path) -> None:
-    app(tmp_path, "web: echo \"parent=[$FROM_PARENT] env=[$FROM_ENV] path=$PATH\"; exec sleep 60\n", env="FROM_ENV=yes\n")
+    app(
+        tmp_path,
+        'web: echo "parent=[$FROM_PARENT] env=[$FROM_ENV] path=$PATH"; exec sleep 60\n',
+        env="FROM_ENV=yes\n",
+    )
     env = dict(os.environ, FROM_PARENT="parent")
     process = spawn_dynod("start", "--clean-env", cwd=tmp_path, env=env)
     seen = read_until(process, "| parent=")
@@ -107,7 +122,10 @@ def test_a_crashed_process_is_restarted(tmp_path: Path) -> None:
     process = spawn_dynod("start", cwd=tmp_path)
     seen = read_until(process, "| attempt", count=2)
     stop(process)
-    assert any("heroku[worker.1]" in line and "State changed from crashed to starting" in line for line in seen)
+    assert any(
+        "heroku[worker.1]" in line and "State changed from crashed to starting" in line
+        for line in seen
+    )
 
 
 def test_exit_on_crash_exits_with_the_crashed_status(tmp_path: Path) -> None:
@@ -120,7 +138,10 @@ def test_exit_on_crash_exits_with_the_crashed_status(tmp_path: Path) -> None:
 
 
 def test_a_process_ignoring_sigterm_is_killed_after_t(tmp_path: Path) -> None:
-    app(tmp_path, f"stubborn: {PY} -c \"import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)\"\n")
+    app(
+        tmp_path,
+        f"stubborn: {PY} -c \"import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)\"\n",
+    )
     process = spawn_dynod("start", "-t", "1", cwd=tmp_path)
     read_until(process, "| ready")
     status, out, _ = stop(process)
@@ -130,7 +151,10 @@ def test_a_process_ignoring_sigterm_is_killed_after_t(tmp_path: Path) -> None:
 
 
 def test_second_ctrl_c_kills_at_once(tmp_path: Path) -> None:
-    app(tmp_path, f"stubborn: {PY} -c \"import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)\"\n")
+    app(
+        tmp_path,
+        f"stubborn: {PY} -c \"import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)\"\n",
+    )
     process = spawn_dynod("start", "-t", "30", cwd=tmp_path)
     read_until(process, "| ready")
     process.send_signal(signal.SIGINT)
@@ -186,7 +210,9 @@ def test_processes_that_leave_the_dyno_group_stop_with_it(tmp_path: Path) -> Non
     adopted_and_swept(process.pid, daemon_pid(seen))
     status, out, _ = stop(process)
     assert status == 0
-    assert ("heroku[web.1]", "Killed 1 processes that had left the dyno's process group") in lines(out)
+    assert ("heroku[web.1]", "Killed 1 processes that had left the dyno's process group") in lines(
+        out
+    )
     assert wait_until(lambda: not any(pid_alive(pid) for pid in pids), timeout=3.0), out
 
 
@@ -207,8 +233,9 @@ def test_orphans_of_a_dyno_are_reaped_and_its_crash_status_kept(tmp_path: Path) 
     app(tmp_path, "worker: for i in 1 2 3; do (sleep 0.1 &); done; echo spawned; sleep 2; exit 7\n")
     process = spawn_dynod("start", cwd=tmp_path)
     read_until(process, "| spawned")
-    assert wait_until(lambda: not [pid for pid in children_of(process.pid) if proc_state(pid) == "Z"],
-                      timeout=3.0), "dynod left its adopted orphans as zombies"
+    assert wait_until(
+        lambda: not [pid for pid in children_of(process.pid) if proc_state(pid) == "Z"], timeout=3.0
+    ), "dynod left its adopted orphans as zombies"
     seen = read_until(process, "Process exited with status 7")
     assert seen
     stop(process)
@@ -228,7 +255,7 @@ def proc_state(pid: int) -> str:
             raw = f.read()
     except OSError:
         return "gone"
-    return raw[raw.rfind(b")") + 2:].split()[0].decode()
+    return raw[raw.rfind(b")") + 2 :].split()[0].decode()
 
 
 def test_release_runs_first_and_its_failure_stops_the_start(tmp_path: Path) -> None:
@@ -252,7 +279,10 @@ def test_release_success_then_formation(tmp_path: Path) -> None:
 def test_usage_errors_exit_2(tmp_path: Path) -> None:
     result = dynod("start", cwd=tmp_path)
     assert result.returncode == 2
-    assert result.stderr.strip() == "dynod: no Procfile at Procfile: create one or pass -f PATH/TO/Procfile"
+    assert (
+        result.stderr.strip()
+        == "dynod: no Procfile at Procfile: create one or pass -f PATH/TO/Procfile"
+    )
     app(tmp_path, "web: sleep 1\n")
     result = dynod("start", "-m", "nope=1", cwd=tmp_path)
     assert result.returncode == 2 and "nope" in result.stderr
@@ -299,25 +329,42 @@ def test_bad_inputs_are_one_line_usage_errors(tmp_path: Path) -> None:
         (("start", "-t", "-1"), {}, "-t -1 is not a grace period"),
         (("start",), {"PORT": "abc"}, "$PORT is 'abc', not a port"),
         (("start", "-p", "65500"), {}, "base port 65500 gives ports up to 65600"),
-        (("start", "wrker"), {}, "unknown process type 'wrker': the Procfile's types are web, worker"),
+        (
+            ("start", "wrker"),
+            {},
+            "unknown process type 'wrker': the Procfile's types are web, worker",
+        ),
         (("start", "-m", "web=x"), {}, "bad entry 'web=x'"),
         (("start", "-f", "only-release"), {}, "the Procfile has only a release command"),
-        (("start", "web", "-p", str(free_port()), "--router", str(busy.getsockname()[1])), {},
-         "cannot listen there"),
-        (("start", "web", "-p", str(busy.getsockname()[1])), {},
-         f"port {busy.getsockname()[1]} for web.1 is already in use by another program"),
+        (
+            ("start", "web", "-p", str(free_port()), "--router", str(busy.getsockname()[1])),
+            {},
+            "cannot listen there",
+        ),
+        (
+            ("start", "web", "-p", str(busy.getsockname()[1])),
+            {},
+            f"port {busy.getsockname()[1]} for web.1 is already in use by another program",
+        ),
     ]
     with busy:
         for args, env, message in cases:
             result = dynod(*args, cwd=tmp_path, env={**os.environ, **env})
             assert result.returncode == 2, (args, result.stderr)
-            assert result.stderr.startswith("dynod: ") and message in result.stderr, (args, result.stderr)
+            assert result.stderr.startswith("dynod: ") and message in result.stderr, (
+                args,
+                result.stderr,
+            )
             assert len(result.stderr.strip().splitlines()) == 1, (args, result.stderr)
             assert "release.1" not in result.stdout  # refused before anything ran
 
 
 def test_check_prints_the_types_and_formation(tmp_path: Path) -> None:
-    app(tmp_path, "web: python app.py\nworker: python worker.py\nrelease: ./migrate\n", env="A=1\nB=2\n")
+    app(
+        tmp_path,
+        "web: python app.py\nworker: python worker.py\nrelease: ./migrate\n",
+        env="A=1\nB=2\n",
+    )
     result = dynod("check", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "web" in result.stdout and "worker" in result.stdout
@@ -326,7 +373,7 @@ def test_check_prints_the_types_and_formation(tmp_path: Path) -> None:
 
 
 def test_run_passes_status_env_and_procfile_types(tmp_path: Path) -> None:
-    app(tmp_path, "greet: echo \"hello $WHO\"\n", env="WHO=world\n")
+    app(tmp_path, 'greet: echo "hello $WHO"\n', env="WHO=world\n")
     assert dynod("run", "exit 7", cwd=tmp_path).returncode == 7
     result = dynod("run", "greet", cwd=tmp_path)
     assert (result.returncode, result.stdout) == (0, "hello world\n")
@@ -367,13 +414,25 @@ def test_router_round_robins_across_web_dynos(tmp_path: Path) -> None:
     import urllib.request
 
     base, router = free_ports(3), free_ports(1)
-    process = spawn_dynod("start", "-f", str(ROOT / "fixtures/sample/Procfile"), "web", "-m", "web=3",
-                          "-p", str(base), "--router", str(router))
+    process = spawn_dynod(
+        "start",
+        "-f",
+        str(ROOT / "fixtures/sample/Procfile"),
+        "web",
+        "-m",
+        "web=3",
+        "-p",
+        str(base),
+        "--router",
+        str(router),
+    )
     seen: list[str] = []
     while sum("heroku[web." in line and "starting to up" in line for line in seen) < 3:
         seen += read_until(process, "State changed from starting to up")
-    answers = [urllib.request.urlopen(f"http://127.0.0.1:{router}/", timeout=10).read().decode().split()[2]
-               for _ in range(6)]
+    answers = [
+        urllib.request.urlopen(f"http://127.0.0.1:{router}/", timeout=10).read().decode().split()[2]
+        for _ in range(6)
+    ]
     status, out, _ = stop(process)
     assert status == 0
     assert sorted(answers[:3]) == ["web.1", "web.2", "web.3"]
@@ -421,9 +480,14 @@ def on_a_terminal(tmp_path: Path, *args: str) -> str:
     import pty
 
     master, slave = pty.openpty()
-    process = subprocess.Popen([PY, "-m", "dynod.cli", *args], cwd=tmp_path, stdout=slave,
-                               stderr=subprocess.PIPE, start_new_session=True,
-                               env={k: v for k, v in os.environ.items() if k != "NO_COLOR"})
+    process = subprocess.Popen(
+        [PY, "-m", "dynod.cli", *args],
+        cwd=tmp_path,
+        stdout=slave,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        env={k: v for k, v in os.environ.items() if k != "NO_COLOR"},
+    )
     os.close(slave)
     chunks = []
     deadline = time.monotonic() + 20
@@ -443,8 +507,10 @@ def on_a_terminal(tmp_path: Path, *args: str) -> str:
 def test_colours_per_type_on_a_terminal_and_none_with_no_color(tmp_path: Path) -> None:
     app(tmp_path, "web: exec sleep 60\nworker: sleep 0.2; exit 4\n")
     out = on_a_terminal(tmp_path, "start", "--exit-on-crash")
-    web, worker = (re.search(rf"\x1b\[(\d+)m[\d:]+ heroku\[{name}\.1\] +\| \x1b\[0mStarting process", out)
-                   for name in ("web", "worker"))
+    web, worker = (
+        re.search(rf"\x1b\[(\d+)m[\d:]+ heroku\[{name}\.1\] +\| \x1b\[0mStarting process", out)
+        for name in ("web", "worker")
+    )
     assert web and worker, out
     assert web.group(1) != worker.group(1)
     assert "\x1b[" not in on_a_terminal(tmp_path, "start", "--exit-on-crash", "--no-color")
@@ -464,7 +530,7 @@ def test_chatty_processes_arrive_complete_untorn_and_unmerged(tmp_path: Path) ->
     writer = (
         f"{PY} -c \"import os; n = os.environ['DYNO']; "
         "data = ''.join(f'{n}-{i:05d}-' + 'p' * (i % 97) + '\\n' for i in range(12500)).encode(); "
-        "[os.write(1, data[k:k + 4093]) for k in range(0, len(data), 4093)]\"; echo done; exec sleep 60"
+        '[os.write(1, data[k:k + 4093]) for k in range(0, len(data), 4093)]"; echo done; exec sleep 60'
     )
     app(tmp_path, f"chatty: {writer}\n")
     process = spawn_dynod("start", "-m", "chatty=4", cwd=tmp_path)
@@ -511,8 +577,13 @@ def test_a_closed_terminal_and_its_sighup_stop_the_run_quietly(tmp_path: Path) -
 
     app(tmp_path, "web: echo pid=$$; exec sleep 60\n")
     master, slave = pty.openpty()
-    process = subprocess.Popen([PY, "-m", "dynod.cli", "start", "-p", "6500"], cwd=tmp_path,
-                               stdout=slave, stderr=subprocess.PIPE, start_new_session=True)
+    process = subprocess.Popen(
+        [PY, "-m", "dynod.cli", "start", "-p", "6500"],
+        cwd=tmp_path,
+        stdout=slave,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     os.close(slave)
     seen = b""
     deadline = time.monotonic() + 20

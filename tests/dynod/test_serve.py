@@ -22,7 +22,14 @@ from tests.helpers import ROOT, dynod, pid_alive, spawn_dynod, wait_until
 SAMPLE = ROOT / "fixtures" / "sample"
 
 
-def call(base: str, token: str | None, method: str, path: str, body: Any = None, data: bytes | None = None) -> Any:
+def call(
+    base: str,
+    token: str | None,
+    method: str,
+    path: str,
+    body: Any = None,
+    data: bytes | None = None,
+) -> Any:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     if body is not None:
         data = json.dumps(body).encode()
@@ -36,10 +43,16 @@ def call(base: str, token: str | None, method: str, path: str, body: Any = None,
 
 def start(data_dir: Path) -> tuple[subprocess.Popen[str], str, str]:
     (data_dir / "api-url").unlink(missing_ok=True)
-    process = spawn_dynod("serve", "--data", str(data_dir), "--api", "127.0.0.1:0", "--router", "127.0.0.1:0")
+    process = spawn_dynod(
+        "serve", "--data", str(data_dir), "--api", "127.0.0.1:0", "--router", "127.0.0.1:0"
+    )
     assert wait_until(lambda: (data_dir / "api-url").exists() or process.poll() is not None, 30)
     assert process.poll() is None, process.communicate()
-    return process, (data_dir / "api-url").read_text().strip(), (data_dir / "api-token").read_text().strip()
+    return (
+        process,
+        (data_dir / "api-url").read_text().strip(),
+        (data_dir / "api-token").read_text().strip(),
+    )
 
 
 def dyno_pids(serve_pid: int) -> list[int]:
@@ -74,8 +87,13 @@ def deploy(tmp_path: Path, base: str, token: str, procfile: str | None = None) -
     slug = call(base, token, "POST", "/apps/served/slugs", {"process_types": types})
     call(base, None, "PUT", slug["blob"]["url"], data=tarball)
     call(base, token, "POST", "/apps/served/releases", {"slug": slug["id"]})
-    assert wait_until(lambda: [(d["name"], d["state"]) for d in call(base, token, "GET", "/apps/served/dynos")]
-                      == [("web.1", "up")], 60)
+    assert wait_until(
+        lambda: (
+            [(d["name"], d["state"]) for d in call(base, token, "GET", "/apps/served/dynos")]
+            == [("web.1", "up")]
+        ),
+        60,
+    )
 
 
 def api_refuses(base: str) -> bool:
@@ -92,7 +110,10 @@ def test_serve_runs_the_api_deploys_and_stops_its_dynos_on_sigterm(tmp_path: Pat
     data_dir = tmp_path / "data"
     process, base, token = start(data_dir)
     try:
-        assert (data_dir.stat().st_mode & 0o777, (data_dir / "api-token").stat().st_mode & 0o777) == (0o700, 0o600)
+        assert (
+            data_dir.stat().st_mode & 0o777,
+            (data_dir / "api-token").stat().st_mode & 0o777,
+        ) == (0o700, 0o600)
         try:
             call(base, "wrong", "GET", "/apps")
             raise AssertionError("a wrong token was accepted")
@@ -102,11 +123,17 @@ def test_serve_runs_the_api_deploys_and_stops_its_dynos_on_sigterm(tmp_path: Pat
         pids = dyno_pids(process.pid)
         assert pids
         # A second dynod on the same data directory refuses, leaving the first's dynos alone.
-        second = dynod("serve", "--data", str(data_dir), "--api", "127.0.0.1:0", "--router", "127.0.0.1:0")
+        second = dynod(
+            "serve", "--data", str(data_dir), "--api", "127.0.0.1:0", "--router", "127.0.0.1:0"
+        )
         assert second.returncode == 1 and second.stderr == (
             f"dynod: another dynod serve (pid {process.pid}) is using {data_dir}: stop it first, "
-            "or give this one another --data DIR\n")
-        assert all(pid_alive(pid) for pid in pids) and (data_dir / "api-url").read_text().strip() == base
+            "or give this one another --data DIR\n"
+        )
+        assert (
+            all(pid_alive(pid) for pid in pids)
+            and (data_dir / "api-url").read_text().strip() == base
+        )
     except BaseException:
         process.kill()
         raise
@@ -119,7 +146,12 @@ def test_serve_runs_the_api_deploys_and_stops_its_dynos_on_sigterm(tmp_path: Pat
     again, base_again, token_again = start(data_dir)
     try:
         assert token_again == token and base_again != base
-        assert wait_until(lambda: [d["state"] for d in call(base_again, token, "GET", "/apps/served/dynos")] == ["up"], 60)
+        assert wait_until(
+            lambda: (
+                [d["state"] for d in call(base_again, token, "GET", "/apps/served/dynos")] == ["up"]
+            ),
+            60,
+        )
         pids = dyno_pids(again.pid)
     except BaseException:
         again.kill()
@@ -148,7 +180,11 @@ def test_a_second_signal_hurries_dynos_that_ignore_sigterm(tmp_path: Path) -> No
 
 def test_serve_refuses_bad_addresses_with_one_line(tmp_path: Path) -> None:
     usage = dynod("serve", "--data", str(tmp_path / "data"), "--api", "nowhere")
-    assert usage.returncode == 2 and "--api nowhere" in usage.stderr and len(usage.stderr.splitlines()) == 1
+    assert (
+        usage.returncode == 2
+        and "--api nowhere" in usage.stderr
+        and len(usage.stderr.splitlines()) == 1
+    )
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -161,7 +197,14 @@ def test_serve_refuses_bad_addresses_with_one_line(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        busy = dynod("serve", "--data", str(tmp_path / "data"), "--api", "127.0.0.1:0",
-                     "--router", f"127.0.0.1:{port}")
+        busy = dynod(
+            "serve",
+            "--data",
+            str(tmp_path / "data"),
+            "--api",
+            "127.0.0.1:0",
+            "--router",
+            f"127.0.0.1:{port}",
+        )
     assert busy.returncode == 1 and len(busy.stderr.splitlines()) == 1, busy.stderr
     assert "for the router" in busy.stderr and "--router HOST:PORT" in busy.stderr

@@ -7,7 +7,8 @@ import functools
 import os
 import subprocess
 import sys
-from typing import Any, Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any
 
 import attrs
 import h11

@@ -65,7 +65,7 @@ def test_sized_response_in_pieces_then_reuse() -> None:
         codec, b"HTTP/1.1 200 OK\r\nContent-Le", b"ngth: 5\r\nX-A:  b c \r\n\r\nhe", b"llo"
     )
     assert found[0] == Head(
-        200, b"OK", [(b"Content-Le" b"ngth", b"content-length", b"5"), (b"X-A", b"x-a", b"b c")]
+        200, b"OK", [(b"Content-Length", b"content-length", b"5"), (b"X-A", b"x-a", b"b c")]
     )
     assert body(found) == b"hello" and found[-1] is END
     assert codec.reusable

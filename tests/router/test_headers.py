@@ -206,7 +206,14 @@ def test_a_repeated_content_length_reaches_the_dyno_once() -> None:
 def test_a_host_that_is_not_one_host_is_refused() -> None:
     for bad in (b"a, b", b"a b", b"a/b", b"user@a", b"a?b", b"a#b", b"a:80:90", b"[::1"):
         assert forward([(b"Host", bad)]).status == 400, bad  # type: ignore[union-attr]
-    for good in (b"app.localhost:8080", b"127.0.0.1", b"[::1]:80", b"a-b_c.~x", b"", b"app.localhost."):
+    for good in (
+        b"app.localhost:8080",
+        b"127.0.0.1",
+        b"[::1]:80",
+        b"a-b_c.~x",
+        b"",
+        b"app.localhost.",
+    ):
         assert not isinstance(forward([(b"Host", good)]), Rejected), good
 
 

@@ -39,7 +39,10 @@ HOSTILE = {
         431,
     ),
     "garbage": (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 hello\r\n\r\n", 400),
-    "two hosts in one Host": (b"GET / HTTP/1.1\r\nHost: app.localhost, other.localhost\r\n\r\n", 400),
+    "two hosts in one Host": (
+        b"GET / HTTP/1.1\r\nHost: app.localhost, other.localhost\r\n\r\n",
+        400,
+    ),
     "a path in Host": (b"GET / HTTP/1.1\r\nHost: app.localhost/x\r\n\r\n", 400),
     "no version": (b"GET /\r\n" + HOST + b"\r\n", 400),
     "HTTP/2.0 in an HTTP/1 request line": (b"GET / HTTP/2.0\r\n" + HOST + b"\r\n", 505),

@@ -51,7 +51,8 @@ def test_round_robin_over_three_child_dynos() -> None:
                     b"web.2",
                     b"web.3",
                 ]
-                assert [re.search("dyno=(\\S+)", t).group(1) for t in lines.texts()][:3] == ["web.1", "web.2", "web.3"]  # type: ignore[union-attr]
+                dynos = [re.findall("dyno=(\\S+)", t)[0] for t in lines.texts()]
+                assert dynos[:3] == ["web.1", "web.2", "web.3"]
                 nursery.cancel_scope.cancel()
 
         run(scenario)
@@ -473,7 +474,11 @@ def test_pipelined_and_split_requests_take_both_readers_in_turn() -> None:
             answer = await raw(address, pipelined)
             assert answer.count(b"HTTP/1.1 200 ") == 5
             assert re.findall(rb"<[^>]*>", answer) == [
-                b"</1 >", b"</2 abc>", b"</3 >", b"</4 >", b"</5 >"
+                b"</1 >",
+                b"</2 abc>",
+                b"</3 >",
+                b"</4 >",
+                b"</5 >",
             ]
             stream = await trio.open_tcp_stream(*address)
             for piece in (b"GET /6 HT", b"TP/1.1\r\n" + host, b"\r\nGET /7 HTTP/1.1\r\n"):

@@ -36,7 +36,15 @@ def test_error_line_names_code_and_description() -> None:
 
 def test_fields_that_never_happened_are_empty_like_herokus_h14() -> None:
     line = log_line(
-        **{**FIELDS, "dyno": "", "connect": None, "service": None, "status": 503, "bytes_sent": None, "failure": FAILURES["H14"]}  # type: ignore[arg-type]
+        **{
+            **FIELDS,
+            "dyno": "",
+            "connect": None,
+            "service": None,
+            "status": 503,
+            "bytes_sent": None,
+            "failure": FAILURES["H14"],
+        }  # type: ignore[arg-type]
     )
     assert 'desc="No web processes running"' in line
     assert "dyno= connect= service= status=503 bytes= protocol=http" in line

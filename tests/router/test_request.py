@@ -81,10 +81,41 @@ def test_leaves_the_rest_to_h11(data: bytes) -> None:
 # --- against h11 -------------------------------------------------------------------------
 
 _piece = st.sampled_from(
-    [b"GET", b"POST", b"CONNECT", b" ", b"  ", b"/", b"/a?b=c", b"*", b"http://a/b", b"HTTP/1.1",
-     b"HTTP/1.0", b"HTTP/2.0", b"\r\n", b"\n", b"\r", b"\t", b":", b"Host", b"host", b"X-A",
-     b"Content-Length", b"Upgrade", b"Connection", b"close", b"0", b"v", b"\x00", b"\x7f",
-     b"\x01", b"\xff", b"\xc3\xa9", b",", b";"]  # fmt: skip
+    [
+        b"GET",
+        b"POST",
+        b"CONNECT",
+        b" ",
+        b"  ",
+        b"/",
+        b"/a?b=c",
+        b"*",
+        b"http://a/b",
+        b"HTTP/1.1",
+        b"HTTP/1.0",
+        b"HTTP/2.0",
+        b"\r\n",
+        b"\n",
+        b"\r",
+        b"\t",
+        b":",
+        b"Host",
+        b"host",
+        b"X-A",
+        b"Content-Length",
+        b"Upgrade",
+        b"Connection",
+        b"close",
+        b"0",
+        b"v",
+        b"\x00",
+        b"\x7f",
+        b"\x01",
+        b"\xff",
+        b"\xc3\xa9",
+        b",",
+        b";",
+    ]  # fmt: skip
 )
 
 

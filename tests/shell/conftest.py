@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import attrs
 import pytest
@@ -26,8 +27,9 @@ class Seen:
 Reply = Callable[[BaseHTTPRequestHandler, Seen], None]
 
 
-def send_json(handler: BaseHTTPRequestHandler, status: int, data: Any,
-              headers: dict[str, str] | None = None) -> None:
+def send_json(
+    handler: BaseHTTPRequestHandler, status: int, data: Any, headers: dict[str, str] | None = None
+) -> None:
     body = json.dumps(data).encode()
     handler.send_response(status)
     handler.send_header("Content-Type", "application/json")
@@ -54,8 +56,12 @@ class FakeApi:
 
             def handle_one(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                seen = Seen(self.command, self.path, {k.lower(): v for k, v in self.headers.items()},
-                            self.rfile.read(length))
+                seen = Seen(
+                    self.command,
+                    self.path,
+                    {k.lower(): v for k, v in self.headers.items()},
+                    self.rfile.read(length),
+                )
                 fake.seen.append(seen)
                 reply = fake.replies.get((self.command, self.path))
                 if reply is None:
@@ -73,8 +79,14 @@ class FakeApi:
     def on(self, method: str, path: str, reply: Reply) -> None:
         self.replies[(method, path)] = reply
 
-    def json(self, method: str, path: str, data: Any, status: int = 200,
-             headers: dict[str, str] | None = None) -> None:
+    def json(
+        self,
+        method: str,
+        path: str,
+        data: Any,
+        status: int = 200,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.on(method, path, lambda h, _seen: send_json(h, status, data, headers))
 
     def requests(self, method: str, path: str) -> list[Seen]:

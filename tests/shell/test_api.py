@@ -17,7 +17,6 @@ from shell.builds import pack_source
 from shell.commands import run
 from shell.context import Context
 from shell.errors import ApiError
-
 from tests.shell.conftest import FakeApi, Seen, send_json
 
 
@@ -58,11 +57,16 @@ def test_errors_carry_the_apis_message(fake_api: FakeApi) -> None:
     with pytest.raises(ApiError) as caught:
         Api(fake_api.url, None).post("/apps", {"name": "x"})
     assert (caught.value.message, caught.value.id, caught.value.status) == (
-        "Name is already taken", "conflict", 409)
+        "Name is already taken",
+        "conflict",
+        409,
+    )
 
 
 def test_401_says_where_the_token_comes_from(fake_api: FakeApi) -> None:
-    fake_api.json("GET", "/apps", {"id": "unauthorized", "message": "Invalid credentials provided."}, 401)
+    fake_api.json(
+        "GET", "/apps", {"id": "unauthorized", "message": "Invalid credentials provided."}, 401
+    )
     with pytest.raises(ApiError, match="Invalid credentials provided. \\(set DYNOD_API_TOKEN"):
         Api(fake_api.url, "wrong").get("/apps")
 
@@ -95,7 +99,12 @@ def test_unreachable_dynod_through_a_command() -> None:
 
 
 def test_api_error_through_a_command(fake_api: FakeApi) -> None:
-    fake_api.json("GET", "/apps/nope/config-vars", {"id": "not_found", "message": "Couldn't find that app."}, 404)
+    fake_api.json(
+        "GET",
+        "/apps/nope/config-vars",
+        {"id": "not_found", "message": "Couldn't find that app."},
+        404,
+    )
     out, err = io.StringIO(), io.StringIO()
     ctx = Context(env={"DYNOD_API_URL": fake_api.url}, cwd=Path("/"), out=out, err=err)
     assert run(ctx, ["config", "-a", "nope"]) == 1

@@ -9,8 +9,9 @@ import select
 import signal
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -21,8 +22,9 @@ SAMPLE = ROOT / "fixtures" / "sample"
 
 
 def serve_exists() -> bool:
-    done = subprocess.run([PY, "-m", "dynod.cli", "serve", "--help"], capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        [PY, "-m", "dynod.cli", "serve", "--help"], capture_output=True, text=True, timeout=60
+    )
     return done.returncode == 0
 
 
@@ -33,16 +35,29 @@ class Dyno:
     """Runs `dyno …` against one dynod, from a directory of the test's choosing."""
 
     def __init__(self, data: Path, cwd: Path) -> None:
-        self.env = {k: v for k, v in os.environ.items()
-                    if k not in ("DYNOD_API_URL", "DYNOD_API_TOKEN", "DYNO_APP")}
+        self.env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("DYNOD_API_URL", "DYNOD_API_TOKEN", "DYNO_APP")
+        }
         self.env["DYNOD_DATA"] = str(data)
         self.cwd = cwd
 
-    def __call__(self, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
-                 timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([PY, "-m", "shell.cli", *args], cwd=cwd or self.cwd,
-                              env={**self.env, **(env or {})}, capture_output=True, text=True,
-                              timeout=timeout)
+    def __call__(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        timeout: float = 60.0,
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [PY, "-m", "shell.cli", *args],
+            cwd=cwd or self.cwd,
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     def ok(self, *args: str, timeout: float = 60.0) -> str:
         done = self(*args, timeout=timeout)
@@ -58,14 +73,33 @@ def dyno(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dyno]:
     data = tmp_path_factory.mktemp("data")
     log = (tmp_path_factory.mktemp("log") / "serve.log").open("w+")
     server = subprocess.Popen(
-        [PY, "-m", "dynod.cli", "serve", "--data", str(data), "--api", "127.0.0.1:0",
-         "--router", "127.0.0.1:0"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            PY,
+            "-m",
+            "dynod.cli",
+            "serve",
+            "--data",
+            str(data),
+            "--api",
+            "127.0.0.1:0",
+            "--router",
+            "127.0.0.1:0",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         client = Dyno(data, tmp_path_factory.mktemp("cwd"))
-        up = wait_until(lambda: (data / "api-url").exists() and (data / "api-token").exists()
-                        and client("apps", timeout=30).returncode == 0, timeout=60, every=0.2)
+        up = wait_until(
+            lambda: (
+                (data / "api-url").exists()
+                and (data / "api-token").exists()
+                and client("apps", timeout=30).returncode == 0
+            ),
+            timeout=60,
+            every=0.2,
+        )
         log.seek(0)
         assert up, f"dynod serve did not come up:\n{log.read()}"
         yield client
@@ -99,9 +133,13 @@ def test_apps_create_list_info_destroy(dyno: Dyno) -> None:
 
     refused = dyno("apps:destroy", "-a", "e2e-apps")
     assert refused.returncode == 1
-    assert refused.stderr == ("dyno: this destroys e2e-apps and its add-ons permanently: "
-                              "run `dyno apps:destroy e2e-apps --confirm e2e-apps`\n")
-    assert dyno.ok("apps:destroy", "e2e-apps", "--confirm", "e2e-apps").startswith("Destroying e2e-apps")
+    assert refused.stderr == (
+        "dyno: this destroys e2e-apps and its add-ons permanently: "
+        "run `dyno apps:destroy e2e-apps --confirm e2e-apps`\n"
+    )
+    assert dyno.ok("apps:destroy", "e2e-apps", "--confirm", "e2e-apps").startswith(
+        "Destroying e2e-apps"
+    )
     assert "e2e-apps" not in [app["name"] for app in dyno.json("apps")]
 
 
@@ -111,18 +149,27 @@ def test_config_vars_make_releases(dyno: Dyno) -> None:
     assert dyno.ok("config:set", "GREETING=hello there", "B=x=y", *app) == (
         "Setting GREETING, B and restarting e2e-config... done, v2\n"
         "GREETING: hello there\n"
-        "B:        x=y\n")
+        "B:        x=y\n"
+    )
     assert dyno.ok("config:get", "GREETING", *app) == "hello there\n"
     assert dyno.ok("config:get", "NOPE", *app) == "\n"
     assert dyno.json("config", *app) == {"GREETING": "hello there", "B": "x=y"}
     assert dyno.ok("config", *app).splitlines() == [
-        "=== e2e-config Config Vars", "B:        x=y", "GREETING: hello there"]
-    assert dyno.ok("config:unset", "B", *app) == "Unsetting B and restarting e2e-config... done, v3\n"
+        "=== e2e-config Config Vars",
+        "B:        x=y",
+        "GREETING: hello there",
+    ]
+    assert (
+        dyno.ok("config:unset", "B", *app) == "Unsetting B and restarting e2e-config... done, v3\n"
+    )
 
     releases = dyno.json("releases", *app)
     assert [r["version"] for r in releases] == [3, 2, 1]
     assert [r["description"] for r in releases] == [
-        "Remove B config vars", "Set GREETING, B config vars", "Initial release"]
+        "Remove B config vars",
+        "Set GREETING, B config vars",
+        "Initial release",
+    ]
     human = dyno.ok("releases", *app).splitlines()
     assert human[0] == "=== e2e-config Releases - Current: v3"
     assert human[2].startswith("v3  Remove B config vars")
@@ -143,10 +190,16 @@ def test_usage_errors_exit_2_with_one_line(dyno: Dyno, tmp_path: Path) -> None:
         (["frobnicate"], "dyno: unknown command `frobnicate`: run `dyno help` for the list\n"),
         (["config:get", "-a", "x"], "dyno: missing KEY: usage: dyno config:get KEY [-a APP]\n"),
         (["ps", "--bogus"], "dyno: unknown flag --bogus for `dyno ps`: see `dyno help ps`\n"),
-        (["ps"], "dyno: no app given: pass -a APP, set DYNO_APP, or add the git remote `dynod` "
-                 "(`dyno git:remote -a APP`)\n"),
-        (["ps:scale", "web=lots", "-a", "x"], "dyno: cannot read `web=lots`: scale with TYPE=N, "
-                                              "TYPE+N or TYPE-N (e.g. `dyno ps:scale web=2 worker+1`)\n"),
+        (
+            ["ps"],
+            "dyno: no app given: pass -a APP, set DYNO_APP, or add the git remote `dynod` "
+            "(`dyno git:remote -a APP`)\n",
+        ),
+        (
+            ["ps:scale", "web=lots", "-a", "x"],
+            "dyno: cannot read `web=lots`: scale with TYPE=N, "
+            "TYPE+N or TYPE-N (e.g. `dyno ps:scale web=2 worker+1`)\n",
+        ),
     ]:
         done = dyno(*args, cwd=tmp_path)
         assert (done.returncode, done.stderr, done.stdout) == (2, message, ""), args
@@ -160,12 +213,17 @@ def test_platform_refusals_exit_1(dyno: Dyno) -> None:
     assert wrong.returncode == 1 and "DYNOD_API_TOKEN" in wrong.stderr
     away = dyno("apps", env={"DYNOD_API_URL": "http://127.0.0.1:9"})
     assert (away.returncode, away.stderr) == (
-        1, "dyno: cannot reach dynod at http://127.0.0.1:9: start it with `dynod serve`\n")
+        1,
+        "dyno: cannot reach dynod at http://127.0.0.1:9: start it with `dynod serve`\n",
+    )
 
 
 def test_app_from_env_and_git_remote(dyno: Dyno, tmp_path: Path) -> None:
     dyno.ok("apps:create", "e2e-remote")
-    assert dyno("config", "--json", env={"DYNO_APP": "e2e-remote"}, cwd=tmp_path).stdout.strip() == "{}"
+    assert (
+        dyno("config", "--json", env={"DYNO_APP": "e2e-remote"}, cwd=tmp_path).stdout.strip()
+        == "{}"
+    )
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True, timeout=30)
     done = dyno("git:remote", "-a", "e2e-remote", cwd=tmp_path)
     if done.returncode == 1 and "not available" in done.stderr:
@@ -201,13 +259,16 @@ def test_deploy_then_builds_and_release_output(dyno: Dyno, deployed: str) -> Non
 def test_scale_restart_stop(dyno: Dyno, deployed: str) -> None:
     app = ["-a", deployed]
     assert dyno.ok("ps:scale", "worker=1", *app) == (
-        f"Scaling dynos on {deployed}... done, now running worker at 1:Standard-1X\n")
+        f"Scaling dynos on {deployed}... done, now running worker at 1:Standard-1X\n"
+    )
     eventually(lambda: dyno_states(dyno, deployed).get("worker.1") == "up", "worker.1 up")
     assert "web=1:Standard-1X worker=1:Standard-1X" in dyno.ok("ps:scale", *app)
     human = dyno.ok("ps", *app)
     assert "=== web (Standard-1X): python3 web.py (1)" in human
     assert "worker.1: up " in human
-    assert dyno.ok("ps:restart", "worker", *app) == f"Restarting worker dynos on {deployed}... done\n"
+    assert (
+        dyno.ok("ps:restart", "worker", *app) == f"Restarting worker dynos on {deployed}... done\n"
+    )
     assert dyno.ok("ps:stop", "worker.1", *app) == f"Stopping worker.1 dyno on {deployed}... done\n"
     dyno.ok("ps:scale", "worker-1", *app)
     eventually(lambda: "worker.1" not in dyno_states(dyno, deployed), "worker.1 gone")
@@ -215,7 +276,9 @@ def test_scale_restart_stop(dyno: Dyno, deployed: str) -> None:
 
 def test_logs_and_run_detached(dyno: Dyno, deployed: str) -> None:
     app = ["-a", deployed]
-    eventually(lambda: "listening on port" in dyno.ok("logs", "-n", "200", *app), "web's first line")
+    eventually(
+        lambda: "listening on port" in dyno.ok("logs", "-n", "200", *app), "web's first line"
+    )
     lines = dyno.ok("logs", "-n", "3", *app).splitlines()
     assert 0 < len(lines) <= 3
     assert all(" app[" in line or " heroku[" in line for line in lines)
@@ -241,8 +304,12 @@ def test_rollback_to_the_release_before(dyno: Dyno, deployed: str) -> None:
 
 def test_logs_tail_ends_quietly_on_ctrl_c(dyno: Dyno, deployed: str) -> None:
     tail = subprocess.Popen(
-        [PY, "-m", "shell.cli", "logs", "-t", "-n", "5", "-a", deployed], cwd=dyno.cwd,
-        env=dyno.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [PY, "-m", "shell.cli", "logs", "-t", "-n", "5", "-a", deployed],
+        cwd=dyno.cwd,
+        env=dyno.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert tail.stdout is not None

@@ -29,7 +29,11 @@ def test_value_flag_spellings(spelling: str) -> None:
 def test_switches_and_several_flags() -> None:
     parsed = parse(find(TABLE, "logs"), words("-t -d web.1 --source heroku --app=x"))
     assert parsed.on("tail") and not parsed.on("json")
-    assert (parsed.value("dyno"), parsed.value("source"), parsed.value("app")) == ("web.1", "heroku", "x")
+    assert (parsed.value("dyno"), parsed.value("source"), parsed.value("app")) == (
+        "web.1",
+        "heroku",
+        "x",
+    )
 
 
 def test_repeatable_flag_keeps_order() -> None:
@@ -78,19 +82,22 @@ def test_help_flag_skips_argument_checks() -> None:
     assert parse(find(TABLE, "config:get"), ["--help"]).on("help")
 
 
-@pytest.mark.parametrize(("line", "message"), [
-    ("logs --bogus", "unknown flag --bogus for `dyno logs`: see `dyno help logs`"),
-    ("logs -x", "unknown flag -x for `dyno logs`: see `dyno help logs`"),
-    ("apps -a x", "unknown flag -a for `dyno apps`"),
-    ("config --json=yes", "flag --json takes no value"),
-    ("logs -n", "flag --num needs a value (N)"),
-    ("logs -tn", "flag -t takes no value"),
-    ("config:get", "missing KEY: usage: dyno config:get KEY [-a APP]"),
-    ("config:set", "missing KEY=VALUE"),
-    ("ps:stop", "missing TARGET"),
-    ("config:get A B", "unexpected argument `B` for `dyno config:get`"),
-    ("ps --json=1", "takes no value"),
-])
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("logs --bogus", "unknown flag --bogus for `dyno logs`: see `dyno help logs`"),
+        ("logs -x", "unknown flag -x for `dyno logs`: see `dyno help logs`"),
+        ("apps -a x", "unknown flag -a for `dyno apps`"),
+        ("config --json=yes", "flag --json takes no value"),
+        ("logs -n", "flag --num needs a value (N)"),
+        ("logs -tn", "flag -t takes no value"),
+        ("config:get", "missing KEY: usage: dyno config:get KEY [-a APP]"),
+        ("config:set", "missing KEY=VALUE"),
+        ("ps:stop", "missing TARGET"),
+        ("config:get A B", "unexpected argument `B` for `dyno config:get`"),
+        ("ps --json=1", "takes no value"),
+    ],
+)
 def test_usage_errors(line: str, message: str) -> None:
     command, *rest = words(line)
     with pytest.raises(UsageError) as caught:

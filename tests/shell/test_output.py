@@ -3,32 +3,49 @@ and the pure argument readers behind ps:scale, config:set, releases and run:deta
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from shell.dynos import command_line, parse_scale
 from shell.errors import UsageError
 from shell.output import (
-    byte_size, columns, format_time, ps_lines, release_rows, size_name, styled, to_json,
+    byte_size,
+    columns,
+    format_time,
+    ps_lines,
+    release_rows,
+    size_name,
+    styled,
+    to_json,
 )
 from shell.releases import parse_assignments, parse_version
 
-UTC = timezone.utc
+UTC = UTC
 T0 = datetime(2026, 11, 26, 15, 19, 10, tzinfo=UTC).timestamp()
 
 
-@pytest.mark.parametrize(("elapsed", "suffix"), [
-    (0, " (~ 0s ago)"), (60, " (~ 60s ago)"), (61, " (~ 1m ago)"), (3600, " (~ 60m ago)"),
-    (3601, " (~ 1h ago)"), (25 * 3600, " (~ 25h ago)"), (25 * 3600 + 1, ""),
-])
+@pytest.mark.parametrize(
+    ("elapsed", "suffix"),
+    [
+        (0, " (~ 0s ago)"),
+        (60, " (~ 60s ago)"),
+        (61, " (~ 1m ago)"),
+        (3600, " (~ 60m ago)"),
+        (3601, " (~ 1h ago)"),
+        (25 * 3600, " (~ 25h ago)"),
+        (25 * 3600 + 1, ""),
+    ],
+)
 def test_format_time_with_ago(elapsed: int, suffix: str) -> None:
     shown = format_time("2026-11-26T15:19:10Z", T0 + elapsed, UTC)
     assert shown == "2026/11/26 15:19:10 +0000" + suffix
 
 
 def test_format_time_accepts_fractions_offsets_and_nonsense() -> None:
-    assert format_time("2026-11-26T16:19:10.5+01:00", T0, UTC).startswith("2026/11/26 15:19:10 +0000")
+    assert format_time("2026-11-26T16:19:10.5+01:00", T0, UTC).startswith(
+        "2026/11/26 15:19:10 +0000"
+    )
     assert format_time("2026-11-26T15:19:10", T0, UTC).startswith("2026/11/26 15:19:10 +0000")
     assert format_time("yesterday", T0, UTC) == "yesterday"
     assert format_time(None, T0, UTC) == ""
@@ -49,8 +66,13 @@ def test_styled_aligns_values() -> None:
 def test_sizes() -> None:
     assert size_name("standard-1X") == "Standard-1X"
     assert size_name(None) == "Standard-1X"
-    assert [byte_size(n) for n in (0, 1023, 2048, 5 * 1024 ** 2, 3 * 1024 ** 3)] == [
-        "0 B", "1023 B", "2.0 KB", "5.0 MB", "3.0 GB"]
+    assert [byte_size(n) for n in (0, 1023, 2048, 5 * 1024**2, 3 * 1024**3)] == [
+        "0 B",
+        "1023 B",
+        "2.0 KB",
+        "5.0 MB",
+        "3.0 GB",
+    ]
     assert byte_size(None) == ""
 
 
@@ -59,13 +81,24 @@ def test_json_is_the_data_indented() -> None:
 
 
 def dyno(name: str, state: str = "up", command: str = "python web.py") -> dict[str, object]:
-    return {"name": name, "type": name.split(".")[0], "state": state, "command": command,
-            "size": "standard-1X", "updated_at": "2026-11-26T15:19:10Z"}
+    return {
+        "name": name,
+        "type": name.split(".")[0],
+        "state": state,
+        "command": command,
+        "size": "standard-1X",
+        "updated_at": "2026-11-26T15:19:10Z",
+    }
 
 
 def test_ps_groups_by_type_in_herokus_layout() -> None:
-    dynos = [dyno("worker.1", command="python worker.py"), dyno("web.10"), dyno("web.2"),
-             dyno("run.4821", "up", "bash"), dyno("web.1", "crashed")]
+    dynos = [
+        dyno("worker.1", command="python worker.py"),
+        dyno("web.10"),
+        dyno("web.2"),
+        dyno("run.4821", "up", "bash"),
+        dyno("web.1", "crashed"),
+    ]
     assert ps_lines(dynos, T0 + 70, UTC) == [
         "=== run: one-off processes (1)",
         "run.4821 (Standard-1X): up 2026/11/26 15:19:10 +0000 (~ 1m ago): bash",
@@ -82,28 +115,54 @@ def test_ps_groups_by_type_in_herokus_layout() -> None:
 
 def test_release_rows_note_failed_and_pending() -> None:
     releases = [
-        {"version": 3, "description": "Deploy 1234abcd", "status": "failed",
-         "user": {"email": "me@localhost"}, "created_at": "2026-11-26T15:19:10Z"},
-        {"version": 2, "description": "Set A config vars", "status": "pending",
-         "user": {"email": "me@localhost"}, "created_at": "2026-11-26T15:19:10Z"},
-        {"version": 1, "description": "Initial release", "status": "succeeded",
-         "user": None, "created_at": "2026-11-26T15:19:10Z"},
+        {
+            "version": 3,
+            "description": "Deploy 1234abcd",
+            "status": "failed",
+            "user": {"email": "me@localhost"},
+            "created_at": "2026-11-26T15:19:10Z",
+        },
+        {
+            "version": 2,
+            "description": "Set A config vars",
+            "status": "pending",
+            "user": {"email": "me@localhost"},
+            "created_at": "2026-11-26T15:19:10Z",
+        },
+        {
+            "version": 1,
+            "description": "Initial release",
+            "status": "succeeded",
+            "user": None,
+            "created_at": "2026-11-26T15:19:10Z",
+        },
     ]
     rows = release_rows(releases, T0 + 5, UTC)
-    assert rows[0].startswith("v3  Deploy 1234abcd (release command failed)       me@localhost  2026/11/26")
+    assert rows[0].startswith(
+        "v3  Deploy 1234abcd (release command failed)       me@localhost  2026/11/26"
+    )
     assert "Set A config vars (release command executing)" in rows[1]
     assert rows[2].startswith("v1  Initial release  ")
 
 
-@pytest.mark.parametrize(("typed", "updates"), [
-    (["web=2", "worker=1"], [{"type": "web", "quantity": "2"}, {"type": "worker", "quantity": "1"}]),
-    (["web+1"], [{"type": "web", "quantity": "+1"}]),
-    (["web-1"], [{"type": "web", "quantity": "-1"}]),
-    (["my-worker-2"], [{"type": "my-worker", "quantity": "-2"}]),
-    (["web=2,worker=0"], [{"type": "web", "quantity": "2"}, {"type": "worker", "quantity": "0"}]),
-    (["web=2:standard-2X"], [{"type": "web", "quantity": "2", "size": "standard-2X"}]),
-    ([], []),
-])
+@pytest.mark.parametrize(
+    ("typed", "updates"),
+    [
+        (
+            ["web=2", "worker=1"],
+            [{"type": "web", "quantity": "2"}, {"type": "worker", "quantity": "1"}],
+        ),
+        (["web+1"], [{"type": "web", "quantity": "+1"}]),
+        (["web-1"], [{"type": "web", "quantity": "-1"}]),
+        (["my-worker-2"], [{"type": "my-worker", "quantity": "-2"}]),
+        (
+            ["web=2,worker=0"],
+            [{"type": "web", "quantity": "2"}, {"type": "worker", "quantity": "0"}],
+        ),
+        (["web=2:standard-2X"], [{"type": "web", "quantity": "2", "size": "standard-2X"}]),
+        ([], []),
+    ],
+)
 def test_parse_scale(typed: list[str], updates: list[dict[str, str]]) -> None:
     assert parse_scale(typed) == updates
 
@@ -126,4 +185,7 @@ def test_assignments_and_versions() -> None:
 
 def test_command_line_quotes_only_several_words() -> None:
     assert command_line(["echo $PORT && env"]) == "echo $PORT && env"
-    assert command_line(["python", "-c", "print('hi there')"]) == "python -c 'print('\"'\"'hi there'\"'\"')'"
+    assert (
+        command_line(["python", "-c", "print('hi there')"])
+        == "python -c 'print('\"'\"'hi there'\"'\"')'"
+    )

@@ -35,20 +35,28 @@ def test_url_and_token_from_env_then_files_then_default(tmp_path: Path) -> None:
     assert (api_url(env), api_token(env)) == ("http://localhost:9", "other")
 
 
-@pytest.mark.parametrize(("url", "app"), [
-    ("http://127.0.0.1:5050/git/shiny-river.git", "shiny-river"),
-    ("http://127.0.0.1:5050/git/shiny-river.git/", "shiny-river"),
-    ("/home/me/.local/share/dynod/git/myapp.git", "myapp"),
-    ("git@localhost:myapp.git", "myapp"),
-    ("ssh://host/srv/myapp", "myapp"),
-])
+@pytest.mark.parametrize(
+    ("url", "app"),
+    [
+        ("http://127.0.0.1:5050/git/shiny-river.git", "shiny-river"),
+        ("http://127.0.0.1:5050/git/shiny-river.git/", "shiny-river"),
+        ("/home/me/.local/share/dynod/git/myapp.git", "myapp"),
+        ("git@localhost:myapp.git", "myapp"),
+        ("ssh://host/srv/myapp", "myapp"),
+    ],
+)
 def test_app_from_git_url(url: str, app: str) -> None:
     assert app_from_url(url) == app
 
 
 def git(cwd: Path, *args: str) -> None:
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@localhost", *args], cwd=cwd,
-                   check=True, capture_output=True, timeout=30)
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@localhost", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
 
 
 def context(cwd: Path, env: dict[str, str]) -> Context:
@@ -59,7 +67,9 @@ def test_app_resolution_order(tmp_path: Path) -> None:
     git(tmp_path, "init", "-q")
     ps = find(TABLE, "ps")
     ctx = context(tmp_path, {})
-    with pytest.raises(UsageError, match="pass -a APP, set DYNO_APP, or add the git remote `dynod`"):
+    with pytest.raises(
+        UsageError, match="pass -a APP, set DYNO_APP, or add the git remote `dynod`"
+    ):
         ctx.app(parse(ps, []))
     git(tmp_path, "remote", "add", "dynod", "http://127.0.0.1:5050/git/from-remote.git")
     assert ctx.app(parse(ps, [])) == "from-remote"

@@ -10,21 +10,22 @@ import os
 import shutil
 import tarfile
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any
 
 import attrs
 import h11
 import trio
 
 from dynod.api.routes import Api
-from dynod.state.config import Address, Config
 from dynod.api.server import serve_http
-from dynod.platform.root import Platform
 from dynod.core.procfile import load_procfile
+from dynod.platform.root import Platform
 from dynod.proc.reaper import Reaper
 from dynod.slugs.slug import pack_slug
+from dynod.state.config import Address, Config
 from tests.helpers import ROOT
 
 SAMPLE = ROOT / "fixtures" / "sample"
@@ -50,14 +51,21 @@ class Client:
         self.port = port
 
     @asynccontextmanager
-    async def exchange(self, method: str, target: str, data: bytes = b"", headers: Headers = ()
-                       ) -> AsyncIterator[tuple[h11.Response, AsyncIterator[bytes]]]:
+    async def exchange(
+        self, method: str, target: str, data: bytes = b"", headers: Headers = ()
+    ) -> AsyncIterator[tuple[h11.Response, AsyncIterator[bytes]]]:
         target = target.split(f":{self.port}", 1)[-1]
         stream = await trio.open_tcp_stream("127.0.0.1", self.port)
         async with stream:
             conn = h11.Connection(h11.CLIENT)
-            sent = [("Host", f"127.0.0.1:{self.port}"), ("Content-Length", str(len(data))), *headers]
-            await stream.send_all(conn.send(h11.Request(method=method, target=target, headers=sent)))
+            sent = [
+                ("Host", f"127.0.0.1:{self.port}"),
+                ("Content-Length", str(len(data))),
+                *headers,
+            ]
+            await stream.send_all(
+                conn.send(h11.Request(method=method, target=target, headers=sent))
+            )
             await stream.send_all(conn.send(h11.Data(data=data)) + conn.send(h11.EndOfMessage()))
 
             async def next_event() -> Any:
@@ -74,13 +82,23 @@ class Client:
                 head = await next_event()
             yield head, chunks()
 
-    async def request(self, method: str, target: str, body: object = None, *, data: bytes | None = None,
-                      headers: Headers = (), auth: str | None = "bearer") -> Reply:
+    async def request(
+        self,
+        method: str,
+        target: str,
+        body: object = None,
+        *,
+        data: bytes | None = None,
+        headers: Headers = (),
+        auth: str | None = "bearer",
+    ) -> Reply:
         sent = list(headers)
         if auth == "bearer":
             sent.append(("Authorization", f"Bearer {TOKEN}"))
         elif auth == "basic":  # heroku3's way: empty user, the token as password
-            sent.append(("Authorization", "Basic " + base64.b64encode(f":{TOKEN}".encode()).decode()))
+            sent.append(
+                ("Authorization", "Basic " + base64.b64encode(f":{TOKEN}".encode()).decode())
+            )
         if body is not None:
             data = json.dumps(body).encode()
             sent.append(("Content-Type", "application/json"))
@@ -130,13 +148,22 @@ def sample_slug(tmp_path: Path) -> tuple[bytes, dict[str, str]]:
     return info.path.read_bytes(), types
 
 
-async def upload_slug(client: Client, app: str, tarball: bytes, types: dict[str, str]) -> tuple[str, Reply]:
-    created = await client.request("POST", f"/apps/{app}/slugs", {"process_types": types, "commit": "c0ffee00"})
+async def upload_slug(
+    client: Client, app: str, tarball: bytes, types: dict[str, str]
+) -> tuple[str, Reply]:
+    created = await client.request(
+        "POST", f"/apps/{app}/slugs", {"process_types": types, "commit": "c0ffee00"}
+    )
     assert created.status == 201, created
     slug = created.json()
     assert slug["blob"]["method"] == "put"
-    put = await client.request("PUT", slug["blob"]["url"], data=tarball, auth=None,  # a presigned URL
-                               headers=[("Expect", "100-continue")])  # as curl sends it
+    put = await client.request(
+        "PUT",
+        slug["blob"]["url"],
+        data=tarball,
+        auth=None,  # a presigned URL
+        headers=[("Expect", "100-continue")],
+    )  # as curl sends it
     return slug["id"], put
 
 
@@ -146,19 +173,31 @@ async def upload_slug(client: Client, app: str, tarball: bytes, types: dict[str,
 def test_the_token_is_required_and_reveals_nothing(tmp_path: Path) -> None:
     async def scenario(client: Client, platform: Platform) -> None:
         await platform.create_app("secret-app")
-        for auth_header in ([], [("Authorization", "Bearer wrong")], [("Authorization", "Basic Ojp4")]):
+        for auth_header in (
+            [],
+            [("Authorization", "Bearer wrong")],
+            [("Authorization", "Basic Ojp4")],
+        ):
             for target in ("/apps", "/apps/secret-app", "/no/such/path"):
                 reply = await client.request("GET", target, headers=auth_header, auth=None)
                 assert reply.status == 401
                 assert reply.json()["id"] == "unauthorized"
                 assert b"secret-app" not in reply.body
-        assert (await client.request("GET", "/account", auth="bearer")).json()["email"] == platform.user
+        assert (await client.request("GET", "/account", auth="bearer")).json()[
+            "email"
+        ] == platform.user
         assert (await client.request("GET", "/account", auth="basic")).status == 200
         missing = await client.request("GET", "/no/such/path")
         assert (missing.status, missing.json()["id"]) == (404, "not_found")
         wrong = await client.request("PUT", "/apps")
-        assert (wrong.status, wrong.json()["id"], wrong.headers["allow"]) == (405, "method_not_allowed", "GET, POST")
-        bad_json = await client.request("POST", "/apps", data=b"{not json", headers=[("Content-Type", "application/json")])
+        assert (wrong.status, wrong.json()["id"], wrong.headers["allow"]) == (
+            405,
+            "method_not_allowed",
+            "GET, POST",
+        )
+        bad_json = await client.request(
+            "POST", "/apps", data=b"{not json", headers=[("Content-Type", "application/json")]
+        )
         assert (bad_json.status, bad_json.json()["id"]) == (400, "bad_request")
 
     with_api(tmp_path, scenario)
@@ -214,7 +253,9 @@ def test_apps_are_created_listed_shown_and_destroyed_by_name_or_id(tmp_path: Pat
         assert "lowercase" in bad.json()["message"]
 
         for listing in ("/apps", "/users/~/apps", "/users/%7E/apps"):
-            assert sorted(a["name"] for a in await client.get(listing)) == sorted(["shop", invented])
+            assert sorted(a["name"] for a in await client.get(listing)) == sorted(
+                ["shop", invented]
+            )
         assert (await client.get(f"/apps/{shop['id']}"))["name"] == "shop"
         for part in ("addons", "collaborators", "addon-attachments"):
             assert await client.get(f"/apps/shop/{part}") == []
@@ -233,32 +274,52 @@ def test_config_vars_make_releases_and_ranges_page_them(tmp_path: Path) -> None:
     async def scenario(client: Client, platform: Platform) -> None:
         app_id = (await client.request("POST", "/apps", {"name": "conf"})).json()["id"]
         assert await client.get("/apps/conf/config-vars") == {}
-        first = await client.request("PATCH", f"/apps/{app_id}/config-vars", {"FOO": "1", "BAR": "two"})
+        first = await client.request(
+            "PATCH", f"/apps/{app_id}/config-vars", {"FOO": "1", "BAR": "two"}
+        )
         assert (first.status, first.json()) == (200, {"FOO": "1", "BAR": "two"})
         second = await client.request("PATCH", "/apps/conf/config-vars", {"FOO": None})
         assert second.json() == {"BAR": "two"}
-        refused = await client.request("PATCH", "/apps/conf/config-vars", {"GOOD": "1", "1BAD": "x"})
+        refused = await client.request(
+            "PATCH", "/apps/conf/config-vars", {"GOOD": "1", "1BAD": "x"}
+        )
         assert (refused.status, refused.json()["id"]) == (422, "invalid_params")
         assert "1BAD" in refused.json()["message"]
         assert await client.get("/apps/conf/config-vars") == {"BAR": "two"}
 
         # What `heroku config:set` reads to print the new version.
-        latest = await client.request("GET", "/apps/conf/releases", headers=[("Range", "version ..; order=desc,max=1")])
+        latest = await client.request(
+            "GET", "/apps/conf/releases", headers=[("Range", "version ..; order=desc,max=1")]
+        )
         assert latest.status == 206
         [v3] = latest.json()
-        assert (v3["version"], v3["description"], v3["current"]) == (3, "Remove FOO config vars", True)
+        assert (v3["version"], v3["description"], v3["current"]) == (
+            3,
+            "Remove FOO config vars",
+            True,
+        )
         assert v3["user"]["email"] == platform.user and v3["slug"] is None
-        following = await client.request("GET", "/apps/conf/releases", headers=[("Range", latest.headers["next-range"])])
+        following = await client.request(
+            "GET", "/apps/conf/releases", headers=[("Range", latest.headers["next-range"])]
+        )
         assert [r["version"] for r in following.json()] == [2]
         assert following.json()[0]["description"] == "Set FOO, BAR config vars"
-        last = await client.request("GET", "/apps/conf/releases", headers=[("Range", following.headers["next-range"])])
+        last = await client.request(
+            "GET", "/apps/conf/releases", headers=[("Range", following.headers["next-range"])]
+        )
         assert (last.status, [r["version"] for r in last.json()]) == (200, [1])
 
         # heroku3's loose Range, and no Range at all: v1 first.
         for headers in ([("Range", "id ..; ;")], []):
-            assert [r["version"] for r in await client.get("/apps/conf/releases", headers=headers)] == [1, 2, 3]
-        assert [r["version"] for r in await client.get(
-            "/apps/conf/releases", headers=[("Range", "version ..; max=15, order=desc")])] == [3, 2, 1]
+            assert [
+                r["version"] for r in await client.get("/apps/conf/releases", headers=headers)
+            ] == [1, 2, 3]
+        assert [
+            r["version"]
+            for r in await client.get(
+                "/apps/conf/releases", headers=[("Range", "version ..; max=15, order=desc")]
+            )
+        ] == [3, 2, 1]
 
         for ref in ("2", "v2", v3["id"]):
             shown = await client.get(f"/apps/conf/releases/{ref}")
@@ -285,10 +346,20 @@ def test_a_released_slug_runs_scales_restarts_and_rolls_back(tmp_path: Path) -> 
         created = await client.request("POST", "/apps/web-app/releases", {"slug": slug_id})
         assert created.status == 201
         v2 = created.json()
-        assert (v2["version"], v2["description"], v2["slug"]) == (2, "Deploy c0ffee00", {"id": slug_id})
-        assert (v2["status"], v2["eligible_for_rollback"]) == ("pending", True)  # its release phase runs
+        assert (v2["version"], v2["description"], v2["slug"]) == (
+            2,
+            "Deploy c0ffee00",
+            {"id": slug_id},
+        )
+        assert (v2["status"], v2["eligible_for_rollback"]) == (
+            "pending",
+            True,
+        )  # its release phase runs
 
-        async with client.exchange("GET", v2["output_stream_url"]) as (head, chunks):  # no token needed
+        async with client.exchange("GET", v2["output_stream_url"]) as (
+            head,
+            chunks,
+        ):  # no token needed
             output = b"".join([chunk async for chunk in chunks]).decode()
         assert head.status_code == 200 and "release phase: nothing to migrate" in output
 
@@ -297,20 +368,29 @@ def test_a_released_slug_runs_scales_restarts_and_rolls_back(tmp_path: Path) -> 
 
         await until(released)
         assert (await client.get("/apps/web-app"))["slug_size"] == len(tarball)
-        scaled = await client.request("PATCH", "/apps/web-app/formation",
-                                      {"updates": [{"type": "web", "quantity": "1"}, {"type": "worker", "quantity": "+1"}]})
+        scaled = await client.request(
+            "PATCH",
+            "/apps/web-app/formation",
+            {"updates": [{"type": "web", "quantity": "1"}, {"type": "worker", "quantity": "+1"}]},
+        )
         assert sorted((f["type"], f["quantity"], f["size"]) for f in scaled.json()) == [
-            ("web", 1, "standard-1X"), ("worker", 1, "standard-1X")]
+            ("web", 1, "standard-1X"),
+            ("worker", 1, "standard-1X"),
+        ]
         down = await client.request("PATCH", "/apps/web-app/formation/worker", {"quantity": "-1"})
         assert (down.json()["type"], down.json()["quantity"]) == ("worker", 0)
         assert (await client.get("/apps/web-app/formation/web"))["command"] == "python3 web.py"
-        unknown = await client.request("PATCH", "/apps/web-app/formation", {"updates": [{"type": "nope", "quantity": 1}]})
+        unknown = await client.request(
+            "PATCH", "/apps/web-app/formation", {"updates": [{"type": "nope", "quantity": 1}]}
+        )
         assert unknown.status == 404
         silly = await client.request("PATCH", "/apps/web-app/formation/web", {"quantity": "lots"})
         assert silly.status == 422
         bodies: list[dict[str, object]] = [{"updates": []}, {"updates": {"type": "web"}}, {}]
         for body in bodies:
-            assert (await client.request("PATCH", "/apps/web-app/formation", body)).status == 422, body
+            assert (await client.request("PATCH", "/apps/web-app/formation", body)).status == 422, (
+                body
+            )
 
         async def web_up() -> bool:
             dynos = await client.get("/apps/web-app/dynos")
@@ -322,25 +402,42 @@ def test_a_released_slug_runs_scales_restarts_and_rolls_back(tmp_path: Path) -> 
         assert "Hello from web.1" in await get_web(platform, "web-app")
 
         assert (await client.request("DELETE", "/apps/web-app/dynos/web.1")).status == 202
-        assert (await client.request("POST", "/apps/web-app/dynos/web.1/actions/stop")).status == 202
+        assert (
+            await client.request("POST", "/apps/web-app/dynos/web.1/actions/stop")
+        ).status == 202
         assert (await client.request("DELETE", "/apps/web-app/formations/web")).status == 202
-        assert (await client.request("POST", "/apps/web-app/formations/web/actions/stop")).status == 202
+        assert (
+            await client.request("POST", "/apps/web-app/formations/web/actions/stop")
+        ).status == 202
         assert (await client.request("DELETE", "/apps/web-app/dynos")).status == 202
         assert (await client.request("DELETE", "/apps/web-app/dynos/web.9")).status == 404
         await until(web_up)
 
-        attached = await client.request("POST", "/apps/web-app/dynos", {"command": "bash", "attach": True})
+        attached = await client.request(
+            "POST", "/apps/web-app/dynos", {"command": "bash", "attach": True}
+        )
         assert attached.status == 422 and "run:detached" in attached.json()["message"]
-        one_off = await client.request("POST", "/apps/web-app/dynos",  # the Heroku CLI's -e
-                                       {"command": "echo one-off says $WORD", "attach": False, "size": None,
-                                        "env": {"WORD": "hi", "TERM": "xterm"}})
+        one_off = await client.request(
+            "POST",
+            "/apps/web-app/dynos",  # the Heroku CLI's -e
+            {
+                "command": "echo one-off says $WORD",
+                "attach": False,
+                "size": None,
+                "env": {"WORD": "hi", "TERM": "xterm"},
+            },
+        )
         assert one_off.status == 201 and one_off.json()["name"].startswith("run.")
-        bad_env = await client.request("POST", "/apps/web-app/dynos",
-                                       {"command": "true", "attach": False, "env": {"1X": "y"}})
+        bad_env = await client.request(
+            "POST", "/apps/web-app/dynos", {"command": "true", "attach": False, "env": {"1X": "y"}}
+        )
         assert bad_env.status == 422 and "1X" in bad_env.json()["message"]
 
         async def said_hi() -> bool:
-            return any(line.text == "one-off says hi" for line in platform.ring(platform.apps.find("web-app")).recent(200))
+            return any(
+                line.text == "one-off says hi"
+                for line in platform.ring(platform.apps.find("web-app")).recent(200)
+            )
 
         await until(said_hi)
 
@@ -359,7 +456,9 @@ def test_a_released_slug_runs_scales_restarts_and_rolls_back(tmp_path: Path) -> 
 
 
 async def get_web(platform: Platform, name: str) -> str:
-    port = next(port for dyno, port, _ in platform.web_targets(platform.apps.find(name)) if dyno == "web.1")
+    port = next(
+        port for dyno, port, _ in platform.web_targets(platform.apps.find(name)) if dyno == "web.1"
+    )
     with trio.fail_after(10):
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         async with stream:
@@ -390,7 +489,12 @@ def test_a_hostile_slug_is_refused_whole(tmp_path: Path) -> None:
         no_types = await client.request("POST", "/apps/victim/slugs", {})
         assert no_types.status == 422 and "process_types" in no_types.json()["message"]
         # Type names become dyno names and their directories: the Procfile's rule holds here too.
-        for types in ({"../../x": "sleep 60"}, {"web.1": "sleep 60"}, {"": "sleep 60"}, {"web": " "}):
+        for types in (
+            {"../../x": "sleep 60"},
+            {"web.1": "sleep 60"},
+            {"": "sleep 60"},
+            {"web": " "},
+        ):
             bad = await client.request("POST", "/apps/victim/slugs", {"process_types": types})
             assert (bad.status, bad.json()["id"]) == (422, "invalid_params"), types
 
@@ -408,7 +512,9 @@ def test_log_sessions_plain_and_event_stream_with_tail_and_resume(tmp_path: Path
             platform.log(app, f"line {n}", dyno="web.1")
         platform.log(app, "from the router", dyno="router", source="heroku")
 
-        session = (await client.request("POST", "/apps/chatty/log-sessions", {"lines": 3, "tail": False})).json()
+        session = (
+            await client.request("POST", "/apps/chatty/log-sessions", {"lines": 3, "tail": False})
+        ).json()
         plain = await client.request("GET", session["logplex_url"], auth=None)
         lines = plain.body.decode().splitlines()
         assert plain.headers["content-type"].startswith("text/plain")
@@ -417,15 +523,28 @@ def test_log_sessions_plain_and_event_stream_with_tail_and_resume(tmp_path: Path
         again = await client.request("GET", session["logplex_url"], auth=None)
         assert again.status == 404  # single use
 
-        for body, expected in (({"dyno": "web"}, "line 4"), ({"dyno": "router"}, "from the router"),
-                               ({"dyno": "web.1", "source": "app"}, "line 4"), ({"source": "heroku"}, "from the router")):
-            url = (await client.request("POST", "/apps/chatty/log-sessions", {"lines": 1, **body})).json()["logplex_url"]
-            assert (await client.request("GET", url, auth=None)).body.decode().endswith(f": {expected}\n")
+        for body, expected in (
+            ({"dyno": "web"}, "line 4"),
+            ({"dyno": "router"}, "from the router"),
+            ({"dyno": "web.1", "source": "app"}, "line 4"),
+            ({"source": "heroku"}, "from the router"),
+        ):
+            url = (
+                await client.request("POST", "/apps/chatty/log-sessions", {"lines": 1, **body})
+            ).json()["logplex_url"]
+            assert (
+                (await client.request("GET", url, auth=None))
+                .body.decode()
+                .endswith(f": {expected}\n")
+            )
         bad = await client.request("POST", "/apps/chatty/log-sessions", {"source": "kernel"})
         assert bad.status == 422
 
-        tail_url = (await client.request("POST", "/apps/chatty/log-sessions",
-                                          {"lines": 2, "tail": True, "dyno": "web.1"})).json()["logplex_url"]
+        tail_url = (
+            await client.request(
+                "POST", "/apps/chatty/log-sessions", {"lines": 2, "tail": True, "dyno": "web.1"}
+            )
+        ).json()["logplex_url"]
         sse = [("Accept", "text/event-stream")]
         with trio.fail_after(20):
             async with client.exchange("GET", tail_url, headers=sse) as (head, chunks):
@@ -440,7 +559,11 @@ def test_log_sessions_plain_and_event_stream_with_tail_and_resume(tmp_path: Path
                         break
         assert text.startswith("retry: 50\n\n")
         events = [block.splitlines() for block in text.strip().split("\n\n")[1:]]
-        assert [event[1].rsplit(": ", 1)[1] for event in events] == ["line 3", "line 4", "tailed line"]
+        assert [event[1].rsplit(": ", 1)[1] for event in events] == [
+            "line 3",
+            "line 4",
+            "tailed line",
+        ]
         assert all(event[0].startswith("id: ") for event in events)
 
         ring = platform.ring(app)
@@ -449,7 +572,9 @@ def test_log_sessions_plain_and_event_stream_with_tail_and_resume(tmp_path: Path
             return ring.statistics().tails == 0
 
         await until(tails_closed)  # the client went away: the tail ended with it
-        assert (await client.request("GET", tail_url, auth=None, headers=sse)).status == 404  # no replay
+        assert (
+            await client.request("GET", tail_url, auth=None, headers=sse)
+        ).status == 404  # no replay
         platform.log(app, "while away", dyno="web.1")
         resume = [*sse, ("Last-Event-ID", events[1][0].removeprefix("id: "))]
         with trio.fail_after(20):
@@ -459,8 +584,9 @@ def test_log_sessions_plain_and_event_stream_with_tail_and_resume(tmp_path: Path
                     text += chunk.decode()
                     if "while away" in text:
                         break
-        assert [line.rsplit(": ", 1)[1] for line in text.splitlines() if line.startswith("data: ")] == [
-            "tailed line", "while away"]
+        assert [
+            line.rsplit(": ", 1)[1] for line in text.splitlines() if line.startswith("data: ")
+        ] == ["tailed line", "while away"]
 
     with_api(tmp_path, scenario)
 
@@ -476,9 +602,14 @@ def test_a_build_from_an_uploaded_source_streams_its_output_and_releases(tmp_pat
     async def scenario(client: Client, platform: Platform) -> None:
         await client.request("POST", "/apps", {"name": "built"})
         blob = (await client.request("POST", "/apps/built/sources")).json()["source_blob"]
-        assert (await client.request("PUT", blob["put_url"], data=source.getvalue(), auth=None)).status == 200
-        created = await client.request("POST", "/apps/built/builds",
-                                       {"source_blob": {"url": blob["get_url"], "version": "abc1234567"}})
+        assert (
+            await client.request("PUT", blob["put_url"], data=source.getvalue(), auth=None)
+        ).status == 200
+        created = await client.request(
+            "POST",
+            "/apps/built/builds",
+            {"source_blob": {"url": blob["get_url"], "version": "abc1234567"}},
+        )
         assert created.status == 201, created.body
         build = created.json()
         assert build["status"] == "pending" and build["source_blob"]["version"] == "abc1234567"

@@ -3,12 +3,13 @@ for new clients; only when every connection is busy with a request does a client
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import trio
 
-from dynod.state.config import Address
 from dynod.api.server import Request, Response, json_response, serve_http
+from dynod.state.config import Address
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -20,7 +21,9 @@ async def hello(request: Request) -> Response:
 async def get(port: int, path: str = "/x") -> bytes:
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     async with stream:
-        await stream.send_all(b"GET %s HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n" % path.encode())
+        await stream.send_all(
+            b"GET %s HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n" % path.encode()
+        )
         answer = b""
         while chunk := await stream.receive_some():
             answer += chunk
@@ -31,9 +34,11 @@ def serving(handler: Handler, scenario: Callable[[int], Awaitable[None]]) -> Non
     async def main() -> None:
         with trio.fail_after(20):
             async with trio.open_nursery() as nursery:
+
                 async def serve(task_status: Any) -> None:
-                    await serve_http(Address("127.0.0.1", 0), handler, max_connections=2,
-                                     task_status=task_status)
+                    await serve_http(
+                        Address("127.0.0.1", 0), handler, max_connections=2, task_status=task_status
+                    )
 
                 _, port = await nursery.start(serve)
                 await scenario(port)

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 import trio
 
+from dynod.builds.pipeline import fetch_source, lent_cache
 from dynod.builds.runner import (
     STACK,
     BuildFailed,
@@ -34,7 +35,6 @@ from dynod.builds.runner import (
     source_id,
     take_back,
 )
-from dynod.builds.pipeline import fetch_source, lent_cache
 from dynod.errors import DynodError
 from dynod.slugs.slug import pack_slug, unpack_slug
 from tests.helpers import ROOT, pid_alive, wait_until
@@ -144,11 +144,15 @@ def test_directory_source_is_copied_without_git_and_slugignore_applied(tmp_path:
     (app / "sub" / ".git").mkdir(parents=True)
     build_dir = prepare_source(PYTHON_APP, tmp_path / "build")
     assert sorted(p.name for p in build_dir.iterdir()) == [
-        ".slugignore", "Procfile", "app.py", "requirements.txt"
+        ".slugignore",
+        "Procfile",
+        "app.py",
+        "requirements.txt",
     ]  # docs/ went, as the fixture's .slugignore says
     copied = prepare_source(app, tmp_path / "build2")
     assert sorted(p.relative_to(copied).as_posix() for p in copied.rglob("*")) == [
-        "Procfile", "sub"
+        "Procfile",
+        "sub",
     ]
     with pytest.raises(DynodError, match="not an empty directory"):
         prepare_source(app, copied)
@@ -162,20 +166,35 @@ def test_directory_source_is_copied_without_git_and_slugignore_applied(tmp_path:
 
 def test_slugignore_patterns_delete_only_inside_the_build_dir(tmp_path: Path) -> None:
     outside = write_app(tmp_path / "outside", {"keep.log": "x", "docs/keep": "x"})
-    app = write_app(tmp_path / "app", {
-        ".slugignore": (
-            "# comment\n\n*.log\n/tmp/\ndocs/\nsecret/key.pem\n**/cache\n../outside/keep.log\n"
-            "linked\n"
-        ),
-        "app.log": "x", "lib/deep/trace.log": "x", "tmp/a": "x", "lib/tmp/kept": "x",
-        "docs/a": "x", "lib/docs/b": "x", "docs.txt": "kept", "secret/key.pem": "x",
-        "lib/secret/key.pem": "kept", "a/b/cache/c": "x", "Procfile": "web: x\n",
-    })
+    app = write_app(
+        tmp_path / "app",
+        {
+            ".slugignore": (
+                "# comment\n\n*.log\n/tmp/\ndocs/\nsecret/key.pem\n**/cache\n../outside/keep.log\n"
+                "linked\n"
+            ),
+            "app.log": "x",
+            "lib/deep/trace.log": "x",
+            "tmp/a": "x",
+            "lib/tmp/kept": "x",
+            "docs/a": "x",
+            "lib/docs/b": "x",
+            "docs.txt": "kept",
+            "secret/key.pem": "x",
+            "lib/secret/key.pem": "kept",
+            "a/b/cache/c": "x",
+            "Procfile": "web: x\n",
+        },
+    )
     (app / "linked").symlink_to(outside / "docs")
     deleted = apply_slugignore(app)
     remaining = sorted(p.relative_to(app).as_posix() for p in app.rglob("*") if not p.is_dir())
     assert remaining == [
-        ".slugignore", "Procfile", "docs.txt", "lib/secret/key.pem", "lib/tmp/kept"
+        ".slugignore",
+        "Procfile",
+        "docs.txt",
+        "lib/secret/key.pem",
+        "lib/tmp/kept",
     ]
     assert "linked" in deleted and (outside / "docs" / "keep").exists()
     assert (outside / "keep.log").exists()
@@ -291,20 +310,27 @@ def test_release_yaml_subset() -> None:
         '  clock: "echo \\"tick\\""\n'
     )
     assert parse_release_yaml(text) == {
-        "web": "bundle exec puma -p $PORT", "worker": "say 'hi'", "clock": 'echo "tick"'
+        "web": "bundle exec puma -p $PORT",
+        "worker": "say 'hi'",
+        "clock": 'echo "tick"',
     }
     assert parse_release_yaml("--- {}\n") == {}
     assert parse_release_yaml("default_process_types: {}\n") == {}
-    for bad in ("default_process_types: {web: x}\n", "default_process_types:\n  web: |\n",
-                "default_process_types:\n  web: a\n    b: c\n", "default_process_types:\n  web\n"):
+    for bad in (
+        "default_process_types: {web: x}\n",
+        "default_process_types:\n  web: |\n",
+        "default_process_types:\n  web: a\n    b: c\n",
+        "default_process_types:\n  web\n",
+    ):
         with pytest.raises(ValueError, match="line"):
             parse_release_yaml(bad)
 
 
 def test_detection_order_python_then_nodejs_then_procfile(tmp_path: Path) -> None:
-    everything = write_app(tmp_path / "all", {
-        "requirements.txt": "", "package.json": "{}", "Procfile": "web: python app.py\n"
-    })
+    everything = write_app(
+        tmp_path / "all",
+        {"requirements.txt": "", "package.json": "{}", "Procfile": "web: python app.py\n"},
+    )
     result, lines = build(everything, tmp_path / "cache1")
     assert result.buildpacks == ("python",) and result.stack == STACK == "heroku-24"
     assert "-----> Python app detected" in lines
@@ -352,7 +378,10 @@ def test_python_app_builds_and_its_venv_survives_relocation(tmp_path: Path) -> N
     python = moved / ".heroku" / "python" / "bin" / "python"
     direct = subprocess.run(
         [python, "-c", "import sys, hello_tool; print(sys.prefix)"],
-        capture_output=True, text=True, env={"PATH": DYNO_PATH}, timeout=60,
+        capture_output=True,
+        text=True,
+        env={"PATH": DYNO_PATH},
+        timeout=60,
     )
     assert direct.stdout.strip() == str(moved / ".heroku" / "python"), direct.stderr
     done = in_dyno(moved, 'hello-tool; echo "$PYTHONUNBUFFERED $VIRTUAL_ENV"; command -v python')
@@ -400,7 +429,10 @@ def test_custom_buildpacks_get_the_classic_api(
     app = write_app(tmp_path / "app", {"hello.txt": "hi", "Procfile": "web: ./serve\n"})
     cache = tmp_path / "cache"
     result, lines = build(
-        app, cache, buildpacks=[str(HELLO), str(HELLO)], source_version="0123abcd",
+        app,
+        cache,
+        buildpacks=[str(HELLO), str(HELLO)],
+        source_version="0123abcd",
         config_vars={"GREETING": "hello there", "OTHER": "x"},
     )
     assert result.buildpacks == (str(HELLO), str(HELLO))
@@ -414,8 +446,14 @@ def test_custom_buildpacks_get_the_classic_api(
     ]
     assert "-----> Hello app detected" in lines
     assert "       Default types for buildpack -> web, worker" in lines
-    envs = [dict(line.split("=", 1) for line in (app / f"hello-env.{n}").read_text().splitlines()
-                 if "=" in line) for n in (1, 2)]
+    envs = [
+        dict(
+            line.split("=", 1)
+            for line in (app / f"hello-env.{n}").read_text().splitlines()
+            if "=" in line
+        )
+        for n in (1, 2)
+    ]
     for env in envs:
         assert env["STACK"] == "heroku-24" and env["SOURCE_VERSION"] == "0123abcd"
         assert "DYNOD_SECRET_FOR_TEST" not in env and "GREETING" not in env
@@ -438,11 +476,14 @@ def test_custom_buildpacks_get_the_classic_api(
 
 
 def test_dot_buildpacks_file_names_the_buildpacks(tmp_path: Path) -> None:
-    app = write_app(tmp_path / "app", {
-        "hello.txt": "hi",
-        "Procfile": "web: ./serve\n",
-        ".buildpacks": "# local first\nvendor/hello\n\nheroku/procfile\n",
-    })
+    app = write_app(
+        tmp_path / "app",
+        {
+            "hello.txt": "hi",
+            "Procfile": "web: ./serve\n",
+            ".buildpacks": "# local first\nvendor/hello\n\nheroku/procfile\n",
+        },
+    )
     shutil.copytree(HELLO, app / "vendor" / "hello")
     result, lines = build(app, tmp_path / "cache")
     assert result.buildpacks == (str((app / "vendor" / "hello").resolve()), "procfile")
@@ -500,10 +541,15 @@ def test_cancelling_a_build_kills_the_buildpack_process_group(tmp_path: Path) ->
     async def main() -> None:
         with trio.fail_after(30):
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(lambda: run_build(
-                    app, cache_dir=tmp_path / "cache", config_vars={},
-                    buildpacks=[str(stubborn)], output=lines.append,
-                ))
+                nursery.start_soon(
+                    lambda: run_build(
+                        app,
+                        cache_dir=tmp_path / "cache",
+                        config_vars={},
+                        buildpacks=[str(stubborn)],
+                        output=lines.append,
+                    )
+                )
                 while "-----> started" not in lines:
                     await trio.sleep(0.02)
                 nursery.cancel_scope.cancel()
@@ -516,7 +562,9 @@ def test_a_source_url_that_cannot_be_downloaded_is_a_clear_build_error(tmp_path:
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
-    with pytest.raises(DynodError, match=rf"^cannot download source http://127.0.0.1:{port}/app.tgz: .*refused"):
+    with pytest.raises(
+        DynodError, match=rf"^cannot download source http://127.0.0.1:{port}/app.tgz: .*refused"
+    ):
         fetch_source(f"http://127.0.0.1:{port}/app.tgz", tmp_path)
 
     server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
@@ -575,14 +623,18 @@ def test_taking_a_tree_back_leaves_the_build_user_nothing_to_change(tmp_path: Pa
     assert os.readlink(tree / "link") == "/etc/passwd"
 
 
-def test_making_a_buildpacks_scripts_executable_never_touches_a_links_target(tmp_path: Path) -> None:
+def test_making_a_buildpacks_scripts_executable_never_touches_a_links_target(
+    tmp_path: Path,
+) -> None:
     outside = tmp_path / "outside.txt"
     outside.write_text("not a script")
     outside.chmod(0o644)
     pack = tmp_path / "pack"
     (pack / "bin").mkdir(parents=True)
     for name in ("detect", "compile"):
-        (pack / "bin" / name).write_text("#!/bin/sh\necho Linky\n")  # lost its x bits, as from a zip
+        (pack / "bin" / name).write_text(
+            "#!/bin/sh\necho Linky\n"
+        )  # lost its x bits, as from a zip
     (pack / "bin" / "helper").symlink_to(outside)
     app = tmp_path / "app"
     app.mkdir()

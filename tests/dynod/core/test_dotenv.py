@@ -22,7 +22,11 @@ def test_plain_lines_comments_blank_lines_and_order() -> None:
 
 
 def test_export_prefix() -> None:
-    assert parse_dotenv("export A=1\nexport\tB=2\n  export   C = 3") == {"A": "1", "B": "2", "C": "3"}
+    assert parse_dotenv("export A=1\nexport\tB=2\n  export   C = 3") == {
+        "A": "1",
+        "B": "2",
+        "C": "3",
+    }
     # `export` is also an ordinary key name.
     assert parse_dotenv("export=1\nexportX=2\n") == {"export": "1", "exportX": "2"}
 
@@ -119,7 +123,7 @@ def test_render() -> None:
         "EMPTY": "",
         "SPACES": " two words ",
         "HASH": "a #b",
-        "QUOTE": "it's \"x\"",
+        "QUOTE": 'it\'s "x"',
         "NEWLINE": "a\nb\\n",
     }
     text = render_dotenv(env)
@@ -169,7 +173,7 @@ def test_load_env_files_errors_name_the_file(tmp_path: Path) -> None:
 # Property tests ---------------------------------------------------------------------------
 
 DOTENV_ALPHABET = st.sampled_from(
-    list("=#'\"\\ \t\n\r:\0abAZ_1$é") + ["export ", "\\n", "\\\"", "\\\\", "\r\n", " #"]
+    list("=#'\"\\ \t\n\r:\0abAZ_1$é") + ["export ", "\\n", '\\"', "\\\\", "\r\n", " #"]
 )
 dotenv_text = st.lists(DOTENV_ALPHABET, max_size=60).map("".join)
 keys = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]*", fullmatch=True)

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dynod.errors import ParseError
 from dynod.core.formation import MAX_PER_TYPE, local_port, parse_formation, render_formation
+from dynod.errors import ParseError
 
 TYPES = ("web", "worker", "clock")
 

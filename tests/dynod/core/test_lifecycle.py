@@ -6,8 +6,8 @@ import itertools
 
 import pytest
 
-from dynod.errors import DynodError
 from dynod.core.lifecycle import TRANSITIONS, DynoState, IllegalTransition, Lifecycle
+from dynod.errors import DynodError
 
 S = DynoState
 PAIRS = list(itertools.product(DynoState, repeat=2))

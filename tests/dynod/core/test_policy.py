@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from dynod.errors import DynodError
 from dynod.core.policy import LOCAL_LADDER, PLATFORM_LADDER, RestartLadder, cycle_delay
+from dynod.errors import DynodError
 
 MINUTE = 60.0
 

@@ -10,7 +10,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dynod.errors import DynodError, ParseError
 from dynod.core.procfile import (
     ProcessType,
     Procfile,
@@ -18,6 +17,7 @@ from dynod.core.procfile import (
     parse_procfile,
     render_procfile,
 )
+from dynod.errors import DynodError, ParseError
 
 
 def test_types_in_file_order() -> None:
@@ -111,7 +111,9 @@ def test_load(tmp_path: Path) -> None:
 
 def test_load_missing(tmp_path: Path) -> None:
     path = tmp_path / "Procfile"
-    with pytest.raises(DynodError, match=re.escape(f"no Procfile at {path}: create one or pass -f PATH")):
+    with pytest.raises(
+        DynodError, match=re.escape(f"no Procfile at {path}: create one or pass -f PATH")
+    ):
         load_procfile(path)
 
 
@@ -140,8 +142,10 @@ def test_parse_error_from_load_names_the_path(tmp_path: Path) -> None:
 PROCFILE_ALPHABET = st.sampled_from(list("=#'\"\\ \t\n\r:\0abwe-_.1$é") + ["web", "release"])
 procfile_text = st.lists(PROCFILE_ALPHABET, max_size=60).map("".join)
 names = st.from_regex(r"[A-Za-z0-9_-]{1,63}", fullmatch=True)
-commands = st.text(min_size=1).map(str.strip).filter(
-    lambda c: bool(c) and not any(ch in c for ch in "\r\n\0")
+commands = (
+    st.text(min_size=1)
+    .map(str.strip)
+    .filter(lambda c: bool(c) and not any(ch in c for ch in "\r\n\0"))
 )
 
 

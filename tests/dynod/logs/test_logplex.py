@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import pytest
 import trio
@@ -10,9 +10,9 @@ import trio.testing
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dynod.errors import DynodError
 from dynod.core.logline import LogLine
-from dynod.logs.logplex import LogFilter, LogRing, Logplex
+from dynod.errors import DynodError
+from dynod.logs.logplex import LogFilter, Logplex, LogRing
 
 WHEN = 1795706350.123456  # 2026-11-26T15:19:10.123456+00:00
 

@@ -6,19 +6,19 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Awaitable, Callable
 
 import pytest
 import trio
 
-from dynod.state.apps import App
-from dynod.state.config import Config
 from dynod.core.lifecycle import DynoState
 from dynod.errors import Invalid
 from dynod.platform.root import Platform, _quantity
 from dynod.proc.reaper import Reaper
 from dynod.slugs.slug import pack_slug
+from dynod.state.apps import App
+from dynod.state.config import Config
 from tests.helpers import ROOT
 
 SAMPLE = ROOT / "fixtures" / "sample"
@@ -43,8 +43,11 @@ def slug_of(platform: Platform, source: Path, tmp: Path, procfile: str | None = 
     shutil.copytree(source, app_dir)
     if procfile is not None:
         (app_dir / "Procfile").write_text(procfile)
-    types = dict(line.split(": ", 1) for line in (app_dir / "Procfile").read_text().splitlines()
-                 if line and not line.startswith("#"))
+    types = dict(
+        line.split(": ", 1)
+        for line in (app_dir / "Procfile").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
     info = pack_slug(app_dir, tmp / f"{app_dir.name}.tgz")
     return platform.slugs.put(info.path, types).id
 
@@ -68,7 +71,9 @@ async def until(platform: Platform, predicate: Callable[[], bool], timeout: floa
 
 
 def up(platform: Platform, app: App, count: int, kind: str = "web") -> Callable[[], bool]:
-    return lambda: sum(1 for d in platform.dynos(app) if d.type == kind and d.state == "up") == count
+    return lambda: (
+        sum(1 for d in platform.dynos(app) if d.type == kind and d.state == "up") == count
+    )
 
 
 def web_port(platform: Platform, app: App, name: str = "web.1") -> int:
@@ -80,7 +85,9 @@ def test_deploy_scale_config_rollback(tmp_path: Path) -> None:
         app = await platform.create_app("shop")
         assert [r.description for r in platform.releases(app)] == ["Initial release"]
         slug = slug_of(platform, SAMPLE, tmp_path)
-        v2 = await platform.create_release(app, slug_id=slug, config_vars={}, description="Deploy 1234abcd", wait=True)
+        v2 = await platform.create_release(
+            app, slug_id=slug, config_vars={}, description="Deploy 1234abcd", wait=True
+        )
         assert (v2.version, v2.status) == (2, "succeeded")
         assert "release phase: nothing to migrate" in (platform.release_output(app, 2) or "")
         assert {e.type: e.quantity for e in platform.formation(app)} == {"web": 1, "worker": 0}
@@ -98,7 +105,9 @@ def test_deploy_scale_config_rollback(tmp_path: Path) -> None:
         await until(platform, up(platform, app, 3))
         await until(platform, up(platform, app, 1, "worker"))
         platform.scale(app, {"web": 1})
-        await until(platform, lambda: [d.name for d in platform.dynos(app) if d.type == "web"] == ["web.1"])
+        await until(
+            platform, lambda: [d.name for d in platform.dynos(app) if d.type == "web"] == ["web.1"]
+        )
 
         v4 = await platform.rollback(app, 2)
         assert v4.description == "Rollback to v2"
@@ -112,10 +121,19 @@ def test_a_failing_release_command_keeps_the_old_release_serving(tmp_path: Path)
     async def scenario(platform: Platform) -> None:
         app = await platform.create_app("fails")
         good = slug_of(platform, SAMPLE, tmp_path)
-        await platform.create_release(app, slug_id=good, config_vars={}, description="Deploy good", wait=True)
+        await platform.create_release(
+            app, slug_id=good, config_vars={}, description="Deploy good", wait=True
+        )
         await until(platform, up(platform, app, 1))
-        bad = slug_of(platform, SAMPLE, tmp_path, "web: python3 web.py\nrelease: echo migration broke; exit 3\n")
-        v3 = await platform.create_release(app, slug_id=bad, config_vars={}, description="Deploy bad", wait=True)
+        bad = slug_of(
+            platform,
+            SAMPLE,
+            tmp_path,
+            "web: python3 web.py\nrelease: echo migration broke; exit 3\n",
+        )
+        v3 = await platform.create_release(
+            app, slug_id=bad, config_vars={}, description="Deploy bad", wait=True
+        )
         assert v3.status == "failed"
         assert platform.current_release(app).version == 2  # type: ignore[union-attr]
         assert "migration broke" in (platform.release_output(app, 3) or "")
@@ -128,18 +146,34 @@ def test_a_release_phase_cut_short_by_a_stop_fails_at_the_next_start(tmp_path: P
     async def interrupted(platform: Platform) -> None:
         app = await platform.create_app("cut")
         good = slug_of(platform, SAMPLE, tmp_path)
-        await platform.create_release(app, slug_id=good, config_vars={}, description="Deploy good", wait=True)
-        slow = slug_of(platform, SAMPLE, tmp_path, "web: python3 web.py\nrelease: echo migrating; exec sleep 60\n")
-        v3 = await platform.create_release(app, slug_id=slow, config_vars={}, description="Deploy slow")
+        await platform.create_release(
+            app, slug_id=good, config_vars={}, description="Deploy good", wait=True
+        )
+        slow = slug_of(
+            platform,
+            SAMPLE,
+            tmp_path,
+            "web: python3 web.py\nrelease: echo migrating; exec sleep 60\n",
+        )
+        v3 = await platform.create_release(
+            app, slug_id=slow, config_vars={}, description="Deploy slow"
+        )
         assert v3.status == "pending"
-        await until(platform, lambda: "migrating" in [line.text for line in platform.ring(app).recent(50)])
+        await until(
+            platform, lambda: "migrating" in [line.text for line in platform.ring(app).recent(50)]
+        )
 
     async def restarted(platform: Platform) -> None:
         app = platform.apps.by_name("cut")
         assert app is not None
-        assert [(r.version, r.status) for r in platform.releases(app)][1:] == [(2, "succeeded"), (3, "failed")]
+        assert [(r.version, r.status) for r in platform.releases(app)][1:] == [
+            (2, "succeeded"),
+            (3, "failed"),
+        ]
         assert platform.current_release(app).version == 2  # type: ignore[union-attr]
-        assert "dynod stopped while the release command ran" in (platform.release_output(app, 3) or "")
+        assert "dynod stopped while the release command ran" in (
+            platform.release_output(app, 3) or ""
+        )
 
     with_platform(tmp_path, interrupted)
     with_platform(tmp_path, restarted)
@@ -156,7 +190,9 @@ def test_dynos_see_only_their_own_files_and_environment(tmp_path: Path) -> None:
     async def scenario(platform: Platform) -> None:
         app = await platform.create_app("isolated")
         slug = slug_of(platform, SAMPLE, tmp_path, procfile)
-        await platform.create_release(app, slug_id=slug, config_vars={}, description="Deploy", wait=True)
+        await platform.create_release(
+            app, slug_id=slug, config_vars={}, description="Deploy", wait=True
+        )
         platform.scale(app, {"writer": 1, "reader": 1})
         ring = platform.ring(app)
         await until(platform, lambda: any(l.text == "absent" for l in ring.recent(1500)))
@@ -176,7 +212,9 @@ def test_apps_come_back_after_a_restart_of_the_platform(tmp_path: Path) -> None:
     async def first(platform: Platform) -> None:
         app = await platform.create_app("durable")
         slug = slug_of(platform, SAMPLE, tmp_path)
-        await platform.create_release(app, slug_id=slug, config_vars={"A": "1"}, description="Deploy", wait=True)
+        await platform.create_release(
+            app, slug_id=slug, config_vars={"A": "1"}, description="Deploy", wait=True
+        )
         platform.scale(app, {"web": 2})
         await until(platform, up(platform, app, 2))
 
@@ -190,10 +228,14 @@ def test_apps_come_back_after_a_restart_of_the_platform(tmp_path: Path) -> None:
     with_platform(tmp_path, second)
 
 
-def test_a_build_from_a_directory_deploys_and_a_failed_build_releases_nothing(tmp_path: Path) -> None:
+def test_a_build_from_a_directory_deploys_and_a_failed_build_releases_nothing(
+    tmp_path: Path,
+) -> None:
     async def scenario(platform: Platform) -> None:
         app = await platform.create_app("built")
-        build = await platform.create_build(app, source_url=str(SAMPLE), version=None, buildpacks=[])
+        build = await platform.create_build(
+            app, source_url=str(SAMPLE), version=None, buildpacks=[]
+        )
         lines = [line async for line in platform.build_output(app, build.id)]
         done = platform.build(app, build.id)
         assert done.status == "succeeded", lines
@@ -205,7 +247,9 @@ def test_a_build_from_a_directory_deploys_and_a_failed_build_releases_nothing(tm
         broken = tmp_path / "broken"
         broken.mkdir()
         (broken / "README").write_text("no Procfile, no dependency file\n")
-        failed = await platform.create_build(app, source_url=f"file://{broken}", version=None, buildpacks=[])
+        failed = await platform.create_build(
+            app, source_url=f"file://{broken}", version=None, buildpacks=[]
+        )
         lines = [line async for line in platform.build_output(app, failed.id)]
         assert platform.build(app, failed.id).status == "failed"
         assert any(line.startswith(" !     ") for line in lines)
@@ -221,30 +265,43 @@ def test_apps_are_reached_through_the_router_round_robin(tmp_path: Path) -> None
     async def scenario(platform: Platform) -> None:
         app = await platform.create_app("routed")
         slug = slug_of(platform, SAMPLE, tmp_path)
-        await platform.create_release(app, slug_id=slug, config_vars={}, description="Deploy", wait=True)
+        await platform.create_release(
+            app, slug_id=slug, config_vars={}, description="Deploy", wait=True
+        )
         platform.scale(app, {"web": 3})
         async with trio.open_nursery() as nursery:
-            [(host, port)] = await nursery.start(serve, RouterConfig(listen="127.0.0.1:0"), platform.router)
+            [(host, port)] = await nursery.start(
+                serve, RouterConfig(listen="127.0.0.1:0"), platform.router
+            )
             await until(platform, up(platform, app, 3))
             answers = []
             for _ in range(6):
                 stream = await trio.open_tcp_stream(host, port)
                 async with stream:
-                    await stream.send_all(f"GET / HTTP/1.0\r\nHost: routed.localhost:{port}\r\n\r\n".encode())
+                    await stream.send_all(
+                        f"GET / HTTP/1.0\r\nHost: routed.localhost:{port}\r\n\r\n".encode()
+                    )
                     data = b""
                     while chunk := await stream.receive_some(65536):
                         data += chunk
                 answers.append(data.decode().split("\r\n\r\n", 1)[1].split()[2])
             nursery.cancel_scope.cancel()
         assert sorted(answers[:3]) == ["web.1", "web.2", "web.3"] and answers[3:] == answers[:3]
-        assert any("at=info method=GET" in line.text and line.dyno == "router"
-                   for line in platform.ring(app).recent(1500))
+        assert any(
+            "at=info method=GET" in line.text and line.dyno == "router"
+            for line in platform.ring(app).recent(1500)
+        )
 
     with_platform(tmp_path, scenario)
 
 
 def test_a_number_quantity_is_absolute_and_only_a_string_is_relative() -> None:
-    assert [_quantity(2, 5, "web"), _quantity("2", 5, "web"), _quantity("+1", 5, "web"), _quantity("-1", 5, "web")] == [2, 2, 6, 4]
+    assert [
+        _quantity(2, 5, "web"),
+        _quantity("2", 5, "web"),
+        _quantity("+1", 5, "web"),
+        _quantity("-1", 5, "web"),
+    ] == [2, 2, 6, 4]
     with pytest.raises(Invalid, match=r"between 0 and 100, not -3\."):
         _quantity(-3, 1, "web")  # a JSON number is never a delta
     for silly, shown in ((True, "true"), (1.5, "1.5"), (None, "null"), ("lots", '"lots"')):

@@ -7,8 +7,8 @@ import uuid
 
 import attrs
 
-from dynod.state.config import DynosConfig
 from dynod.platform.runtime import DynoUsers
+from dynod.state.config import DynosConfig
 
 NOBODY = pwd.getpwnam("nobody")
 

@@ -33,8 +33,12 @@ def spawned(tmp_path: Path, *, popen: bool) -> tuple[list[str], Child]:
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         try:
             child = Child.spawn(
-                ["bash", "-c", PROBE], stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w,
-                cwd=str(tmp_path), env={"PATH": "/usr/bin:/bin", "PROBE_X": "1 2"},
+                ["bash", "-c", PROBE],
+                stdin=subprocess.DEVNULL,
+                stdout=out_w,
+                stderr=out_w,
+                cwd=str(tmp_path),
+                env={"PATH": "/usr/bin:/bin", "PROBE_X": "1 2"},
                 preexec_fn=(lambda: None) if popen else None,
             )
         finally:
@@ -50,7 +54,9 @@ def spawned(tmp_path: Path, *, popen: bool) -> tuple[list[str], Child]:
     return trio.run(main)
 
 
-def test_both_spawn_routes_make_the_same_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_both_spawn_routes_make_the_same_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)  # posix_spawn is taken only in our own working directory
     leaked = os.open(os.devnull, os.O_RDONLY)
     os.set_inheritable(leaked, True)  # as a descriptor dynod was started with would be
@@ -81,13 +87,21 @@ def _without(line: str, bits: int) -> str:
     return f"SigIgn:\t{int(line.split()[1], 16) & ~bits:016x}"
 
 
-def test_a_missing_program_fails_alike_on_both_routes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_missing_program_fails_alike_on_both_routes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
 
     async def spawn(popen: bool) -> None:
-        Child.spawn(["bash", "-c", "true"], stdin=subprocess.DEVNULL, stdout=1, stderr=2,
-                    cwd=str(tmp_path), env={"PATH": str(tmp_path / "nowhere")},
-                    preexec_fn=(lambda: None) if popen else None)
+        Child.spawn(
+            ["bash", "-c", "true"],
+            stdin=subprocess.DEVNULL,
+            stdout=1,
+            stderr=2,
+            cwd=str(tmp_path),
+            env={"PATH": str(tmp_path / "nowhere")},
+            preexec_fn=(lambda: None) if popen else None,
+        )
 
     for popen in (False, True):
         with pytest.raises(FileNotFoundError):
@@ -111,8 +125,13 @@ def test_dynos_do_not_inherit_descriptors_dynod_was_started_with(tmp_path: Path)
     leaked = os.open(marker, os.O_RDONLY)
     try:
         process = subprocess.Popen(
-            [PY, "-m", "dynod.cli", "start"], cwd=tmp_path, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, start_new_session=True, pass_fds=[leaked],
+            [PY, "-m", "dynod.cli", "start"],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+            pass_fds=[leaked],
         )
     finally:
         os.close(leaked)

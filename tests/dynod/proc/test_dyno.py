@@ -48,10 +48,12 @@ def test_environment_is_built_from_nothing(tmp_path: Path) -> None:
 
 def test_profile_scripts_are_sourced_in_order_then_the_command_is_execed(tmp_path: Path) -> None:
     (tmp_path / ".profile.d").mkdir()
-    (tmp_path / ".profile.d" / "b.sh").write_text("export ORDER=\"$ORDER b\"\n")
+    (tmp_path / ".profile.d" / "b.sh").write_text('export ORDER="$ORDER b"\n')
     (tmp_path / ".profile.d" / "a.sh").write_text("export ORDER=a\n")
-    (tmp_path / ".profile").write_text("export ORDER=\"$ORDER profile\"\n")
-    status, sink = run(tmp_path, f"{PY} -c \"import os; print(os.environ['ORDER'], os.getpid() == os.getpgid(0))\"")
+    (tmp_path / ".profile").write_text('export ORDER="$ORDER profile"\n')
+    status, sink = run(
+        tmp_path, f"{PY} -c \"import os; print(os.environ['ORDER'], os.getpid() == os.getpgid(0))\""
+    )
     assert status == 0
     # the command replaced bash: it leads the dyno's process group itself
     assert sink.texts(source="app") == ["a b profile True"]
@@ -75,7 +77,9 @@ def test_long_lines_are_split(tmp_path: Path) -> None:
 
 
 def test_tty_mode_gives_a_terminal(tmp_path: Path) -> None:
-    status, sink = run(tmp_path, f"{PY} -c \"import sys; print(sys.stdout.isatty(), sys.stdin.isatty())\"", tty=True)
+    status, sink = run(
+        tmp_path, f'{PY} -c "import sys; print(sys.stdout.isatty(), sys.stdin.isatty())"', tty=True
+    )
     assert status == 0
     assert sink.texts(source="app") == ["True True"]
 
@@ -85,13 +89,17 @@ def test_without_tty_stdin_is_empty_and_not_a_terminal(tmp_path: Path) -> None:
     assert sink.texts(source="app") == ["done", "notty"]
 
 
-def stop_after(tmp_path: Path, command: str, ready: str, stop_timeout: float) -> tuple[Collector, float]:
+def stop_after(
+    tmp_path: Path, command: str, ready: str, stop_timeout: float
+) -> tuple[Collector, float]:
     sink = Collector()
 
     async def main() -> float:
         with trio.fail_after(20):
             async with trio.open_nursery() as nursery:
-                await nursery.start(run_dyno, spec(tmp_path, command, stop_timeout=stop_timeout), sink)
+                await nursery.start(
+                    run_dyno, spec(tmp_path, command, stop_timeout=stop_timeout), sink
+                )
                 await sink.wait_text(ready)
                 began = trio.current_time()
                 nursery.cancel_scope.cancel()
@@ -103,7 +111,9 @@ def stop_after(tmp_path: Path, command: str, ready: str, stop_timeout: float) ->
 def test_stop_sends_sigterm_to_the_group(tmp_path: Path) -> None:
     sink, took = stop_after(tmp_path, "echo ready; exec sleep 30", "ready", 5)
     assert sink.texts(source="heroku")[-2:] == [
-        "Stopping all processes with SIGTERM", "Process exited with status 143"]
+        "Stopping all processes with SIGTERM",
+        "Process exited with status 143",
+    ]
     assert took < 4
 
 
@@ -111,7 +121,9 @@ def test_a_process_ignoring_sigterm_is_killed_after_the_grace(tmp_path: Path) ->
     ignorer = f"{PY} -c \"import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)\""
     sink, took = stop_after(tmp_path, ignorer, "ready", 0.5)
     heroku = sink.texts(source="heroku")
-    assert "Error R12 (Exit timeout) -> Process failed to exit within 0.5 seconds of SIGTERM" in heroku
+    assert (
+        "Error R12 (Exit timeout) -> Process failed to exit within 0.5 seconds of SIGTERM" in heroku
+    )
     assert heroku[-1] == "Process exited with status 137"
     assert 0.5 <= took < 4
 
@@ -124,7 +136,9 @@ def test_a_grandchild_ignoring_sigterm_is_gone_after_the_stop(tmp_path: Path) ->
 
 
 def test_leftovers_of_a_finished_dyno_are_killed_and_reported(tmp_path: Path) -> None:
-    daemon = f"{PY} -c \"import os, time; print('daemon', os.getpid(), flush=True); time.sleep(60)\""
+    daemon = (
+        f"{PY} -c \"import os, time; print('daemon', os.getpid(), flush=True); time.sleep(60)\""
+    )
     status, sink = run(tmp_path, f"({daemon} &) ; sleep 0.3; echo bye")
     assert status == 0
     pid = int(next(t for t in sink.texts(source="app") if t.startswith("daemon")).split()[1])
@@ -141,8 +155,13 @@ def test_hurry_cuts_the_grace_short(tmp_path: Path) -> None:
         with trio.fail_after(20):
             async with trio.open_nursery() as nursery:
                 process = await nursery.start(
-                    lambda task_status: run_dyno(spec(tmp_path, ignorer, stop_timeout=30), sink,
-                                                 hurry=hurry, task_status=task_status))
+                    lambda task_status: run_dyno(
+                        spec(tmp_path, ignorer, stop_timeout=30),
+                        sink,
+                        hurry=hurry,
+                        task_status=task_status,
+                    )
+                )
                 await sink.wait_text("ready")
                 began = trio.current_time()
                 nursery.cancel_scope.cancel()
@@ -160,16 +179,21 @@ def test_chatty_dynos_lose_and_tear_nothing(tmp_path: Path) -> None:
     """50,000 lines from 4 concurrent processes, written in odd-sized chunks."""
     sink = Collector()
     writer = (
-        f"{PY} -c \"import os, sys; n = sys.argv[1]; "
+        f'{PY} -c "import os, sys; n = sys.argv[1]; '
         "data = ''.join(f'{n}-{i:05d}-' + 'p' * (i % 97) + '\\n' for i in range(12500)).encode(); "
-        "[os.write(1, data[k:k + 4093]) for k in range(0, len(data), 4093)]\""
+        '[os.write(1, data[k:k + 4093]) for k in range(0, len(data), 4093)]"'
     )
 
     async def main() -> None:
         with trio.fail_after(60):
             async with trio.open_nursery() as nursery:
                 for n in range(4):
-                    s = DynoSpec(f"chatty.{n}", f"{writer} {n}", tmp_path, dyno_env({}, name=f"chatty.{n}", port=None, home=tmp_path))
+                    s = DynoSpec(
+                        f"chatty.{n}",
+                        f"{writer} {n}",
+                        tmp_path,
+                        dyno_env({}, name=f"chatty.{n}", port=None, home=tmp_path),
+                    )
                     nursery.start_soon(run_dyno, s, sink)
 
     trio.run(main)
@@ -187,6 +211,10 @@ def test_a_root_dynod_runs_dynos_as_the_dyno_user(tmp_path: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("only root can switch to the dyno user")
     tmp_path.chmod(0o755)
-    status, sink = run(tmp_path, "id -u; id -G; cat /root/.profile >/dev/null 2>&1 || echo denied", owner=(65534, 65534))
+    status, sink = run(
+        tmp_path,
+        "id -u; id -G; cat /root/.profile >/dev/null 2>&1 || echo denied",
+        owner=(65534, 65534),
+    )
     assert status == 0
     assert sink.texts(source="app") == ["65534", "65534", "denied"]

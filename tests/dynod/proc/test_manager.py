@@ -4,6 +4,7 @@ exit-on-crash, restarts and cycling, one-off dynos."""
 from __future__ import annotations
 
 import socket
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import trio
@@ -22,15 +23,20 @@ def free_port() -> int:
 
 
 WEB = (
-    f"{PY} -c \"import os, socket, time; s = socket.socket(); "
+    f'{PY} -c "import os, socket, time; s = socket.socket(); '
     "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
     "time.sleep(float(os.environ.get('DELAY', '0'))); "
     "s.bind(('127.0.0.1', int(os.environ['PORT']))); s.listen(); print('bound', flush=True); "
-    "time.sleep(60)\""
+    'time.sleep(60)"'
 )
 
 
-def run_manager(tmp_path: Path, plans: list[DynoPlan], settings: ManagerSettings, scenario) -> Collector:  # type: ignore[no-untyped-def]
+def run_manager(
+    tmp_path: Path,
+    plans: list[DynoPlan],
+    settings: ManagerSettings,
+    scenario: Callable[[Manager, Collector], Awaitable[None]],
+) -> Collector:
     sink = Collector()
 
     async def main() -> None:
@@ -56,22 +62,30 @@ def test_a_web_dyno_is_up_once_its_port_accepts(tmp_path: Path) -> None:
 
     sink = run_manager(tmp_path, [plan], FAST, scenario)
     assert sink.texts("web.1", "heroku")[-3:] == [
-        "State changed from up to down", "Stopping all processes with SIGTERM",
-        "Process exited with status 143"]
+        "State changed from up to down",
+        "Stopping all processes with SIGTERM",
+        "Process exited with status 143",
+    ]
 
 
 def test_a_web_dyno_that_never_binds_gets_r10_and_is_restarted(tmp_path: Path) -> None:
     plan = DynoPlan("web.1", "echo booting; exec sleep 60", {}, port=free_port())
-    settings = ManagerSettings(ladder=(0.0, 30.0), stop_timeout=1.0, boot_timeout=0.5, cycle_after=None)
+    settings = ManagerSettings(
+        ladder=(0.0, 30.0), stop_timeout=1.0, boot_timeout=0.5, cycle_after=None
+    )
 
     async def scenario(manager: Manager, sink: Collector) -> None:
         await sink.wait_text("State changed from crashed to starting")
 
     sink = run_manager(tmp_path, [plan], settings, scenario)
     heroku = sink.texts("web.1", "heroku")
-    assert ("Error R10 (Boot timeout) -> Web process failed to bind to $PORT within 0.5 "
-            "seconds of launch") in heroku
-    assert heroku.index("State changed from starting to crashed") > heroku.index("Process exited with status 143")
+    assert (
+        "Error R10 (Boot timeout) -> Web process failed to bind to $PORT within 0.5 "
+        "seconds of launch"
+    ) in heroku
+    assert heroku.index("State changed from starting to crashed") > heroku.index(
+        "Process exited with status 143"
+    )
 
 
 def test_crashes_restart_on_the_ladder(tmp_path: Path) -> None:
@@ -92,7 +106,10 @@ def test_crashes_restart_on_the_ladder(tmp_path: Path) -> None:
 
 
 def test_exit_on_crash_stops_everything_with_the_status(tmp_path: Path) -> None:
-    plans = [DynoPlan("worker.1", "sleep 0.3; exit 7", {}), DynoPlan("clock.1", "exec sleep 60", {})]
+    plans = [
+        DynoPlan("worker.1", "sleep 0.3; exit 7", {}),
+        DynoPlan("clock.1", "exec sleep 60", {}),
+    ]
     settings = ManagerSettings(stop_timeout=2.0, cycle_after=None, exit_on_crash=True)
     sink = Collector()
 
@@ -120,9 +137,12 @@ def test_restart_and_cycling(tmp_path: Path) -> None:
     sink = run_manager(tmp_path, [plan], settings, scenario)
     heroku = sink.texts("worker.1", "heroku")
     cycle = heroku.index("Cycling")
-    assert heroku[cycle:cycle + 4] == [
-        "Cycling", "State changed from up to starting", "Stopping all processes with SIGTERM",
-        "Process exited with status 143"]
+    assert heroku[cycle : cycle + 4] == [
+        "Cycling",
+        "State changed from up to starting",
+        "Stopping all processes with SIGTERM",
+        "Process exited with status 143",
+    ]
     assert "Restarting" in heroku
     assert "State changed from up to crashed" not in heroku
 
@@ -146,7 +166,10 @@ def test_one_off_dynos_complete_and_are_not_restarted(tmp_path: Path) -> None:
 
 def test_reconcile_scales_up_down_highest_first_and_restarts_changed_plans(tmp_path: Path) -> None:
     def plans(n: int, version: str) -> list[DynoPlan]:
-        return [DynoPlan(f"worker.{i}", "echo v=$V; exec sleep 60", {"V": version}) for i in range(1, n + 1)]
+        return [
+            DynoPlan(f"worker.{i}", "echo v=$V; exec sleep 60", {"V": version})
+            for i in range(1, n + 1)
+        ]
 
     async def scenario(manager: Manager, sink: Collector) -> None:
         manager.reconcile(plans(3, "1"))

@@ -121,7 +121,9 @@ HOSTILE: dict[str, tuple[list[Member], str, str]] = {
     "dot-dot": ([reg("./app/../../etc/passwd")], "./app/../../etc/passwd", "'..'"),
     "dot-dot outside app": ([reg("../x")], "../x", "'..'"),
     "symlink to /etc/passwd": (
-        [node("./app/passwd", tarfile.SYMTYPE, "/etc/passwd")], "./app/passwd", "absolute path"
+        [node("./app/passwd", tarfile.SYMTYPE, "/etc/passwd")],
+        "./app/passwd",
+        "absolute path",
     ),
     "symlink escaping via ../..": (
         [node("./app/lib", tarfile.DIRTYPE), node("./app/lib/up", tarfile.SYMTYPE, "../../etc")],
@@ -140,7 +142,9 @@ HOSTILE: dict[str, tuple[list[Member], str, str]] = {
         "in a loop",
     ),
     "hard link to an absolute path": (
-        [node("./app/h", tarfile.LNKTYPE, "/etc/passwd")], "./app/h", "hard link pointing outside"
+        [node("./app/h", tarfile.LNKTYPE, "/etc/passwd")],
+        "./app/h",
+        "hard link pointing outside",
     ),
     "hard link outside app": (
         [reg("./etc/shadow"), node("./app/h", tarfile.LNKTYPE, "./etc/shadow")],
@@ -148,7 +152,9 @@ HOSTILE: dict[str, tuple[list[Member], str, str]] = {
         "hard link pointing outside",
     ),
     "hard link with dot-dot": (
-        [node("./app/h", tarfile.LNKTYPE, "./app/../etc/passwd")], "./app/h", "pointing outside"
+        [node("./app/h", tarfile.LNKTYPE, "./app/../etc/passwd")],
+        "./app/h",
+        "pointing outside",
     ),
     "hard link to a symlink": (
         [node("./app/s", tarfile.SYMTYPE, "run"), node("./app/h", tarfile.LNKTYPE, "./app/s")],
@@ -166,7 +172,9 @@ HOSTILE: dict[str, tuple[list[Member], str, str]] = {
     ),
     "duplicate member": ([reg("./app/run", b"again")], "./app/run", "appears twice"),
     "control characters in names": (
-        [node("./app/x\ny", tarfile.SYMTYPE, "../\n/etc")], "./app/x\ny", "pointing outside ./app"
+        [node("./app/x\ny", tarfile.SYMTYPE, "../\n/etc")],
+        "./app/x\ny",
+        "pointing outside ./app",
     ),
     "app is a symlink": ([node("app", tarfile.SYMTYPE, "/")], "app", "other than a directory"),
 }
@@ -357,7 +365,9 @@ def test_pruning_keeps_the_current_slugs_trees_and_any_being_copied(
     assert len(list(trees.glob("*/*"))) == 2
     assert store.prune_trees({new.checksum}) == 1
     assert len(list(trees.glob("*/*"))) == 1
-    assert tree(store.materialize(old, tmp_path / "rollback.1")) == tree(tmp_path / "web.1")  # again
+    assert tree(store.materialize(old, tmp_path / "rollback.1")) == tree(
+        tmp_path / "web.1"
+    )  # again
 
     real_copy = slug_module.copy_tree  # type: ignore[attr-defined]
     pruned: list[int] = []
@@ -387,7 +397,9 @@ def test_dynos_starting_together_unpack_a_new_slug_once(
 
     monkeypatch.setattr("dynod.slugs.slug.unpack_slug", slow_unpack)
     with ThreadPoolExecutor(20) as pool:
-        homes = list(pool.map(lambda i: store.materialize(slug, tmp_path / f"web.{i}"), range(1, 21)))
+        homes = list(
+            pool.map(lambda i: store.materialize(slug, tmp_path / f"web.{i}"), range(1, 21))
+        )
     assert len(unpacks) == 1
     assert all(tree(home) == tree(app) for home in homes)
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from dynod.state.config import Address, Config, PortRange, resolve_data_dir
 from dynod.errors import DynodError
+from dynod.state.config import Address, Config, PortRange, resolve_data_dir
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -141,8 +141,8 @@ def test_section_must_be_a_table(tmp_path: Path) -> None:
             "[router]\nmax_connections = 1.5",
             "[router] max_connections must be a whole number >= 1, not 1.5",
         ),
-        ('[router]\ndomain = "bad domain"', '[router] domain must be a domain name'),
-        ('[router]\ndomain = "a..b"', '[router] domain must be a domain name'),
+        ('[router]\ndomain = "bad domain"', "[router] domain must be a domain name"),
+        ('[router]\ndomain = "a..b"', "[router] domain must be a domain name"),
         ("[api]\nlisten = 5050", '[api] listen must be "HOST:PORT"'),
         ('[api]\nlisten = "localhost"', '[api] listen must be "HOST:PORT"'),
         ('[api]\nlisten = "localhost:99999"', '[api] listen must be "HOST:PORT"'),
@@ -162,7 +162,10 @@ def test_section_must_be_a_table(tmp_path: Path) -> None:
             "[dynos] memory_quota_mb must be a whole number >= 1, not 0",
         ),
         ('[dynos]\nuser = ""', "[dynos] user must be a non-empty string"),
-        ('[dynos]\nuid_range = "5-10"', '[dynos] uid_range must be "FIRST-LAST" with 1000 <= FIRST'),
+        (
+            '[dynos]\nuid_range = "5-10"',
+            '[dynos] uid_range must be "FIRST-LAST" with 1000 <= FIRST',
+        ),
         ('[dynos]\nuid_range = "3000-2000"', '[dynos] uid_range must be "FIRST-LAST"'),
         ("[dynos]\nuid_range = [2000, 3000]", '[dynos] uid_range must be "FIRST-LAST"'),
         ("[logplex]\nhistory = -5", "[logplex] history must be a whole number >= 1, not -5"),
@@ -182,7 +185,7 @@ def test_wrong_types_and_ranges_name_the_key(tmp_path: Path, text: str, expected
 def test_bad_port_range(tmp_path: Path, port_range: object) -> None:
     value = f'"{port_range}"' if isinstance(port_range, str) else str(port_range)
     message = error_of(tmp_path, f"[dynos]\nport_range = {value}\n")
-    assert "[dynos] port_range must be \"FIRST-LAST\"" in message
+    assert '[dynos] port_range must be "FIRST-LAST"' in message
 
 
 def test_toml_syntax_error_is_one_line(tmp_path: Path) -> None:

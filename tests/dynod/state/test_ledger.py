@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dynod.errors import DynodError
-from dynod.state.ledger import Ledger, Release
 from dynod.state.files import atomic_write
+from dynod.state.ledger import Ledger, Release
 
 
 def release(ledger: Ledger, status: str = "succeeded", **changes: object) -> Release:
