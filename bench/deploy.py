@@ -767,7 +767,9 @@ def part_c(work: Path, window: float) -> dict[str, Any]:
             plan.append((app, "web" if n == 1 else "worker"))
         for app, kind in plan:
             wait_for(
-                lambda: served.all_up(app, kind, IDLE_DYNOS), 300, f"{app} {kind}={IDLE_DYNOS} up"
+                lambda app=app, kind=kind: served.all_up(app, kind, IDLE_DYNOS),
+                300,
+                f"{app} {kind}={IDLE_DYNOS} up",
             )
         up = time.monotonic() - start
         time.sleep(3)  # let the start-up's threads and buffers settle

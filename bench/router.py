@@ -270,7 +270,8 @@ def peer(name: str, backends: list[int]) -> Iterator[tuple[int, list[int]]]:
 def table(figures: list[Figure]) -> str:
     direct = {f.connections: f.rps for f in figures if f.peer == "direct"}
     rows = [
-        f"{'peer':<16}{'conns':>6}{'req/s':>10}{'ratio':>8}{'p50 ms':>9}{'p99 ms':>9}{'cpu %':>8}{'errors':>8}"
+        f"{'peer':<16}{'conns':>6}{'req/s':>10}{'ratio':>8}"
+        f"{'p50 ms':>9}{'p99 ms':>9}{'cpu %':>8}{'errors':>8}"
     ]
     for f in figures:
         ratio = f"{f.rps / direct[f.connections]:.2f}" if f.connections in direct else "-"
@@ -287,7 +288,8 @@ def verdict(figures: list[Figure]) -> list[str]:
     if ours is None:
         return []
     lines = [
-        f"dynod at 50 connections: {ours.rps:.0f} req/s (target >= 12000), p99 {ours.p99_ms:.2f} ms (target < 10)"
+        f"dynod at 50 connections: {ours.rps:.0f} req/s (target >= 12000), p99 "
+        f"{ours.p99_ms:.2f} ms (target < 10)"
     ]
     for other, target in (
         ("straightforward", "target 2"),

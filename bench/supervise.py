@@ -13,10 +13,11 @@ foreman from Debian (`ruby-foreman`, through apt-get, so as root), node-foreman 
 bench/.peers/node. dynod is `.venv/bin/dynod start` from this checkout (`--dynod PATH` to use
 another); it is skipped, with a note, while that command does not exist. The checkout's packages
 are byte-compiled first, as pip compiles an installed package (the peers' included): an editable
-install under PYTHONDONTWRITEBYTECODE=1 would otherwise compile dynod from source at every launch. Every tool runs the same
-workloads in the same run, each supervisor in its own session, and each is stopped afterwards
-with its whole process tree (its group, then SIGKILL to anything still carrying the run's tag in
-its environment), whatever happened. Scratch files live in bench/.work/supervise/.
+install under PYTHONDONTWRITEBYTECODE=1 would otherwise compile dynod from source at every launch.
+Every tool runs the same workloads in the same run, each supervisor in its own session, and each
+is stopped afterwards with its whole process tree (its group, then SIGKILL to anything still
+carrying the run's tag in its environment),
+whatever happened. Scratch files live in bench/.work/supervise/.
 
 What each figure means (one table per figure; the last column is dynod's factor against that
 tool, >1 meaning dynod is better, and the line under each table compares dynod with the target):
@@ -26,11 +27,11 @@ tool, >1 meaning dynod is better, and the line under each table compares dynod w
     with `sh` children (`echo ready; exec sleep 120`) and once with `python3` children (the
     interpreter `python3` runs, by its path, so that a pyenv shim is not what is timed). Median
     of 5 runs, taken round by round (every tool once a round, so a VM that changes speed
-    meanwhile weighs on all alike). Beside it: "cpu s", the CPU the supervisor itself used meanwhile (see
-    (c) for what counts as the supervisor), and "torn", lines that held a "ready" but were not
-    just it (supervisord merges lines when many children start at once; the "ready"s are
-    counted wherever they fall). Target: at most node-foreman's time for sh, at most honcho's
-    for python3.
+    meanwhile weighs on all alike). Beside it: "cpu s", the CPU the supervisor itself used
+    meanwhile (see (c) for what counts as the supervisor), and "torn", lines that held a "ready"
+    but were not just it (supervisord merges lines when many children start at once; the
+    "ready"s are counted wherever they fall). Target: at most node-foreman's time for sh,
+    at most honcho's for python3.
 (b) logs: lines per second through the supervisor, for 1,000,000 lines from one child and for
     250,000 from each of 4. Each child `cat`s a file of numbered lines `L<child>-<seq>-<payload>`
     (62 bytes) and then sleeps. Each tool runs twice per shape. With stdout on /dev/null the run
@@ -135,7 +136,8 @@ def sleepers(n: int, child: str) -> Workload:
     """N children that print "ready" once and then sleep."""
     commands = {
         "sh": "echo ready; exec sleep 120",
-        "python3": f"exec {real_python3()} -c \"import time; print('ready', flush=True); time.sleep(120)\"",
+        "python3": f"exec {real_python3()} -c \"import time; print('ready', flush=True); "
+        'time.sleep(120)"',
     }
     return Workload((ProcType("w", commands[child], n),))
 
@@ -588,13 +590,13 @@ def print_table(
 
     def line(cells: list[str], note: str = "") -> str:
         text = cells[0].ljust(widths[0]) + "".join(
-            "  " + cell.rjust(width) for cell, width in zip(cells[1:], widths[1:])
+            "  " + cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True)
         )
         return ("  " + text + ("  " + note if note else "")).rstrip()
 
     print(f"\n{title}")
     print(line(header))
-    for row, fig in zip(rows, figures.values()):
+    for row, fig in zip(rows, figures.values(), strict=True):
         print(line(row, fig.note))
     print("  (dynod vs it: >1 means dynod is better)")
     if target:
@@ -691,7 +693,9 @@ def measure_launch(tools: list[Peer], opts: argparse.Namespace) -> None:
             figures,
             True,
             "{:.3f}",
-            lambda f: verdict(f, goal, f"at most {reference}'s time", True, "{:.3f} s"),
+            lambda f, goal=goal, reference=reference: verdict(
+                f, goal, f"at most {reference}'s time", True, "{:.3f} s"
+            ),
         )
 
 
@@ -836,7 +840,7 @@ def measure_logs(tools: list[Peer], opts: argparse.Namespace) -> None:
         goal_peer = figures.get("node-foreman", Figure(None)).value
         goal = 2 * goal_peer if goal_peer else None
 
-        def target(f: dict[str, Figure]) -> str:
+        def target(f: dict[str, Figure], goal: float | None = goal) -> str:
             said = verdict(f, goal, "at least 2x node-foreman", False, "{:,.0f} lines/s")
             d = f.get("dynod")
             if d and d.value is not None:

@@ -7,7 +7,7 @@ Pure: no trio, no I/O; the time is passed in, so tests use plain numbers as a cl
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple, Union
+from typing import NamedTuple
 
 import attrs
 from attrs import define
@@ -34,7 +34,7 @@ class Refuse(NamedTuple):
     code: str  # "H14" (no web dynos) or "H10" (all crashed)
 
 
-Decision = Union[Try, Wait, Refuse]
+Decision = Try | Wait | Refuse
 
 
 @define

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 import re
-from typing import NamedTuple, Union
+from typing import NamedTuple
 
 from .headers import Headers
 
@@ -32,7 +32,7 @@ class Head(NamedTuple):
     headers: Headers
 
 
-Event = Union[Head, bytes, Signal]  # bytes: a piece of the body
+Event = Head | bytes | Signal  # bytes: a piece of the body
 
 # A whole response head in one match (its shape, not its meaning): a status line, then
 # `token: value` lines whose values hold no control character but tab, so no line can hide

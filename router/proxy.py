@@ -46,7 +46,7 @@ _VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}  
 
 def new_request_id() -> str:
     """A version-4 UUID. Request ids need to be unique, not secret, so no syscall per id."""
-    h = "%032x" % _ids.getrandbits(128)
+    h = f"{_ids.getrandbits(128):032x}"
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
 

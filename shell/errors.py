@@ -12,7 +12,8 @@ class Failure(Exception):
 
 class ApiError(Failure):
     """An answer from the API that is not a success (or no answer at all). `id` is the API's
-    error id (`not_found`, `invalid_params`, …) or ours (`unreachable`, `timeout`, `bad_response`)."""
+    error id (`not_found`, `invalid_params`, …) or ours (`unreachable`, `timeout`,
+    `bad_response`)."""
 
     def __init__(self, message: str, *, id: str = "error", status: int | None = None) -> None:
         super().__init__(message)

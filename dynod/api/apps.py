@@ -124,7 +124,8 @@ async def create_release(call: Call) -> Response:
         )
     else:
         raise invalid(
-            'Give {"slug": "<slug id>"} to release a slug, or {"release": "<id or version>"} to roll back.'
+            'Give {"slug": "<slug id>"} to release a slug, or {"release": "<id or version>"} '
+            "to roll back."
         )
     return json_response(release_json(call.state, app, release, platform.current_release(app)), 201)
 

@@ -84,7 +84,7 @@ def _match(pattern: list[str], segments: list[str]) -> dict[str, str] | None:
     if len(pattern) != len(segments):
         return None
     params = {}
-    for expected, actual in zip(pattern, segments):
+    for expected, actual in zip(pattern, segments, strict=True):
         if expected.startswith("{"):
             if not actual:
                 return None

@@ -326,7 +326,8 @@ async def create_build(call: Call) -> Response:
     url = blob.get("url") if isinstance(blob, dict) else None
     if not isinstance(url, str) or not url:
         raise invalid(
-            "source_blob.url is required: a directory, a tarball, a file:// URL or an upload's get_url."
+            "source_blob.url is required: a directory, a tarball, a file:// URL or an "
+            "upload's get_url."
         )
     version = blob.get("version") if isinstance(blob, dict) else None
     if version is not None and not isinstance(version, str):

@@ -1,6 +1,6 @@
 """`git push dynod main`: one bare repository per app in the data directory, whose pre-receive
-hook (dynod/builds/githook.py) builds the pushed commit through the API and rejects the push when the
-build fails."""
+hook (dynod/builds/githook.py) builds the pushed commit through the API and rejects the push
+when the build fails."""
 
 from __future__ import annotations
 

@@ -518,7 +518,7 @@ class _Runner:
             await trio.to_thread.run_sync(self.copy_buildpack, pack, str(n))
             for n, pack in enumerate(used, start=1)
         ]
-        for pack, copy_dir in zip(used, copies):
+        for pack, copy_dir in zip(used, copies, strict=True):
             if named:  # a named buildpack that does not apply is an error, as on Heroku
                 await self.detect(pack, copy_dir, required=True)
             await self.compile(pack, copy_dir)

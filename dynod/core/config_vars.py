@@ -28,7 +28,8 @@ def apply_config_changes(
             )
         if key.upper().startswith(RESERVED_PREFIX):
             raise Invalid(
-                f"Config var key {key} is reserved: keys starting {RESERVED_PREFIX} belong to dynod."
+                f"Config var key {key} is reserved: keys starting {RESERVED_PREFIX} belong to "
+                "dynod."
             )
         if value is not None and not isinstance(value, (str, int, float, bool)):
             raise Invalid(f"Config var {key} must be a string (or null to unset it).")

@@ -13,7 +13,7 @@ from types import MappingProxyType
 from attrs import define
 
 
-class DynoState(str, enum.Enum):
+class DynoState(str, enum.Enum):  # noqa: UP042 - str() and f-strings must keep giving the name
     STARTING = "starting"
     UP = "up"
     CRASHED = "crashed"

@@ -116,7 +116,8 @@ def load_procfile(path: str | os.PathLike[str]) -> Procfile:
 
 
 def decode_utf8(data: bytes, source: str) -> str:
-    """Text of a user's file; a leading BOM (Windows editors) is dropped, bad bytes name the line."""
+    """Text of a user's file; a leading BOM (Windows editors) is dropped, bad bytes name
+    the line."""
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:

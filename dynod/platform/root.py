@@ -329,7 +329,8 @@ class Platform:
         else:
             self.log(
                 app,
-                f"Release v{release.version} failed: the release command exited with status {status}",
+                f"Release v{release.version} failed: the release command exited with status "
+                f"{status}",
             )
         return release
 
@@ -374,7 +375,8 @@ class Platform:
         ]
 
     def scale(self, app: App, updates: Mapping[str, object]) -> list[FormationEntry]:
-        """Set quantities (a number, or a string: "2", "+1", "-1"); all checked before any applies."""
+        """Set quantities (a number, or a string: "2", "+1", "-1"); all checked before any
+        applies."""
         types = self.process_types(app)
         counts = self.apps.formation(app)
         new = dict(counts)

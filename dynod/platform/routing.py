@@ -38,7 +38,8 @@ async def feed_router(manager: Manager, backend: TableBackend, app: str) -> None
 
 
 def router_config(settings: RouterSettings) -> RouterConfig:
-    """dynod.toml's `[router]` table as the router's own config (the router knows no dynod types)."""
+    """dynod.toml's `[router]` table as the router's own config (the router knows no
+    dynod types)."""
     return RouterConfig(
         listen=str(settings.listen),
         domain=settings.domain,

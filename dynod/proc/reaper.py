@@ -150,7 +150,8 @@ class Reaper:
         return killed
 
     def sweep(self) -> None:
-        """Deal with dynod's adopted orphans (see dynod/proc/orphans.py): reap the dead, tie escapees
+        """Deal with dynod's adopted orphans (see dynod/proc/orphans.py): reap the dead, tie
+        escapees
         to their dyno (or kill them when their dyno has ended)."""
         for group in [g for g in self.escaped if not group_alive(g)]:
             del self.escaped[group]

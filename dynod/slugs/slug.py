@@ -387,7 +387,9 @@ def _prepare_dest(dest: Path) -> bool:
         return True
     except FileExistsError:
         if dest.is_symlink() or not dest.is_dir() or any(dest.iterdir()):
-            raise DynodError(f"cannot unpack into {dest}: it exists and is not an empty directory")
+            raise DynodError(
+                f"cannot unpack into {dest}: it exists and is not an empty directory"
+            ) from None
         return False
 
 

@@ -21,7 +21,7 @@ from attrs import field, frozen
 
 from dynod.errors import DynodError, ParseError
 
-if sys.version_info >= (3, 11):
+if sys.version_info >= (3, 11):  # noqa: UP036 - tomli stays the fallback for older Pythons
     import tomllib
 else:  # pragma: no cover - the spec allows tomli where tomllib is missing
     import tomli as tomllib

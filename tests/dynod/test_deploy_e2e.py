@@ -273,9 +273,11 @@ def _builds_as_the_apps_user(served: Served, tmp_path: Path, shared: Path) -> No
         # What the build user can do to the directories around it: nothing.
         'bp="$(dirname "$0")/.."\n'
         'echo "       around: $(stat -c %u:%a "$bp/.." "$bp/../.." "$1/.." | tr "\\n" " ")"\n'
-        'if touch "$bp/../../planted" "$bp/../planted" 2>/dev/null; then echo "       planted=yes"; '
+        'if touch "$bp/../../planted" "$bp/../planted" 2>/dev/null; then echo "       '
+        'planted=yes"; '
         'else echo "       planted=no"; fi\n'
-        'if ls "$1/.." >/dev/null 2>&1; then echo "       listed=yes"; else echo "       listed=no"; fi\n'
+        'if ls "$1/.." >/dev/null 2>&1; then echo "       listed=yes"; else echo "       '
+        'listed=no"; fi\n'
     )
     for script in ("detect", "compile"):
         (pack / "bin" / script).chmod(0o755)
@@ -460,7 +462,7 @@ def test_every_hostile_slug_kind_is_refused_and_nothing_runs(
     tmp_path.chmod(0o777)  # the dyno user could write the marker, were anything run
     types = {"web": f"touch {marker}; exec sleep 60", "release": f"touch {marker}"}
     served.ok("apps:create", "victim")
-    for kind, (extra, member, rule) in sorted(HOSTILE.items()):
+    for kind, (extra, _member, rule) in sorted(HOSTILE.items()):
         slug = make_slug(tmp_path / "slug.tgz", GOOD + extra).read_bytes()
         status, created = api(served, "POST", "/apps/victim/slugs", {"process_types": types})
         assert status == 201, created

@@ -65,7 +65,8 @@ def read_until(
 def test_ports_prefixes_and_a_requested_stop(tmp_path: Path) -> None:
     app(
         tmp_path,
-        "web: echo port=$PORT dyno=$DYNO; exec sleep 60\nworker: echo port=$PORT dyno=$DYNO; exec sleep 60\n",
+        "web: echo port=$PORT dyno=$DYNO; exec sleep 60\nworker: echo port=$PORT dyno=$DYNO; "
+        "exec sleep 60\n",
     )
     process = spawn_dynod("start", "-m", "web=2,worker=1", cwd=tmp_path)
     seen = read_until(process, "| port=", count=3)
@@ -140,7 +141,8 @@ def test_exit_on_crash_exits_with_the_crashed_status(tmp_path: Path) -> None:
 def test_a_process_ignoring_sigterm_is_killed_after_t(tmp_path: Path) -> None:
     app(
         tmp_path,
-        f"stubborn: {PY} -c \"import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)\"\n",
+        f'stubborn: {PY} -c "import signal, time; signal.signal(signal.SIGTERM, '
+        "signal.SIG_IGN); print('ready', flush=True); time.sleep(60)\"\n",
     )
     process = spawn_dynod("start", "-t", "1", cwd=tmp_path)
     read_until(process, "| ready")
@@ -153,7 +155,8 @@ def test_a_process_ignoring_sigterm_is_killed_after_t(tmp_path: Path) -> None:
 def test_second_ctrl_c_kills_at_once(tmp_path: Path) -> None:
     app(
         tmp_path,
-        f"stubborn: {PY} -c \"import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)\"\n",
+        f'stubborn: {PY} -c "import signal, time; signal.signal(signal.SIGTERM, '
+        "signal.SIG_IGN); print('ready', flush=True); time.sleep(60)\"\n",
     )
     process = spawn_dynod("start", "-t", "30", cwd=tmp_path)
     read_until(process, "| ready")
@@ -179,7 +182,8 @@ def test_kill_9_of_dynod_leaves_no_dyno_alive(tmp_path: Path) -> None:
 # Processes that start a session of their own: a daemon that double-forks (its parent is gone
 # at once) and a `setsid` child of a process that lives on. Each prints its pid first.
 ESCAPING = (  # the daemon ignores SIGTERM too
-    "web: (setsid sh -c 'trap \"\" TERM; echo escaped daemon=$$; exec sleep 600' &); exec sleep 600\n"
+    "web: (setsid sh -c 'trap \"\" TERM; echo escaped daemon=$$; exec sleep 600' &); exec "
+    "sleep 600\n"
     "worker: setsid sh -c 'echo escaped child=$$; exec sleep 600' & exec sleep 600\n"
 )
 
@@ -476,7 +480,8 @@ def test_the_printer_writes_a_burst_of_lines_once_and_in_order() -> None:
 
 
 def on_a_terminal(tmp_path: Path, *args: str) -> str:
-    """Everything `dynod start ARGS` writes when its stdout is a terminal (it must end by itself)."""
+    """Everything `dynod start ARGS` writes when its stdout is a terminal (it must end by
+    itself)."""
     import pty
 
     master, slave = pty.openpty()
@@ -530,7 +535,8 @@ def test_chatty_processes_arrive_complete_untorn_and_unmerged(tmp_path: Path) ->
     writer = (
         f"{PY} -c \"import os; n = os.environ['DYNO']; "
         "data = ''.join(f'{n}-{i:05d}-' + 'p' * (i % 97) + '\\n' for i in range(12500)).encode(); "
-        '[os.write(1, data[k:k + 4093]) for k in range(0, len(data), 4093)]"; echo done; exec sleep 60'
+        '[os.write(1, data[k:k + 4093]) for k in range(0, len(data), 4093)]"; echo done; '
+        "exec sleep 60"
     )
     app(tmp_path, f"chatty: {writer}\n")
     process = spawn_dynod("start", "-m", "chatty=4", cwd=tmp_path)
@@ -563,7 +569,8 @@ def test_ctrl_c_while_starting_up_is_a_quiet_requested_stop(tmp_path: Path) -> N
     app(tmp_path, "web: echo ready; exec sleep 60\n")
     for delay in (0.0, 0.05, 0.1):
         process = spawn_dynod("start", "-p", "6400", cwd=tmp_path)
-        assert wait_until(lambda: bool(children(process.pid)), timeout=20, every=0.002)
+        pid = process.pid
+        assert wait_until(lambda: bool(children(pid)), timeout=20, every=0.002)  # noqa: B023
         time.sleep(delay)
         status, _, err = stop(process)
         assert "Traceback" not in err, (delay, err)

@@ -13,7 +13,7 @@ def test_cli_routes_round_robin_and_logs() -> None:
     dynos = [ChildDyno.start("web.1"), ChildDyno.start("web.2")]
     args = ["--listen", "127.0.0.1:0", "--log", "--request-timeout", "5"]
     for dyno in dynos:
-        args += ["--dyno", "%s:%d" % dyno.address]
+        args += ["--dyno", "{}:{}".format(*dyno.address)]
     router = subprocess.Popen(
         [sys.executable, "-m", "router", *args], stdout=subprocess.PIPE, text=True
     )

@@ -125,7 +125,8 @@ def test_informational_then_final() -> None:
 def test_switching_protocols_keeps_what_follows() -> None:
     codec = sent()
     codec.receive_data(
-        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: upgrade\r\n\r\nfirst frame"
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: "
+        b"upgrade\r\n\r\nfirst frame"
     )
     head = codec.next_event()
     assert type(head) is Head and head.status == 101

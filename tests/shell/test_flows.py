@@ -130,7 +130,8 @@ def test_a_failed_release_command_is_not_called_a_failed_build(
     ctx, _out, err = context(fake_api, tmp_path)
     assert run(ctx, ["deploy", "-a", "demo"]) == 1
     assert err.getvalue().endswith(
-        "dyno: the release command failed, so v2 is not current: see `dyno releases:output v2 -a demo`\n"
+        "dyno: the release command failed, so v2 is not current: see `dyno releases:output "
+        "v2 -a demo`\n"
     )
 
 

@@ -216,7 +216,9 @@ def test_malformed_requests_oversized_bodies_and_keep_alive(tmp_path: Path) -> N
 
             stream = await trio.open_tcp_stream("127.0.0.1", client.port)
             async with stream:  # two requests on one connection
-                request = f"GET /account HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode()
+                request = (
+                    f"GET /account HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+                ).encode()
                 await stream.send_all(request + request)
                 answer = b""
                 while answer.count(b"HTTP/1.1 200 OK") < 2:

@@ -183,7 +183,8 @@ def test_dynos_see_only_their_own_files_and_environment(tmp_path: Path) -> None:
     os.environ["DYNOD_SECRET_OF_THE_DAEMON"] = "leak"
     procfile = (
         "web: python3 web.py\n"
-        "writer: echo mine > note.txt; echo wrote; env | grep -c DYNOD_SECRET || true; exec sleep 60\n"
+        "writer: echo mine > note.txt; echo wrote; env | grep -c DYNOD_SECRET || true; exec "
+        "sleep 60\n"
         "reader: sleep 1; ls note.txt 2>/dev/null || echo absent; exec sleep 60\n"
     )
 
@@ -195,11 +196,13 @@ def test_dynos_see_only_their_own_files_and_environment(tmp_path: Path) -> None:
         )
         platform.scale(app, {"writer": 1, "reader": 1})
         ring = platform.ring(app)
-        await until(platform, lambda: any(l.text == "absent" for l in ring.recent(1500)))
-        texts = [(l.dyno, l.text) for l in ring.recent(1500) if l.source == "app"]
+        await until(platform, lambda: any(line.text == "absent" for line in ring.recent(1500)))
+        texts = [(line.dyno, line.text) for line in ring.recent(1500) if line.source == "app"]
         assert ("writer.1", "wrote") in texts and ("writer.1", "0") in texts
         platform.restart(app, "writer")
-        await until(platform, lambda: sum(1 for l in ring.recent(1500) if l.text == "wrote") == 2)
+        await until(
+            platform, lambda: sum(1 for line in ring.recent(1500) if line.text == "wrote") == 2
+        )
         assert platform.dynos(app)[1].state in (DynoState.UP.value, DynoState.STARTING.value)
 
     try:

@@ -118,7 +118,10 @@ def test_stop_sends_sigterm_to_the_group(tmp_path: Path) -> None:
 
 
 def test_a_process_ignoring_sigterm_is_killed_after_the_grace(tmp_path: Path) -> None:
-    ignorer = f"{PY} -c \"import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)\""
+    ignorer = (
+        f'{PY} -c "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); '
+        "print('ready', flush=True); time.sleep(60)\""
+    )
     sink, took = stop_after(tmp_path, ignorer, "ready", 0.5)
     heroku = sink.texts(source="heroku")
     assert (
@@ -129,7 +132,10 @@ def test_a_process_ignoring_sigterm_is_killed_after_the_grace(tmp_path: Path) ->
 
 
 def test_a_grandchild_ignoring_sigterm_is_gone_after_the_stop(tmp_path: Path) -> None:
-    grandchild = f"{PY} -c \"import os, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('gc', os.getpid(), flush=True); time.sleep(60)\""
+    grandchild = (
+        f'{PY} -c "import os, signal, time; signal.signal(signal.SIGTERM, '
+        "signal.SIG_IGN); print('gc', os.getpid(), flush=True); time.sleep(60)\""
+    )
     sink, _ = stop_after(tmp_path, f"{grandchild} & wait", "gc ", 0.5)
     pid = int(next(t for t in sink.texts(source="app") if t.startswith("gc ")).split()[1])
     assert wait_until(lambda: not pid_alive(pid), 3)
@@ -149,7 +155,10 @@ def test_leftovers_of_a_finished_dyno_are_killed_and_reported(tmp_path: Path) ->
 def test_hurry_cuts_the_grace_short(tmp_path: Path) -> None:
     sink = Collector()
     hurry = trio.Event()
-    ignorer = f"{PY} -c \"import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)\""
+    ignorer = (
+        f'{PY} -c "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); '
+        "print('ready', flush=True); time.sleep(60)\""
+    )
 
     async def main() -> float:
         with trio.fail_after(20):
