@@ -7,6 +7,7 @@ import argparse
 import gc
 import math
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -153,7 +154,17 @@ def _only_user_error(group: BaseExceptionGroup[BaseException]) -> DynodError | N
     return first if isinstance(first, DynodError) else None
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def _start(args: argparse.Namespace) -> int:
+    # A stop asked for while starting up (Ctrl-C, SIGTERM, SIGHUP before the signal watcher
+    # listens) is only noted here and honoured as soon as the watcher runs: a KeyboardInterrupt
+    # raised mid-import can be swallowed by the interpreter (an import lock's callback), and the
+    # stop would be lost. trio leaves SIGINT alone when a handler other than Python's is set.
+    early: list[int] = []
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, lambda signum, _frame: early.append(signum))
     try:
         colour = sys.stdout.isatty() and not args.no_color and "NO_COLOR" not in os.environ
         from dynod.proc.reaper import Reaper
@@ -184,11 +195,21 @@ def _start(args: argparse.Namespace) -> int:
                 tty=args.tty,
                 router_port=args.router,
             )
-            return trio.run(local.start, options, sys.stdout, reaper)
-    except KeyboardInterrupt:
+            return trio.run(local.start, options, sys.stdout, reaper, early)
+    except BaseException as err:
         # Ctrl-C while starting up, before the signal watcher listens: a requested stop all
-        # the same (the reaper ends whatever had started), so no traceback and status 0.
-        return 0
+        # the same (the reaper ends whatever had started), so no traceback and status 0. trio
+        # raises it in whichever task ran, so it may come wrapped in the nurseries' groups.
+        if _only_interrupts(err):
+            return 0
+        raise
+
+
+def _only_interrupts(err: BaseException) -> bool:
+    """True for a KeyboardInterrupt, or exception groups holding nothing else."""
+    if isinstance(err, BaseExceptionGroup):
+        return all(_only_interrupts(inner) for inner in err.exceptions)
+    return isinstance(err, KeyboardInterrupt)
 
 
 def _dispatch(args: argparse.Namespace) -> int:

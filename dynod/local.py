@@ -120,10 +120,14 @@ def base_environment(clean: bool, root: Path) -> dict[str, str]:
 
 
 async def start(
-    options: StartOptions, out: TextIO = sys.stdout, reaper: Reaper | None = None
+    options: StartOptions,
+    out: TextIO = sys.stdout,
+    reaper: Reaper | None = None,
+    early_signals: Sequence[int] = (),
 ) -> int:
     """Run the app until a requested stop (or, with --exit-on-crash, a crash); the exit status.
-    `reaper`: one already started (the CLI starts it first), else one of our own."""
+    `reaper`: one already started (the CLI starts it first), else one of our own.
+    `early_signals`: stop signals the CLI noted before this ran (read once the watcher listens)."""
     root = options.procfile.resolve().parent
     procfile = read_procfile(options.procfile)
     formation = choose_formation(procfile, options.formation, options.concurrency)
@@ -188,7 +192,7 @@ async def start(
             await nursery.start(printer.run)
             nursery.start_soon(watch_orphans, reaper)  # processes that leave their dyno's group
             with trio.CancelScope() as flow:
-                nursery.start_soon(_watch_signals, manager, stopping)
+                nursery.start_soon(_watch_signals, manager, stopping, early_signals)
                 nursery.start_soon(_stop_when_asked, manager, stopping, flow)
                 if options.router_port is not None:
                     await _start_router(nursery, manager, ring, options.router_port)
@@ -249,9 +253,12 @@ async def _stop_when_asked(manager: Manager, stopping: trio.Event, flow: trio.Ca
     flow.cancel()  # and a release phase still running stops too
 
 
-async def _watch_signals(manager: Manager, stopping: trio.Event) -> None:
-    """First Ctrl-C, SIGTERM or SIGHUP: graceful stop. Any later one: SIGKILL at once."""
+async def _watch_signals(manager: Manager, stopping: trio.Event, early: Sequence[int]) -> None:
+    """First Ctrl-C, SIGTERM or SIGHUP: graceful stop. Any later one: SIGKILL at once.
+    `early` is a list the CLI's own handlers append to until this listens."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        if early:
+            stopping.set()
         async for _ in signals:
             if stopping.is_set():
                 manager.hurry.set()
