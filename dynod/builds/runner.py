@@ -1,6 +1,6 @@
 """Builds (SPEC §3): a source tree copied into a fresh build directory (`.slugignore` applied),
 then Heroku's classic buildpack API run over it — detect, compile, release — with the output
-streamed line by line. Packing the result into a slug is dynod.slugs.slug's job.
+streamed line by line. Packing the result into a slug is dynod.slugs.pack's job.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from dynod.errors import DynodError, ParseError
 from dynod.proc.child import as_user
 from dynod.proc.dyno import LineSplitter
 from dynod.proc.reaper import Reaper, group_alive
-from dynod.slugs.slug import UnsafeSlug, unpack_slug
+from dynod.slugs.unpack import UnsafeSlug, unpack_slug
 
 STACK = "heroku-24"  # what buildpacks written for Heroku check $STACK against
 BUILTIN_BUILDPACKS = ("python", "nodejs", "procfile")  # also the order of default detection
@@ -138,7 +138,7 @@ def _clear(directory: Path, *, remove: bool) -> None:
 
 def _unpack_source_tarball(tarball: Path, dest: Path) -> None:
     """Rewrite the tarball as a slug (members under ./app/, the one top-level directory, if any,
-    stripped) and let dynod.slugs.slug's unpacking check and extract it: one set of member rules.
+    stripped) and let dynod.slugs.unpack check and extract it: one set of member rules.
     Hostile names are kept as they are, so that those rules refuse them."""
     names: dict[str, str] = {}  # member name as the slug checks report it -> name in the tarball
     with tempfile.TemporaryDirectory(prefix="dynod-source-") as scratch:

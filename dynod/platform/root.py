@@ -44,7 +44,9 @@ from dynod.platform.runtime import (
 from dynod.proc.dyno import DYNO_PATH
 from dynod.proc.manager import DynoPlan
 from dynod.proc.reaper import Reaper
-from dynod.slugs.slug import Slug, SlugStore, check_slug_size, pack_slug
+from dynod.slugs.model import Slug, check_slug_size
+from dynod.slugs.pack import pack_slug
+from dynod.slugs.store import SlugStore
 from dynod.state.apps import App, AppStore
 from dynod.state.config import Config
 from dynod.state.files import heroku_time

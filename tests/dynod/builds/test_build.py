@@ -36,7 +36,8 @@ from dynod.builds.runner import (
     take_back,
 )
 from dynod.errors import DynodError
-from dynod.slugs.slug import pack_slug, unpack_slug
+from dynod.slugs.pack import pack_slug
+from dynod.slugs.unpack import unpack_slug
 from tests.helpers import ROOT, pid_alive, wait_until
 
 FIXTURES = ROOT / "fixtures"
