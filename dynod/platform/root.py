@@ -21,7 +21,8 @@ import trio
 
 from dynod.builds.git import ensure_repo, remove_repo, repo_path
 from dynod.builds.pipeline import Build, BuildOutput, BuildStore, fetch_source, lent_cache, scratch
-from dynod.builds.runner import prepare_source, run_build, source_id
+from dynod.builds.runner import run_build
+from dynod.builds.source import prepare_source, source_id
 from dynod.core.config_vars import (
     INITIAL_DESCRIPTION,
     apply_config_changes,
