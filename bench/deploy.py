@@ -385,7 +385,7 @@ def in_venv(code: str, *args: Path) -> float:
 def pack(app_dir: Path, out: Path) -> float:
     """dynod's own pack_slug; returns the seconds it took."""
     return in_venv(
-        "import sys, time; from dynod.slugs.slug import pack_slug; t = time.monotonic(); "
+        "import sys, time; from dynod.slugs.pack import pack_slug; t = time.monotonic(); "
         "pack_slug(sys.argv[1], sys.argv[2]); print(time.monotonic() - t)",
         app_dir,
         out,
@@ -396,7 +396,7 @@ def checked_unpack(tarball: Path, into: Path) -> float:
     """dynod's own unpack_slug (both passes: check, then write); returns the seconds it took."""
     try:
         return in_venv(
-            "import sys, time; from dynod.slugs.slug import unpack_slug; "
+            "import sys, time; from dynod.slugs.unpack import unpack_slug; "
             "t = time.monotonic(); unpack_slug(sys.argv[1], sys.argv[2]); "
             "print(time.monotonic() - t)",
             tarball,
@@ -637,7 +637,7 @@ def part_b(work: Path, runs: int) -> dict[str, Any]:
     size = tarball.stat().st_size
     say(
         f"  slug: {size / 1e6:.1f} MB compressed ({size / (BIG_BYTES + len(WEB_PY)):.3f} of its"
-        f" content), packed by dynod.slugs.slug.pack_slug in {packed:.2f} s"
+        f" content), packed by dynod.slugs.pack.pack_slug in {packed:.2f} s"
     )
     tree = work / "tree"
     tree.mkdir()

@@ -20,7 +20,7 @@ from dynod.api.common import (
 from dynod.api.server import HTTPError, Response, json_response
 from dynod.core.config_vars import apply_config_changes, deploy_description
 from dynod.errors import DynodError, NotFound
-from dynod.slugs.slug import Slug
+from dynod.slugs.model import Slug
 from dynod.state.apps import App
 from dynod.state.ledger import Release
 

@@ -36,7 +36,8 @@ from dynod.api.server import Response, json_response, stream_response
 from dynod.core.logline import APP, HEROKU, LogLine
 from dynod.errors import DynodError, NotFound
 from dynod.logs.logplex import LogFilter
-from dynod.slugs.slug import check_slug_size, unpack_slug
+from dynod.slugs.model import check_slug_size
+from dynod.slugs.unpack import unpack_slug
 from dynod.state.apps import STACK, App
 from dynod.state.files import heroku_time
 

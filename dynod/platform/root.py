@@ -21,7 +21,8 @@ import trio
 
 from dynod.builds.git import ensure_repo, remove_repo, repo_path
 from dynod.builds.pipeline import Build, BuildOutput, BuildStore, fetch_source, lent_cache, scratch
-from dynod.builds.runner import prepare_source, run_build, source_id
+from dynod.builds.runner import run_build
+from dynod.builds.source import prepare_source, source_id
 from dynod.core.config_vars import (
     INITIAL_DESCRIPTION,
     apply_config_changes,
@@ -44,7 +45,9 @@ from dynod.platform.runtime import (
 from dynod.proc.dyno import DYNO_PATH
 from dynod.proc.manager import DynoPlan
 from dynod.proc.reaper import Reaper
-from dynod.slugs.slug import Slug, SlugStore, check_slug_size, pack_slug
+from dynod.slugs.model import Slug, check_slug_size
+from dynod.slugs.pack import pack_slug
+from dynod.slugs.store import SlugStore
 from dynod.state.apps import App, AppStore
 from dynod.state.config import Config
 from dynod.state.files import heroku_time

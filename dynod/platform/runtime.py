@@ -21,7 +21,7 @@ from dynod.errors import NotFound
 from dynod.logs.logplex import LogRing
 from dynod.proc.manager import DynoPlan, DynoSlot, Manager, ManagerSettings
 from dynod.proc.reaper import Reaper
-from dynod.slugs.slug import SlugStore
+from dynod.slugs.store import SlugStore
 from dynod.state.config import DynosConfig, PortRange
 from dynod.state.ledger import Release
 

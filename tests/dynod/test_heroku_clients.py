@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from dynod.slugs.slug import pack_slug
+from dynod.slugs.pack import pack_slug
 from tests.helpers import ROOT, start_serve, stop_serve, wait_until
 
 try:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from dynod.core.procfile import load_procfile
-from dynod.slugs.slug import pack_slug
+from dynod.slugs.pack import pack_slug
 from tests.helpers import ROOT, dynod, pid_alive, spawn_dynod, wait_until
 
 SAMPLE = ROOT / "fixtures" / "sample"

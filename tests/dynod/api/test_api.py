@@ -24,7 +24,7 @@ from dynod.api.server import serve_http
 from dynod.core.procfile import load_procfile
 from dynod.platform.root import Platform
 from dynod.proc.reaper import Reaper
-from dynod.slugs.slug import pack_slug
+from dynod.slugs.pack import pack_slug
 from dynod.state.config import Address, Config
 from tests.helpers import ROOT
 

@@ -22,21 +22,14 @@ from typing import Any
 import pytest
 import trio
 
+from dynod.builds.buildpacks import parse_release_yaml
+from dynod.builds.handover import hand_over, take_back
 from dynod.builds.pipeline import fetch_source, lent_cache
-from dynod.builds.runner import (
-    STACK,
-    BuildFailed,
-    BuildResult,
-    apply_slugignore,
-    hand_over,
-    parse_release_yaml,
-    prepare_source,
-    run_build,
-    source_id,
-    take_back,
-)
+from dynod.builds.runner import STACK, BuildFailed, BuildResult, run_build
+from dynod.builds.source import apply_slugignore, prepare_source, source_id
 from dynod.errors import DynodError
-from dynod.slugs.slug import pack_slug, unpack_slug
+from dynod.slugs.pack import pack_slug
+from dynod.slugs.unpack import unpack_slug
 from tests.helpers import ROOT, pid_alive, wait_until
 
 FIXTURES = ROOT / "fixtures"

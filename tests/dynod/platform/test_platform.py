@@ -16,7 +16,7 @@ from dynod.core.lifecycle import DynoState
 from dynod.errors import Invalid
 from dynod.platform.root import Platform, _quantity
 from dynod.proc.reaper import Reaper
-from dynod.slugs.slug import pack_slug
+from dynod.slugs.pack import pack_slug
 from dynod.state.apps import App
 from dynod.state.config import Config
 from tests.helpers import ROOT

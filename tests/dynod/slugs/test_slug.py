@@ -13,9 +13,12 @@ from typing import Any
 
 import pytest
 
-import dynod.slugs.slug as slug_module
+import dynod.slugs.store as store_module
 from dynod.errors import DynodError
-from dynod.slugs.slug import SlugStore, UnsafeSlug, check_slug_size, pack_slug, unpack_slug
+from dynod.slugs.model import check_slug_size
+from dynod.slugs.pack import pack_slug
+from dynod.slugs.store import SlugStore
+from dynod.slugs.unpack import UnsafeSlug, unpack_slug
 from dynod.state.files import file_checksum
 
 Member = tuple[tarfile.TarInfo, bytes]
@@ -369,17 +372,17 @@ def test_pruning_keeps_the_current_slugs_trees_and_any_being_copied(
         tmp_path / "web.1"
     )  # again
 
-    real_copy = slug_module.copy_tree  # type: ignore[attr-defined]
+    real_copy = store_module.copy_tree  # type: ignore[attr-defined]
     pruned: list[int] = []
 
     def pruning_copy(src: Path, dest: Path, **kwargs: Any) -> None:
         pruned.append(store.prune_trees(set()))  # a deploy elsewhere prunes mid-copy
         real_copy(src, dest, **kwargs)
 
-    monkeypatch.setattr(slug_module, "copy_tree", pruning_copy)
+    monkeypatch.setattr(store_module, "copy_tree", pruning_copy)
     copy = store.materialize(new, tmp_path / "web.3")
     assert pruned == [1] and tree(copy) == tree(tmp_path / "web.2")  # old's went, new's was in use
-    monkeypatch.setattr(slug_module, "copy_tree", real_copy)
+    monkeypatch.setattr(store_module, "copy_tree", real_copy)
     assert store.prune_trees(set()) == 1 and not list(trees.glob("*/*"))
 
 
@@ -395,7 +398,7 @@ def test_dynos_starting_together_unpack_a_new_slug_once(
         time.sleep(0.2)  # long enough for every other thread to arrive meanwhile
         unpack_slug(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr("dynod.slugs.slug.unpack_slug", slow_unpack)
+    monkeypatch.setattr("dynod.slugs.store.unpack_slug", slow_unpack)
     with ThreadPoolExecutor(20) as pool:
         homes = list(
             pool.map(lambda i: store.materialize(slug, tmp_path / f"web.{i}"), range(1, 21))
