@@ -23,6 +23,7 @@ from pathlib import Path
 import trio
 from attrs import field, frozen
 
+from dynod.core.names import CONFIG_KEY, STACK
 from dynod.core.procfile import decode_utf8, parse_procfile
 from dynod.errors import DynodError, ParseError
 from dynod.proc.child import as_user
@@ -30,7 +31,6 @@ from dynod.proc.dyno import LineSplitter
 from dynod.proc.reaper import Reaper, group_alive
 from dynod.slugs.slug import UnsafeSlug, unpack_slug
 
-STACK = "heroku-24"  # what buildpacks written for Heroku check $STACK against
 BUILTIN_BUILDPACKS = ("python", "nodejs", "procfile")  # also the order of default detection
 BUILDPACKS_DIR = Path(__file__).resolve().parent.parent / "buildpacks"
 DEFAULT_BUILD_TIMEOUT = 15 * 60.0
@@ -40,7 +40,6 @@ Output = Callable[[str], None]
 
 _STEP = "-----> "
 _DETAIL = "       "
-_CONFIG_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL for a cancelled step
 _DRAIN_GRACE = 1.0  # how long output may trail a step's exit (a daemon may hold the pipe)
 _READ_SIZE = 1 << 16
@@ -497,7 +496,7 @@ class _Runner:
     def write_env_dir(self, config_vars: Mapping[str, str]) -> None:
         self.env_dir.mkdir(mode=0o700)
         for key, value in config_vars.items():
-            if not _CONFIG_KEY.fullmatch(key):
+            if not CONFIG_KEY.fullmatch(key):
                 raise DynodError(f"bad config var name {key!r}: use letters, digits and '_'")
             (self.env_dir / key).write_text(value, encoding="utf-8")
 

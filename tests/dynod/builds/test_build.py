@@ -24,7 +24,6 @@ import trio
 
 from dynod.builds.pipeline import fetch_source, lent_cache
 from dynod.builds.runner import (
-    STACK,
     BuildFailed,
     BuildResult,
     apply_slugignore,
@@ -35,6 +34,7 @@ from dynod.builds.runner import (
     source_id,
     take_back,
 )
+from dynod.core.names import STACK
 from dynod.errors import DynodError
 from dynod.slugs.slug import pack_slug, unpack_slug
 from tests.helpers import ROOT, pid_alive, wait_until
