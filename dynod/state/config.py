@@ -19,6 +19,8 @@ from typing import Any
 import attrs
 from attrs import field, frozen
 
+from dynod.core.names import LOG_HISTORY, LOG_TAIL_BUFFER, MAX_LINE_BYTES
+from dynod.core.policy import CYCLE_AFTER, CYCLE_JITTER, PLATFORM_LADDER
 from dynod.errors import DynodError, ParseError
 
 if sys.version_info >= (3, 11):  # noqa: UP036 - tomli stays the fallback for older Pythons
@@ -191,6 +193,8 @@ class RouterSettings:
     idle_timeout: float = _setting(55.0, _seconds)
     boot_wait: float = _setting(75.0, _seconds)
     header_timeout: float = _setting(10.0, _seconds)
+    # The router's own default (router/config.py), which state may not import;
+    # tests/dynod/state/test_config.py checks that the two agree.
     max_connections: int = _setting(10000, _count)
 
 
@@ -198,13 +202,9 @@ class RouterSettings:
 class DynosConfig:
     boot_timeout: float = _setting(60.0, _seconds)
     stop_timeout: float = _setting(30.0, _seconds)
-    # Heroku's crash cool-offs: at once, then 20, 40, 60, 180, 320 minutes, then the last forever.
-    restart_ladder: tuple[float, ...] = _setting(
-        (0.0, 1200.0, 2400.0, 3600.0, 10800.0, 19200.0), _ladder
-    )
-    cycle_after: float = _setting(86400.0, _seconds)
-    cycle_jitter: float = _setting(12960.0, _seconds_or_zero)  # 0-216 minutes
-    memory_quota_mb: int = _setting(512, _count)
+    restart_ladder: tuple[float, ...] = _setting(PLATFORM_LADDER, _ladder)
+    cycle_after: float = _setting(CYCLE_AFTER, _seconds)
+    cycle_jitter: float = _setting(CYCLE_JITTER, _seconds_or_zero)
     user: str = _setting("nobody", _name)
     # When dynod is root, each app's dynos run as a uid of their own from this range, in the
     # group of `user`: no app's dyno can read another's config (/proc/PID/environ) or files.
@@ -214,9 +214,9 @@ class DynosConfig:
 
 @frozen
 class LogplexConfig:
-    history: int = _setting(1500, _count)
-    tail_buffer: int = _setting(1024, _count)
-    max_line_bytes: int = _setting(10000, _count)
+    history: int = _setting(LOG_HISTORY, _count)
+    tail_buffer: int = _setting(LOG_TAIL_BUFFER, _count)
+    max_line_bytes: int = _setting(MAX_LINE_BYTES, _count)
 
 
 @frozen
