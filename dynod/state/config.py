@@ -329,17 +329,25 @@ def _show(value: object) -> str:
 def resolve_data_dir(
     override: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
 ) -> Path:
-    """Where dynod keeps its state: `--data` if given, else `DYNOD_DATA`, else
-    `$XDG_DATA_HOME/dynod`, else `~/.local/share/dynod`. Always an absolute path."""
+    """Where dynod keeps its state: `--data` if given, else `DYNOD_DATA` (`~` expanded), else
+    `$XDG_DATA_HOME/dynod` (ignored when relative, as the XDG spec says), else
+    `~/.local/share/dynod`. Always an absolute path. shell/api.py's `data_dir` is the same rule
+    (the client may not import dynod); tests/test_data_dir.py holds the two to one table."""
     env = os.environ if environ is None else environ
+    home = env.get("HOME") or str(Path.home())
     if override is not None and os.fspath(override):
-        chosen = Path(override).expanduser()
+        chosen = _expand_home(os.fspath(override), home)
     elif env.get("DYNOD_DATA"):
-        chosen = Path(env["DYNOD_DATA"]).expanduser()
+        chosen = _expand_home(env["DYNOD_DATA"], home)
     elif env.get("XDG_DATA_HOME") and Path(env["XDG_DATA_HOME"]).is_absolute():
-        # The XDG spec says a relative XDG_DATA_HOME is invalid and must be ignored.
         chosen = Path(env["XDG_DATA_HOME"]) / "dynod"
     else:
-        home = env.get("HOME") or str(Path.home())
         chosen = Path(home) / ".local" / "share" / "dynod"
     return chosen.absolute()
+
+
+def _expand_home(text: str, home: str) -> Path:
+    """`~` and `~/…` against the given HOME; `~user/…` as the system knows that user."""
+    if text == "~" or text.startswith("~/"):
+        return Path(home, text[2:])
+    return Path(text).expanduser()

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from dynod.errors import DynodError
-from dynod.state.config import Address, Config, PortRange, resolve_data_dir
+from dynod.state.config import Address, Config, PortRange
 from router.config import RouterConfig
 
 
@@ -226,19 +226,6 @@ def test_address_parse() -> None:
     for bad in ["", "host:", "host:port", "[::1]", "a b:1", "host:٥٠"]:
         with pytest.raises(ValueError):
             Address.parse(bad)
-
-
-def test_data_dir_resolution(tmp_path: Path) -> None:
-    home = {"HOME": str(tmp_path / "home")}
-    assert resolve_data_dir(environ=home) == tmp_path / "home/.local/share/dynod"
-    xdg = {**home, "XDG_DATA_HOME": str(tmp_path / "xdg")}
-    assert resolve_data_dir(environ=xdg) == tmp_path / "xdg/dynod"
-    relative_xdg = {**home, "XDG_DATA_HOME": "relative/dir"}  # invalid per the XDG spec
-    assert resolve_data_dir(environ=relative_xdg) == tmp_path / "home/.local/share/dynod"
-    explicit = {**xdg, "DYNOD_DATA": str(tmp_path / "mine")}
-    assert resolve_data_dir(environ=explicit) == tmp_path / "mine"
-    assert resolve_data_dir(tmp_path / "flag", environ=explicit) == tmp_path / "flag"
-    assert resolve_data_dir("rel", environ=explicit).is_absolute()
 
 
 def test_uid_range_or_one_user_for_every_app(tmp_path: Path) -> None:
