@@ -1,4 +1,4 @@
-"""Builds (SPEC §3): a source tree copied into a fresh build directory (`.slugignore` applied),
+"""Builds (docs/platform.md): a source tree copied to a new build directory (`.slugignore` applied),
 then Heroku's classic buildpack API run over it — detect, compile, release — with the output
 streamed line by line. Packing the result into a slug is dynod.slugs.slug's job.
 """

@@ -1,5 +1,5 @@
 """Release rules as pure functions: config var validation and changes, and the descriptions
-Heroku gives each kind of release (SPEC §4)."""
+Heroku gives each kind of release (docs/platform.md, Config vars)."""
 
 from __future__ import annotations
 

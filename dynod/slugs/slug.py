@@ -1,4 +1,4 @@
-"""Slugs: the gzip tarball of a built app, every member under `./app/` (SPEC §3).
+"""Slugs: the gzip tarball of a built app, every member under `./app/` (docs/platform.md, Slugs).
 
 Owns packing, the content-addressed slug store, and unpacking, which is the security boundary
 between an app's build and the machine: every member is checked before anything is written, and
@@ -164,7 +164,7 @@ class _Checker:
         if not (info.isreg() or info.isdir() or info.issym() or info.islnk()):
             raise UnsafeSlug(name, f"is {_SPECIAL.get(info.type, 'a special file')}")
         if not parts or parts[0] != "app":
-            return None  # SPEC §15: members outside ./app are ignored, not refused
+            return None  # docs/platform.md, Slugs: members outside ./app are ignored, not refused
         rel = "/".join(parts[1:])
         kind = "dir" if info.isdir() else "symlink" if info.issym() else "file"
         if rel == "" and kind != "dir":
@@ -567,7 +567,7 @@ class SlugStore:
 
         The slug is checked and unpacked once per boot (verifying its checksum, R17) into the
         tree cache; each dyno then gets a copy of that tree. Copies, never hard links: a dyno
-        may change its files and nothing may reach another dyno (SPEC §6)."""
+        may change its files and nothing may reach another dyno (docs/platform.md, Slugs)."""
         dest = Path(dest)
         name = _hex_of(slug.checksum)
         with self._unpacking_guard:  # from now until the copy is made, pruning spares the tree

@@ -1,4 +1,4 @@
-"""dynod.toml: one typed Config holding every setting of SPEC §15 with its default.
+"""dynod.toml: one typed Config holding every setting (README, `dynod serve`) with its default.
 
 `Config.from_toml` and `Config.from_mapping` check every key (unknown ones, wrong types and
 ranges are DynodErrors naming the key); command-line flags override through `Config.replace`,
@@ -25,7 +25,7 @@ from dynod.errors import DynodError, ParseError
 
 if sys.version_info >= (3, 11):  # noqa: UP036 - tomli stays the fallback for older Pythons
     import tomllib
-else:  # pragma: no cover - the spec allows tomli where tomllib is missing
+else:  # pragma: no cover - tomli where tomllib is missing (Python 3.10)
     import tomli as tomllib
 
 

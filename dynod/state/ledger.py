@@ -1,4 +1,4 @@
-"""The per-app release ledger: an append-only file of releases and their status changes (SPEC §4).
+"""The per-app release ledger (docs/platform.md): an append-only file of releases and their changes.
 
 One record per line, `<crc32 as 8 hex> <payload length> <json payload>`; every append is fsync'd
 before it returns, so an acknowledged release survives any crash. A crash mid-append can only tear

@@ -26,7 +26,7 @@ def error_of(tmp_path: Path, text: str) -> str:
     return message
 
 
-def test_defaults_are_the_specs() -> None:
+def test_defaults_are_the_documented_ones() -> None:
     config = Config()
     assert str(config.api.listen) == "127.0.0.1:5050"
     router = config.router
