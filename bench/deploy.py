@@ -259,10 +259,10 @@ class Dynod:
         return Path(tempfile.gettempdir()) / f"dynod-dynos-{self.pid}"
 
     def reaper(self) -> int | None:
-        """The reaper sidecar: the child running `python -S -c` with the reaper's code."""
+        """The reaper sidecar: the child running `python -I -S …/reaper_child.py`."""
         for child in children(self.pid):
             line = cmdline(child)
-            if b"-S\0-c\0" in line and b"killpg" in line:
+            if b"-S\0" in line and b"reaper_child.py" in line:
                 return child
         return None
 

@@ -1,10 +1,11 @@
-"""`dynod`'s command line: argument parsing and the edge where errors become one line and an
-exit status (0 done, 1 refused or failed, 2 usage)."""
+"""`dynod`'s command line: argument parsing, the one place logging is configured, and the edge
+where errors become one line and an exit status (0 done, 1 refused or failed, 2 usage)."""
 
 from __future__ import annotations
 
 import argparse
 import gc
+import logging
 import math
 import os
 import signal
@@ -124,8 +125,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Libraries that may log chatter at INFO; dynod's own loggers are all under `dynod`.
+QUIET_LOGGERS = ("asyncio", "h11", "trio", "urllib3")
+
+
+def configure_logging() -> None:
+    """dynod's log is its stderr: records as bare lines (each message carries its own `dynod…:`
+    prefix, as the lines dynod prints there do), tracebacks after them; INFO and up."""
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(message)s")
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    configure_logging()
     try:
         return _dispatch(args)
     except BaseExceptionGroup as group:

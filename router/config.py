@@ -55,7 +55,7 @@ class RouterConfig:
     idle_timeout: float = attrs.field(default=55.0, validator=_positive)  # H15 / H28
     boot_wait: float = attrs.field(default=75.0, validator=_positive)  # H20
     header_timeout: float = attrs.field(default=10.0, validator=_positive)  # slowloris
-    max_connections: int = attrs.field(default=1000, validator=_positive)  # (ours)
+    max_connections: int = attrs.field(default=10000, validator=_positive)  # (ours)
     max_line_bytes: int = attrs.field(default=8192, validator=_positive)
     max_headers: int = attrs.field(default=1000, validator=_positive)
     max_head_bytes: int = attrs.field(default=65536, validator=_positive)  # (ours)

@@ -21,13 +21,25 @@ REQUEST_TIMEOUT = 60.0
 
 
 def data_dir(env: Mapping[str, str]) -> Path:
-    """dynod's data directory, found the way the daemon finds it (SPEC §1)."""
-    if env.get("DYNOD_DATA"):
-        return Path(env["DYNOD_DATA"])
-    if env.get("XDG_DATA_HOME"):
-        return Path(env["XDG_DATA_HOME"]) / "dynod"
+    """dynod's data directory, found the way the daemon finds it (docs/platform.md, "The data
+    directory"; dynod/state/config.py's `resolve_data_dir` is the same rule): `DYNOD_DATA`,
+    `~` expanded, else `$XDG_DATA_HOME/dynod` (ignored when relative), else
+    `~/.local/share/dynod`."""
     home = env.get("HOME") or str(Path.home())
-    return Path(home) / ".local" / "share" / "dynod"
+    if env.get("DYNOD_DATA"):
+        chosen = _expand_home(env["DYNOD_DATA"], home)
+    elif env.get("XDG_DATA_HOME") and Path(env["XDG_DATA_HOME"]).is_absolute():
+        chosen = Path(env["XDG_DATA_HOME"]) / "dynod"
+    else:
+        chosen = Path(home) / ".local" / "share" / "dynod"
+    return chosen.absolute()
+
+
+def _expand_home(text: str, home: str) -> Path:
+    """`~` and `~/…` against the given HOME; `~user/…` as the system knows that user."""
+    if text == "~" or text.startswith("~/"):
+        return Path(home, text[2:])
+    return Path(text).expanduser()
 
 
 def _read_setting(path: Path) -> str | None:

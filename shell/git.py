@@ -37,7 +37,7 @@ def remote_url(cwd: Path, name: str = REMOTE) -> str | None:
 
 
 def app_from_url(url: str) -> str | None:
-    """The app a git URL names: its last path component without `.git` (SPEC §15), whether
+    """The app a git URL names: its last path component without `.git` (README, git push), whether
     the URL is `http://host/app.git`, `/srv/git/app.git` or `user@host:app.git`."""
     last = url.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
     name = last.removesuffix(".git")

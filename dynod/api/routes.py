@@ -1,6 +1,7 @@
 """dynod's HTTP API: Heroku Platform API v3 paths and JSON over the Platform, so that `dyno`, the
 Heroku CLI and heroku3 all work against it. Owns authentication (the API token as Bearer or
-as Basic password), routing (404 unknown path, 405 wrong method) and errors as `{"id", "message"}`.
+as Basic password) and routing (404 unknown path, 405 wrong method); errors raised below become
+`{"id", "message"}` answers in one place, dynod.api.server.error_answer.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import urllib.parse
 from dynod.api import apps, streams
 from dynod.api.common import ApiState, Call
 from dynod.api.server import Request, Response, error_response
-from dynod.errors import Conflict, DynodError, NotFound
 from dynod.platform.root import Platform
 
 UNAUTHORIZED = (
@@ -54,14 +54,8 @@ class Api:
             )
             return Response(response.status, (*response.headers, ("Allow", allowed)), response.body)
         route, params = chosen
-        try:
-            return await route.handler(Call(self.state, request, params))
-        except NotFound as err:
-            return error_response(404, "not_found", str(err))
-        except Conflict as err:
-            return error_response(409, "conflict", str(err))
-        except DynodError as err:  # Invalid, and every other refusal of what was asked
-            return error_response(422, "invalid_params", str(err))
+        # Errors become answers in one place: dynod.api.server.error_answer.
+        return await route.handler(Call(self.state, request, params))
 
     def _authorized(self, request: Request) -> bool:
         scheme, _, credentials = request.header("authorization").strip().partition(" ")

@@ -1,6 +1,7 @@
 """A small HTTP/1.1 server on h11 and trio for dynod's API: connections with keep-alive, request
 bodies (capped, or streamed to the caller), JSON answers and chunked streams that end cleanly
-when the client goes away. Routing and policy live in the API; this module only moves bytes.
+when the client goes away, and the one mapping of errors to answers (`error_answer`). Routing
+and policy live in the API; this module only moves bytes.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import attrs
 import h11
 import trio
 
+from dynod.errors import DynodError
 from dynod.state.config import Address
 
 MAX_BODY = 1 << 20  # JSON bodies; uploads pass their own limit
@@ -36,6 +38,8 @@ _BUSY = (
     b"Retry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
     % (len(_BUSY_BODY), _BUSY_BODY)
 )
+
+INTERNAL_ERROR = "dynod failed to handle this request; see its log."
 
 log = logging.getLogger("dynod.api.server")
 
@@ -283,15 +287,23 @@ async def _rest_of_body(connection: _Connection, request: Request) -> bool:
 async def _answer(handler: Handler, request: Request) -> Response:
     try:
         return await handler(request)
-    except HTTPError as err:
-        return error_response(err.status, err.id, err.message)
     except _ClientGone:
         raise
-    except Exception:  # a bug: one 500 for the client, the traceback for whoever runs dynod
-        log.exception("dynod API: %s %s failed", request.method, request.path)
-        return error_response(
-            500, "internal_error", "dynod failed to handle this request; see its log."
-        )
+    except Exception as err:
+        return error_answer(err, request)
+
+
+def error_answer(err: Exception, request: Request) -> Response:
+    """The one mapping of errors to answers: an HTTPError as it says; a DynodError by its own
+    `status_hint` and `id` (dynod/errors.py); damaged state (a hint of 500) and any other
+    exception are dynod's failure, not the caller's: one 500 for the client, the traceback in
+    dynod's log for whoever runs it."""
+    if isinstance(err, HTTPError):
+        return error_response(err.status, err.id, err.message)
+    if isinstance(err, DynodError) and err.status_hint < 500:
+        return error_response(err.status_hint, err.id, str(err))
+    log.error("dynod API: %s %s failed", request.method, request.path, exc_info=err)
+    return error_response(500, "internal_error", INTERNAL_ERROR)
 
 
 async def serve_http(

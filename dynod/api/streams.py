@@ -49,7 +49,7 @@ PLAIN = "text/plain; charset=utf-8"
 _SECRET = re.compile(r"[A-Za-z0-9_-]{32,64}")
 _PROCESS_TYPE = re.compile(
     r"[A-Za-z0-9_-]{1,63}"
-)  # the Procfile's rule (SPEC §2): it names dynos and their directories
+)  # docs/platform.md, Procfile: it names dynos and their directories
 
 
 def _secret() -> str:

@@ -5,7 +5,6 @@ read, every step in its own process group with its output streamed line by line.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -25,20 +24,19 @@ from dynod.builds.buildpacks import (
     resolve_buildpack,
 )
 from dynod.builds.handover import hand_over, take_back
+from dynod.core.names import CONFIG_KEY, STACK
 from dynod.core.procfile import decode_utf8, parse_procfile
 from dynod.errors import DynodError, ParseError
 from dynod.proc.child import as_user
 from dynod.proc.dyno import LineSplitter
 from dynod.proc.reaper import Reaper, group_alive
 
-STACK = "heroku-24"  # what buildpacks written for Heroku check $STACK against
 DEFAULT_BUILD_TIMEOUT = 15 * 60.0
 
 Output = Callable[[str], None]
 
 _STEP = "-----> "
 _DETAIL = "       "
-_CONFIG_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL for a cancelled step
 _DRAIN_GRACE = 1.0  # how long output may trail a step's exit (a daemon may hold the pipe)
 _READ_SIZE = 1 << 16
@@ -165,7 +163,7 @@ class _Runner:
     def write_env_dir(self, config_vars: Mapping[str, str]) -> None:
         self.env_dir.mkdir(mode=0o700)
         for key, value in config_vars.items():
-            if not _CONFIG_KEY.fullmatch(key):
+            if not CONFIG_KEY.fullmatch(key):
                 raise DynodError(f"bad config var name {key!r}: use letters, digits and '_'")
             (self.env_dir / key).write_text(value, encoding="utf-8")
 

@@ -1,15 +1,13 @@
 """Release rules as pure functions: config var validation and changes, and the descriptions
-Heroku gives each kind of release (SPEC §4)."""
+Heroku gives each kind of release (docs/platform.md, Config vars)."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 
+from dynod.core.names import CONFIG_KEY, RESERVED_PREFIX
 from dynod.errors import Invalid
 
-CONFIG_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-RESERVED_PREFIX = "DYNOD_"
 MAX_CONFIG_BYTES = 32 * 1024
 
 

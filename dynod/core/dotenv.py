@@ -14,10 +14,10 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 
+from dynod.core.names import CONFIG_KEY
 from dynod.core.procfile import decode_utf8
 from dynod.errors import DynodError, ParseError
 
-_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _EXPORT = re.compile(r"^export\s+")
 _COMMENT = re.compile(r"\s#")
 _AFTER_QUOTE = re.compile(r"\s*|\s+#.*")
@@ -44,7 +44,7 @@ def parse_dotenv(text: str, source: str = ".env") -> dict[str, str]:
                 line=number,
             )
         key = _EXPORT.sub("", head.strip(), count=1)
-        if not _KEY.fullmatch(key):
+        if not CONFIG_KEY.fullmatch(key):
             raise ParseError(
                 f"bad key {_shown(key)}: use letters, digits and _, not starting with a digit",
                 source=source,
@@ -69,7 +69,7 @@ def render_dotenv(env: Mapping[str, str]) -> str:
     """Text that parse_dotenv reads back as `env`: bare when safe, else quoted."""
     lines = []
     for key, value in env.items():
-        if not _KEY.fullmatch(key):
+        if not CONFIG_KEY.fullmatch(key):
             raise DynodError(f"cannot write .env: bad key {_shown(key)}")
         if "\0" in value:
             raise DynodError(f"cannot write .env: {key} contains a NUL character")

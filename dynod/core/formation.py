@@ -9,13 +9,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
+from dynod.core.names import PROCESS_TYPE_CHARS
 from dynod.errors import ParseError
 
 ALL = "all"
 MAX_PER_TYPE = 100  # also the port stride of local_port, so instances never collide
 
 _SOURCE = "formation"
-_ENTRY = re.compile(r"(?P<name>[A-Za-z0-9_-]+)=(?P<count>[0-9]+)")
+_ENTRY = re.compile(f"(?P<name>[{PROCESS_TYPE_CHARS}]+)=(?P<count>[0-9]+)")
 _SEPARATORS = re.compile(r"[\s,]+")
 
 

@@ -7,15 +7,13 @@ Commands are kept verbatim (bash expands them inside the dyno), only trimmed at 
 from __future__ import annotations
 
 import os
-import re
 
 from attrs import frozen
 
+from dynod.core.names import PROCESS_TYPE
 from dynod.errors import DynodError, ParseError
 
 RELEASE = "release"
-
-_NAME = re.compile(r"[A-Za-z0-9_-]{1,63}")
 
 
 @frozen
@@ -129,7 +127,7 @@ def decode_utf8(data: bytes, source: str) -> str:
 
 def _problem(name: str, command: str) -> str | None:
     """What is wrong with one process type, as a user-facing message; None when it is fine."""
-    if not _NAME.fullmatch(name):
+    if not PROCESS_TYPE.fullmatch(name):
         return f"bad process type {_shown(name)}: use 1-63 letters, digits, '_' or '-'"
     if not command:
         return f"process type {name!r} has no command: write one after the colon"

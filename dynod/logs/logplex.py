@@ -19,10 +19,11 @@ import attrs
 import trio
 
 from dynod.core.logline import APP, HEROKU, LogLine, iso_timestamp
+from dynod.core.names import LOG_HISTORY, LOG_TAIL_BUFFER
 from dynod.errors import DynodError
 
-HISTORY = 1500
-TAIL_BUFFER = 1024
+HISTORY = LOG_HISTORY  # dynod.toml's [logplex] defaults are the same names
+TAIL_BUFFER = LOG_TAIL_BUFFER
 L11 = "Error L11 (Tail buffer overflow) -> This tail session dropped {n} messages since {since}."
 OVERFLOW_DYNO = "logplex"  # overflow notices read `heroku[logplex]: Error L11 …`
 

@@ -21,6 +21,7 @@ import attrs
 import trio
 
 from dynod.core.logline import APP, HEROKU, LogSink
+from dynod.core.names import MAX_LINE_BYTES
 from dynod.proc.child import Child
 from dynod.proc.orphans import become_subreaper, kill_groups
 from dynod.proc.reaper import Reaper, group_alive, live_group_members
@@ -49,7 +50,7 @@ class DynoSpec:
     env: Mapping[str, str]
     tty: bool = False
     stop_timeout: float = 30.0
-    max_line_bytes: int = 10_000
+    max_line_bytes: int = MAX_LINE_BYTES
     owner: tuple[int, int] | None = None  # (uid, gid) to run as: a root dynod's dyno user
 
 
@@ -94,7 +95,7 @@ class LineSplitter:
     """Turns a byte stream into whole lines: nothing lost or torn, a partial last line kept for
     `flush`, lines longer than `max_line_bytes` split (at a UTF-8 character boundary)."""
 
-    def __init__(self, max_line_bytes: int = 10_000) -> None:
+    def __init__(self, max_line_bytes: int = MAX_LINE_BYTES) -> None:
         self.max_line_bytes = max_line_bytes
         self._partial = b""
 

@@ -2,7 +2,8 @@
 
 The reaper is a tiny sidecar process in its own session. dynod tells it, over a pipe, which
 process groups are dynos; when the pipe reaches EOF (dynod exited, even by SIGKILL) it sends
-SIGTERM to every group it still knows, and SIGKILL half a second later.
+SIGTERM to every group it still knows, and SIGKILL half a second later (its program is
+dynod/proc/reaper_child.py).
 
 If the reaper dies too (both killed at once), the platform's record of running dyno groups
 (`Reaper(record=…)`, an append-only file in the data directory) lets the next dynod find and end
@@ -20,69 +21,8 @@ from pathlib import Path
 
 from dynod.proc import orphans
 
-# Runs under `python -S`: nothing but the standard library, no site packages.
-# It reads what is there, then naps before reading again: a formation starting 100 dynos then
-# costs dynod a few wake-ups of this process, not one per dyno (a woken reader takes the CPU from
-# the writer at once), and the end of dynod is still noticed within the nap.
-REAPER_CODE = r"""
-import os, signal, sys, time
-groups = set()
-pending = b""
-while True:
-    chunk = os.read(0, 65536)
-    if not chunk:
-        break
-    *lines, pending = (pending + chunk).split(b"\n")
-    for line in lines:
-        if line[:1] == b"+":
-            groups.add(int(line[1:]))
-        elif line[:1] == b"-":
-            groups.discard(int(line[1:]))
-    time.sleep(0.02)
-def descendants():
-    # Sessions that processes of the groups started (setsid) are theirs too: every group
-    # holding a descendant of a member joins them (read once, before anything is signalled).
-    kids, pgrp = {}, {}
-    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
-        if not entry.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % entry, "rb") as f:
-                raw = f.read()
-        except (OSError, ValueError):
-            continue
-        fields = raw[raw.rfind(b")") + 2:].split()
-        pid = int(entry)
-        kids.setdefault(int(fields[1]), []).append(pid)
-        pgrp[pid] = int(fields[2])
-    todo = [pid for pid, g in pgrp.items() if g in groups]
-    seen = set(todo)
-    while todo:
-        for kid in kids.get(todo.pop(), ()):
-            if kid not in seen:
-                seen.add(kid)
-                todo.append(kid)
-    return {pgrp[pid] for pid in seen}
-try:
-    groups |= descendants()
-except Exception:
-    pass
-def send(sig):
-    alive = set()
-    for pgid in groups:
-        try:
-            os.killpg(pgid, sig)
-            alive.add(pgid)
-        except OSError:
-            pass
-    return alive
-groups = send(signal.SIGTERM)
-deadline = time.monotonic() + 0.5
-while groups and time.monotonic() < deadline:
-    time.sleep(0.02)
-    groups = send(0)
-send(signal.SIGKILL)
-"""
+# The sidecar's program, run by path: under `-I -S` dynod's package is not importable.
+CHILD_PROGRAM = Path(__file__).with_name("reaper_child.py")
 
 
 class Reaper:
@@ -102,7 +42,7 @@ class Reaper:
             self.leftovers = end_leftovers(read_record(record))
             self._rewrite_record()
         self._process = subprocess.Popen(
-            [sys.executable, "-S", "-c", REAPER_CODE],
+            [sys.executable, "-I", "-S", str(CHILD_PROGRAM)],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             start_new_session=True,  # out of reach of the terminal's Ctrl-C

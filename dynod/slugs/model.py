@@ -13,11 +13,11 @@ import attrs
 from attrs import field, frozen
 from attrs.validators import instance_of, optional
 
+from dynod.core.names import PROCESS_TYPE
 from dynod.errors import DynodError
 from dynod.state.files import heroku_time
 
 _MB = 1 << 20
-_TYPE_NAME = re.compile(r"[A-Za-z0-9_-]{1,63}")
 
 
 def _slug_id(text: str) -> str:
@@ -48,7 +48,7 @@ def _text_that(check: Callable[[str], object]) -> Callable[[object, object, str]
 
 def _process_types(types: Mapping[str, object]) -> dict[str, str]:
     for name, command in types.items():
-        if not _TYPE_NAME.fullmatch(name) or not isinstance(command, str):
+        if not PROCESS_TYPE.fullmatch(name) or not isinstance(command, str):
             raise ValueError(f"bad process type {name!r}: names match [A-Za-z0-9_-]{{1,63}}")
     return {name: str(command) for name, command in types.items()}
 

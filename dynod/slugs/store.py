@@ -129,7 +129,7 @@ class SlugStore:
 
         The slug is checked and unpacked once per boot (verifying its checksum, R17) into the
         tree cache; each dyno then gets a copy of that tree. Copies, never hard links: a dyno
-        may change its files and nothing may reach another dyno (SPEC §6)."""
+        may change its files and nothing may reach another dyno (docs/platform.md, Slugs)."""
         dest = Path(dest)
         name = _hex_of(slug.checksum)
         with self._unpacking_guard:  # from now until the copy is made, pruning spares the tree

@@ -62,7 +62,7 @@ class _Checker:
         if not (info.isreg() or info.isdir() or info.issym() or info.islnk()):
             raise UnsafeSlug(name, f"is {_SPECIAL.get(info.type, 'a special file')}")
         if not parts or parts[0] != "app":
-            return None  # SPEC §15: members outside ./app are ignored, not refused
+            return None  # docs/platform.md, Slugs: members outside ./app are ignored, not refused
         rel = "/".join(parts[1:])
         kind = "dir" if info.isdir() else "symlink" if info.issym() else "file"
         if rel == "" and kind != "dir":

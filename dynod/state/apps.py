@@ -19,7 +19,7 @@ from typing import Any
 import attrs
 from attrs import frozen
 
-from dynod.errors import Conflict, DynodError, Invalid, NotFound
+from dynod.errors import Conflict, Damaged, Invalid, NotFound
 from dynod.state.files import atomic_write, fsync_dir, heroku_time
 from dynod.state.ledger import Ledger
 
@@ -85,6 +85,16 @@ class App:
         return cls(**{f.name: data[f.name] for f in attrs.fields(cls) if f.name in data})
 
 
+def _load_app(path: Path) -> App:
+    try:
+        return App.from_json(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        raise Damaged(
+            f"app record {path} is damaged ({err}); restore it from a backup, or move its"
+            " directory aside to forget the app"
+        ) from None
+
+
 class AppStore:
     """Apps by name and by id, their ledgers and formations. Synchronous: every operation is a
     few small file writes, fast enough for the API's task."""
@@ -99,7 +109,7 @@ class AppStore:
             if entry.name.startswith("."):  # a create or destroy that a crash interrupted
                 shutil.rmtree(entry, ignore_errors=True)
                 continue
-            self._keep(App.from_json(json.loads((entry / "app.json").read_text())))
+            self._keep(_load_app(entry / "app.json"))
 
     def all(self) -> list[App]:
         return sorted(self._apps.values(), key=lambda app: app.created_at)
@@ -177,7 +187,7 @@ class AppStore:
             return {}
         data = json.loads(path.read_text())
         if not isinstance(data, dict):
-            raise DynodError(f"{path} is damaged: expected an object of process type counts")
+            raise Damaged(f"{path} is damaged: expected an object of process type counts")
         return {str(name): int(count) for name, count in data.items()}
 
     def save_formation(self, app: App, formation: Mapping[str, int]) -> None:

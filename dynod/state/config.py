@@ -1,4 +1,4 @@
-"""dynod.toml: one typed Config holding every setting of SPEC §15 with its default.
+"""dynod.toml: one typed Config holding every setting (README, `dynod serve`) with its default.
 
 `Config.from_toml` and `Config.from_mapping` check every key (unknown ones, wrong types and
 ranges are DynodErrors naming the key); command-line flags override through `Config.replace`,
@@ -19,11 +19,13 @@ from typing import Any
 import attrs
 from attrs import field, frozen
 
+from dynod.core.names import LOG_HISTORY, LOG_TAIL_BUFFER, MAX_LINE_BYTES
+from dynod.core.policy import CYCLE_AFTER, CYCLE_JITTER, PLATFORM_LADDER
 from dynod.errors import DynodError, ParseError
 
 if sys.version_info >= (3, 11):  # noqa: UP036 - tomli stays the fallback for older Pythons
     import tomllib
-else:  # pragma: no cover - the spec allows tomli where tomllib is missing
+else:  # pragma: no cover - tomli where tomllib is missing (Python 3.10)
     import tomli as tomllib
 
 
@@ -191,6 +193,8 @@ class RouterSettings:
     idle_timeout: float = _setting(55.0, _seconds)
     boot_wait: float = _setting(75.0, _seconds)
     header_timeout: float = _setting(10.0, _seconds)
+    # The router's own default (router/config.py), which state may not import;
+    # tests/dynod/state/test_config.py checks that the two agree.
     max_connections: int = _setting(10000, _count)
 
 
@@ -198,13 +202,9 @@ class RouterSettings:
 class DynosConfig:
     boot_timeout: float = _setting(60.0, _seconds)
     stop_timeout: float = _setting(30.0, _seconds)
-    # Heroku's crash cool-offs: at once, then 20, 40, 60, 180, 320 minutes, then the last forever.
-    restart_ladder: tuple[float, ...] = _setting(
-        (0.0, 1200.0, 2400.0, 3600.0, 10800.0, 19200.0), _ladder
-    )
-    cycle_after: float = _setting(86400.0, _seconds)
-    cycle_jitter: float = _setting(12960.0, _seconds_or_zero)  # 0-216 minutes
-    memory_quota_mb: int = _setting(512, _count)
+    restart_ladder: tuple[float, ...] = _setting(PLATFORM_LADDER, _ladder)
+    cycle_after: float = _setting(CYCLE_AFTER, _seconds)
+    cycle_jitter: float = _setting(CYCLE_JITTER, _seconds_or_zero)
     user: str = _setting("nobody", _name)
     # When dynod is root, each app's dynos run as a uid of their own from this range, in the
     # group of `user`: no app's dyno can read another's config (/proc/PID/environ) or files.
@@ -214,9 +214,9 @@ class DynosConfig:
 
 @frozen
 class LogplexConfig:
-    history: int = _setting(1500, _count)
-    tail_buffer: int = _setting(1024, _count)
-    max_line_bytes: int = _setting(10000, _count)
+    history: int = _setting(LOG_HISTORY, _count)
+    tail_buffer: int = _setting(LOG_TAIL_BUFFER, _count)
+    max_line_bytes: int = _setting(MAX_LINE_BYTES, _count)
 
 
 @frozen
@@ -329,17 +329,25 @@ def _show(value: object) -> str:
 def resolve_data_dir(
     override: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
 ) -> Path:
-    """Where dynod keeps its state: `--data` if given, else `DYNOD_DATA`, else
-    `$XDG_DATA_HOME/dynod`, else `~/.local/share/dynod`. Always an absolute path."""
+    """Where dynod keeps its state: `--data` if given, else `DYNOD_DATA` (`~` expanded), else
+    `$XDG_DATA_HOME/dynod` (ignored when relative, as the XDG spec says), else
+    `~/.local/share/dynod`. Always an absolute path. shell/api.py's `data_dir` is the same rule
+    (the client may not import dynod); tests/test_data_dir.py holds the two to one table."""
     env = os.environ if environ is None else environ
+    home = env.get("HOME") or str(Path.home())
     if override is not None and os.fspath(override):
-        chosen = Path(override).expanduser()
+        chosen = _expand_home(os.fspath(override), home)
     elif env.get("DYNOD_DATA"):
-        chosen = Path(env["DYNOD_DATA"]).expanduser()
+        chosen = _expand_home(env["DYNOD_DATA"], home)
     elif env.get("XDG_DATA_HOME") and Path(env["XDG_DATA_HOME"]).is_absolute():
-        # The XDG spec says a relative XDG_DATA_HOME is invalid and must be ignored.
         chosen = Path(env["XDG_DATA_HOME"]) / "dynod"
     else:
-        home = env.get("HOME") or str(Path.home())
         chosen = Path(home) / ".local" / "share" / "dynod"
     return chosen.absolute()
+
+
+def _expand_home(text: str, home: str) -> Path:
+    """`~` and `~/…` against the given HOME; `~user/…` as the system knows that user."""
+    if text == "~" or text.startswith("~/"):
+        return Path(home, text[2:])
+    return Path(text).expanduser()

@@ -1,4 +1,4 @@
-"""The per-app release ledger: an append-only file of releases and their status changes (SPEC §4).
+"""The per-app release ledger (docs/platform.md): an append-only file of releases and their changes.
 
 One record per line, `<crc32 as 8 hex> <payload length> <json payload>`; every append is fsync'd
 before it returns, so an acknowledged release survives any crash. A crash mid-append can only tear
@@ -18,7 +18,7 @@ from typing import Literal, cast
 import attrs
 from attrs import field, frozen
 
-from dynod.errors import DynodError
+from dynod.errors import Damaged, DynodError
 from dynod.state.files import fsync_dir, heroku_time
 
 Status = Literal["pending", "succeeded", "failed"]
@@ -159,8 +159,8 @@ class Ledger:
         # A record without its newline was being written when dynod stopped: drop it.
         self._torn = self._end < len(data)
 
-    def _damaged(self, offset: int, err: Exception) -> DynodError:
-        return DynodError(
+    def _damaged(self, offset: int, err: Exception) -> Damaged:
+        return Damaged(
             f"release ledger {self.path} is damaged at byte {offset} ({err}); restore it from"
             " a backup, or move it aside to start the app's history anew"
         )

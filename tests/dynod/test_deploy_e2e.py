@@ -357,7 +357,7 @@ def test_a_failing_release_phase_keeps_the_old_release_serving(served: Served) -
 
 
 def reaper_of(pid: int) -> int:
-    """dynod's reaper sidecar: its child running `python -S -c …`."""
+    """dynod's reaper sidecar: its child running `python -I -S …/reaper_child.py`."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue

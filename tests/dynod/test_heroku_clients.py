@@ -1,5 +1,5 @@
 """dynod's API driven by clients no one on this project wrote: the heroku3 Python client and the
-real Heroku CLI (SPEC §10, /work/shared/heroku-cli.md), against a real `dynod serve` on port 0.
+real Heroku CLI (README, A tour of the platform), against a real `dynod serve` on port 0.
 
 heroku3 comes with the `test` extra (`pip install -e '.[test]'`); the test skips without it. The
 Heroku CLI is ~400 MB of npm, so its test runs only when `DYNOD_HEROKU_CLI` names its binary:

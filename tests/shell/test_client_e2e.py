@@ -21,16 +21,6 @@ PY = sys.executable
 SAMPLE = ROOT / "fixtures" / "sample"
 
 
-def serve_exists() -> bool:
-    done = subprocess.run(
-        [PY, "-m", "dynod.cli", "serve", "--help"], capture_output=True, text=True, timeout=60
-    )
-    return done.returncode == 0
-
-
-pytestmark = pytest.mark.skipif(not serve_exists(), reason="`dynod serve` is not built yet")
-
-
 class Dyno:
     """Runs `dyno …` against one dynod, from a directory of the test's choosing."""
 

@@ -8,18 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from shell.api import api_token, api_url, data_dir
+from shell.api import api_token, api_url
 from shell.commands import TABLE
 from shell.context import Context
 from shell.errors import UsageError
 from shell.git import app_from_url, head_commit
 from shell.grammar import find, parse
-
-
-def test_data_dir_order(tmp_path: Path) -> None:
-    assert data_dir({"DYNOD_DATA": "/d", "XDG_DATA_HOME": "/x", "HOME": "/h"}) == Path("/d")
-    assert data_dir({"XDG_DATA_HOME": "/x", "HOME": "/h"}) == Path("/x/dynod")
-    assert data_dir({"HOME": "/h"}) == Path("/h/.local/share/dynod")
 
 
 def test_url_and_token_from_env_then_files_then_default(tmp_path: Path) -> None:

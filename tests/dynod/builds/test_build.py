@@ -25,8 +25,9 @@ import trio
 from dynod.builds.buildpacks import parse_release_yaml
 from dynod.builds.handover import hand_over, take_back
 from dynod.builds.pipeline import fetch_source, lent_cache
-from dynod.builds.runner import STACK, BuildFailed, BuildResult, run_build
+from dynod.builds.runner import BuildFailed, BuildResult, run_build
 from dynod.builds.source import apply_slugignore, prepare_source, source_id
+from dynod.core.names import STACK
 from dynod.errors import DynodError
 from dynod.slugs.pack import pack_slug
 from dynod.slugs.unpack import unpack_slug

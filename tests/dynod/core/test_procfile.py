@@ -1,4 +1,4 @@
-"""Procfile parsing, rendering and loading: the rules of SPEC §2, example by example, then
+"""Procfile parsing, rendering and loading: docs/platform.md's rules, example by example, then
 hypothesis over arbitrary and Procfile-shaped text."""
 
 from __future__ import annotations

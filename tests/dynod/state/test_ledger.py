@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dynod.errors import DynodError
+from dynod.errors import Damaged, DynodError
 from dynod.state.files import atomic_write
 from dynod.state.ledger import Ledger, Release
 
@@ -124,7 +124,7 @@ def test_damage_before_the_last_record_is_an_error(tmp_path: Path) -> None:
     whole = bytearray(path.read_bytes())
     whole[40] ^= 0x01  # inside the first record
     path.write_bytes(bytes(whole))
-    with pytest.raises(DynodError, match=r"app.ledger is damaged at byte 0 \(checksum mismatch\)"):
+    with pytest.raises(Damaged, match=r"app.ledger is damaged at byte 0 \(checksum mismatch\)"):
         Ledger(path)
 
 
@@ -133,7 +133,7 @@ def test_well_formed_but_contradictory_records_are_errors(tmp_path: Path) -> Non
     made, start = three_releases(path)
     lines = path.read_bytes().splitlines(keepends=True)
     atomic_write(path, lines[0] + lines[0])  # v1 twice: intact records, impossible history
-    with pytest.raises(DynodError, match="damaged at byte .* must be v2"):
+    with pytest.raises(Damaged, match="damaged at byte .* must be v2"):
         Ledger(path)
 
 
