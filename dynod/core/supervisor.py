@@ -186,7 +186,9 @@ class Supervisor:
             case Begin():
                 self._start(out)
             case Launched(listens=listens):
-                if listens and not self.one_off:
+                if self.pending is not None:
+                    pass  # a restart came first: this process is already being stopped
+                elif listens and not self.one_off:
                     self.booting = True
                     out.append(Wait(self.rules.boot_timeout, BootTimedOut()))
                 else:
@@ -277,6 +279,7 @@ class Supervisor:
             self._move(out, _S.STARTING, now)
         if self.running:
             self.pending = why
+            self.booting = False  # a late BootSucceeded is the old process's
             out.append(Stop())
         elif self.state is _S.CRASHED:  # waiting on the ladder: start at once, afresh
             self.ladder.reset()

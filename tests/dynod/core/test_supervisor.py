@@ -161,6 +161,17 @@ def test_a_restart_while_booting_replaces_the_process() -> None:
     assert sup.handle(BootTimedOut(), 60.0) == []  # the old process's timer
 
 
+@pytest.mark.parametrize("listens", [False, True])
+def test_a_restart_before_the_launch_is_reported_wins(listens: bool) -> None:
+    sup = Supervisor(NO_CYCLE)
+    sup.handle(Begin(), 0.0)
+    assert sup.handle(RestartRequested(), 0.1) == [Log("Restarting"), Stop()]
+    assert sup.handle(Launched(listens), 0.1) == []  # the process being stopped
+    assert sup.handle(BootSucceeded(), 0.2) == []
+    assert sup.handle(Exited(143), 0.3) == [Start()]
+    assert sup.handle(Launched(), 0.4) == [Log("State changed from starting to up")]
+
+
 def test_daily_cycling_with_jitter() -> None:
     sup = Supervisor(Rules(), rng=random.Random(7))
     sup.handle(Begin(), 0.0)
