@@ -155,7 +155,7 @@ class DynoSlot:
     """A dyno's live record (formation or one-off): what `ps` lists and the router reads."""
 
     plan: DynoPlan
-    machine: Supervisor
+    machine: Supervisor  # its state table, ladder, and `pending`: a Restart under way
     updated_at: float  # wall clock of the last state change: what `ps` shows
     scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
     nursery: trio.Nursery | None = None  # the dyno's process and timer tasks
@@ -169,15 +169,6 @@ class DynoSlot:
     @property
     def state(self) -> DynoState:
         return self.machine.state
-
-    @property
-    def lifecycle(self) -> Lifecycle:
-        return self.machine.lifecycle
-
-    @property
-    def pending(self) -> Restart | None:
-        """Why the process is being replaced, while a restart is under way."""
-        return self.machine.pending
 
     @property
     def last_status(self) -> int | None:

@@ -109,6 +109,7 @@ def test_a_restart_stops_the_real_process_and_starts_a_fresh_one(tmp_path: Path)
     plan = DynoPlan("worker.1", "echo started; exec sleep 60", {})
 
     async def scenario(manager: Manager, sink: Collector) -> None:
+        await sink.wait_for(lambda: "started" in sink.texts("worker.1", "app"))  # it runs
         await sink.wait_text("State changed from starting to up")
         manager.restart_dyno("worker.1")
         await sink.wait_for(lambda: sink.texts("worker.1", "app").count("started") >= 2)

@@ -110,7 +110,9 @@ async def supervising(
 
 async def reaches(manager: Manager, name: str, state: DynoState) -> None:
     with trio.fail_after(30 * DAY):  # of mock time
-        while (slot := manager.slots.get(name)) is None or slot.state is not state:
+        while (slot := manager.slots.get(name) or manager.one_offs.get(name)) is None or (
+            slot.state is not state
+        ):
             await manager.changed.wait()
 
 
@@ -242,3 +244,33 @@ async def test_a_stop_while_waiting_on_the_ladder(
         await trio.sleep(DAY)
     assert len(fake.launches) == 2
     assert sink.texts("worker.1", HEROKU)[-1] == "State changed from crashed to down"
+
+
+@pytest.mark.trio
+async def test_one_offs_go_through_the_table_and_are_listed_while_they_run(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with supervising(tmp_path, [], NO_CYCLE) as (manager, fake, sink):
+        plan = DynoPlan("run.1234", "bash", {}, port=5001)
+        slot = manager.add_one_off(plan)
+        assert (manager.one_offs, slot.state) == ({"run.1234": slot}, DynoState.STARTING)
+        statuses: list[int] = []
+
+        async def run() -> None:
+            statuses.append(await manager.run_one_off(plan))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run)
+            process = await fake.launched("run.1234", 1)
+            await reaches(manager, "run.1234", DynoState.UP)  # its port is never waited for
+            assert trio.current_time() == process.started_at
+            manager.restart_dyno("run.1234")  # not a formation dyno: nothing happens
+            await trio.sleep(DAY)  # and it never cycles
+            process.exit(0)
+        assert (statuses, slot.state, manager.one_offs) == ([0], DynoState.COMPLETE, {})
+    assert sink.texts("run.1234", HEROKU) == [
+        "Starting process with command `bash`",
+        "State changed from starting to up",
+        "Process exited with status 0",
+        "State changed from up to complete",
+    ]
