@@ -20,7 +20,7 @@ import trio
 from dynod.core.dotenv import load_env_files
 from dynod.core.formation import local_port, parse_formation, render_formation
 from dynod.core.logline import HEROKU
-from dynod.core.policy import LOCAL_LADDER
+from dynod.core.policy import LOCAL_CLEAN_AFTER, LOCAL_LADDER
 from dynod.core.procfile import Procfile, load_procfile
 from dynod.errors import DynodError, ParseError, UsageError
 from dynod.logs.logplex import LogRing
@@ -164,7 +164,7 @@ async def start(
 
     settings = ManagerSettings(
         ladder=LOCAL_LADDER,
-        clean_after=60.0,
+        clean_after=LOCAL_CLEAN_AFTER,
         stop_timeout=options.stop_timeout,
         cycle_after=None,
         tty=options.tty,

@@ -1,4 +1,5 @@
-"""When to start a dyno again: the crash restart ladder and the daily cycle's jitter.
+"""When to start a dyno again: the crash restart ladder, the daily cycle's jitter, and the one
+copy of the dyno supervisor's default numbers (boot, stop and clean-run times, line length).
 
 Pure functions of `now` (plain seconds from any clock) and a random source, so the dyno manager
 can be driven by trio's clock and tests by plain floats.
@@ -20,6 +21,11 @@ PLATFORM_LADDER = (0.0, 1200.0, 2400.0, 3600.0, 10800.0, 19200.0)
 LOCAL_LADDER = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0)
 CYCLE_AFTER = 86400.0  # 24 h
 CYCLE_JITTER = 12960.0  # up to 216 minutes more, per dyno
+BOOT_TIMEOUT = 60.0  # R10: a web dyno must bind its $PORT within a minute of launch
+STOP_TIMEOUT = 30.0  # SIGTERM's grace before SIGKILL
+CLEAN_AFTER = 600.0  # a run this long forgets the crashes before it
+LOCAL_CLEAN_AFTER = 60.0  # `dynod start`'s clean run
+MAX_LINE_BYTES = 10_000  # a longer log line is split (logplex's limit)
 
 
 def _steps(steps: Sequence[float]) -> tuple[float, ...]:
@@ -44,7 +50,7 @@ class RestartLadder:
     """One dyno's crash history since the last reset, and the delay before its next start."""
 
     steps: tuple[float, ...] = field(default=PLATFORM_LADDER, converter=_steps)
-    clean_after: float = field(default=600.0, converter=_clean_after)
+    clean_after: float = field(default=CLEAN_AFTER, converter=_clean_after)
     _crashes: int = field(default=0, init=False)
     _started_at: float | None = field(default=None, init=False)
 

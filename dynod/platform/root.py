@@ -29,8 +29,8 @@ from dynod.core.config_vars import (
     deploy_description,
     rollback_description,
 )
-from dynod.core.lifecycle import DynoState
 from dynod.core.logline import APP, HEROKU
+from dynod.core.supervisor import Restart
 from dynod.errors import DynodError, Invalid, NotFound
 from dynod.logs.logplex import Logplex, LogRing
 from dynod.platform.routing import feed_router
@@ -43,7 +43,6 @@ from dynod.platform.runtime import (
     scratch_dir,
 )
 from dynod.proc.dyno import DYNO_PATH
-from dynod.proc.manager import DynoPlan
 from dynod.proc.reaper import Reaper
 from dynod.slugs.model import Slug, check_slug_size
 from dynod.slugs.pack import pack_slug
@@ -76,16 +75,6 @@ class DynoInfo:
     size: str = "standard-1X"
 
 
-@attrs.define
-class OneOff:
-    """A one-off dyno (`run.N`) while it runs: never restarted, listed by `ps`."""
-
-    plan: DynoPlan
-    state: DynoState = DynoState.STARTING
-    since: float = attrs.field(factory=time.time)
-    release_version: int | None = None
-
-
 class Platform:
     def __init__(self, config: Config, data_dir: Path, *, reaper: Reaper | None = None) -> None:
         self.config = config
@@ -101,7 +90,6 @@ class Platform:
         self.scratch = scratch_dir()
         self.users = DynoUsers(config.dynos)
         self.runtimes: dict[str, AppRuntime] = {}
-        self.one_offs: dict[str, dict[str, OneOff]] = {}
         self.changed = trio.Event()  # replaced whenever any app's dynos change
         self._build_stores: dict[str, BuildStore] = {}
         # The router's view of every app's web dynos (router.server.serve takes it).
@@ -155,7 +143,6 @@ class Platform:
             self.reaper,
         )
         self.runtimes[app.id] = runtime
-        self.one_offs[app.id] = {}
         await self._nursery.start(runtime.manager.run, [])
         self._nursery.start_soon(self._route, runtime, app.name)
         return runtime
@@ -197,7 +184,6 @@ class Platform:
             runtime.apply(None, {}, {})
             runtime.manager.stop_all()
             runtime.route_scope.cancel()
-        self.one_offs.pop(app.id, None)
         self.apps.destroy(app)
         self.logplex.remove(app.id)
         remove_repo(self.data_dir, app.name)
@@ -444,21 +430,22 @@ class Platform:
                 slot.plan.type,
                 slot.plan.command,
                 slot.state.value,
-                heroku_time(slot.lifecycle.since),
+                heroku_time(slot.updated_at),
                 version,
             )
             for slot in runtime.manager.slots.values()
         ]
         listed += [
             DynoInfo(
-                name,
+                slot.name,
                 "run",
-                one.plan.command,
-                one.state.value,
-                heroku_time(one.since),
-                one.release_version,
+                slot.plan.command,
+                slot.state.value,
+                heroku_time(slot.updated_at),
+                slot.plan.release_version,
             )
-            for name, one in self.one_offs[app.id].items()
+            for slot in runtime.manager.one_offs.values()
+            if slot.plan.type == "run"
         ]
         return sorted(listed, key=lambda d: _dyno_order(d.name))
 
@@ -473,7 +460,7 @@ class Platform:
         """Stop a dyno or a type's dynos; the formation starts fresh ones (as on Heroku)."""
         manager = self.runtimes[app.id].manager
         for name in self._targets(app, target):
-            manager.restart_dyno(name, "Stopping")
+            manager.restart_dyno(name, Restart.STOP)
 
     def _targets(self, app: App, target: str | None) -> list[str]:
         slots = self.runtimes[app.id].manager.slots
@@ -496,23 +483,22 @@ class Platform:
         if command in types:
             command = types[command]
         name = f"run.{random.randint(1000, 9999)}"
-        while name in self.one_offs[app.id]:
+        while name in runtime.manager.one_offs:
             name = f"run.{random.randint(1000, 9999)}"
         plan = runtime.one_off_plan(release, command, name, env or {})
-        one = OneOff(plan, release_version=release.version)
-        self.one_offs[app.id][name] = one
+        slot = runtime.manager.add_one_off(plan)
 
         async def run() -> None:
             try:
-                one.state = DynoState.UP
                 await runtime.manager.run_one_off(plan)
             finally:
                 runtime.ports.give_back(plan.port)
-                self.one_offs.get(app.id, {}).pop(name, None)
                 self._notify()
 
         self.spawn(run, f"one-off {app.name} {name}")
-        return DynoInfo(name, "run", command, "starting", heroku_time(one.since), release.version)
+        return DynoInfo(
+            name, "run", command, "starting", heroku_time(slot.updated_at), release.version
+        )
 
     # ----- builds
 

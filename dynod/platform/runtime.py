@@ -206,7 +206,14 @@ class AppRuntime:
         self, release: Release, command: str, name: str, env: Mapping[str, str] | None = None
     ) -> DynoPlan:
         config_vars = {**release.config_vars, **env} if env else release.config_vars
-        return DynoPlan(name, command, config_vars, port=self.ports.take(), slug_id=release.slug_id)
+        return DynoPlan(
+            name,
+            command,
+            config_vars,
+            port=self.ports.take(),
+            slug_id=release.slug_id,
+            release_version=release.version,
+        )
 
     def web_dynos(self) -> list[DynoSlot]:
         return self.manager.web_dynos()

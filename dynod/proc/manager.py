@@ -2,7 +2,10 @@
 
 One supervisor for both modes. `dynod start` runs dynos in place (the app directory, a short
 restart ladder); `dynod serve` runs them from slugs. The difference is a Workspace (where a
-dyno's directory comes from) and ManagerSettings, never a second supervisor.
+dyno's directory comes from) and ManagerSettings, never a second supervisor. The decisions are
+core/supervisor.py's; this module feeds it what real processes do and performs its actions.
+Every timing decision reads trio's clock (so a MockClock drives it); the wall clock only stamps
+log lines and what `ps` shows.
 """
 
 from __future__ import annotations
@@ -17,9 +20,39 @@ from typing import Protocol
 import attrs
 import trio
 
-from dynod.core.lifecycle import DynoState, IllegalTransition, Lifecycle
+from dynod.core.lifecycle import DynoState, Lifecycle
 from dynod.core.logline import HEROKU, LogSink
-from dynod.core.policy import PLATFORM_LADDER, RestartLadder, cycle_delay
+from dynod.core.policy import (
+    BOOT_TIMEOUT,
+    CLEAN_AFTER,
+    CYCLE_AFTER,
+    CYCLE_JITTER,
+    MAX_LINE_BYTES,
+    PLATFORM_LADDER,
+    STOP_TIMEOUT,
+    RestartLadder,
+)
+from dynod.core.supervisor import (
+    BackoffOver,
+    Begin,
+    BootSucceeded,
+    BootTimedOut,
+    CycleDue,
+    Event,
+    Exited,
+    Finish,
+    GiveUp,
+    Launched,
+    Log,
+    Restart,
+    RestartRequested,
+    Rules,
+    Start,
+    Stop,
+    StopRequested,
+    Supervisor,
+    Wait,
+)
 from dynod.errors import DynodError
 from dynod.proc.dyno import DynoProcess, DynoSpec, dyno_env, run_dyno
 from dynod.proc.reaper import Reaper
@@ -30,13 +63,13 @@ PORT_POLL = 0.05  # how often a booting web dyno's port is tried
 @attrs.frozen
 class ManagerSettings:
     ladder: tuple[float, ...] = PLATFORM_LADDER
-    clean_after: float = 600.0
-    stop_timeout: float = 30.0
-    boot_timeout: float = 60.0
-    cycle_after: float | None = 86400.0  # None: never cycle (the local runner)
-    cycle_jitter: float = 12960.0
+    clean_after: float = CLEAN_AFTER
+    stop_timeout: float = STOP_TIMEOUT
+    boot_timeout: float = BOOT_TIMEOUT
+    cycle_after: float | None = CYCLE_AFTER  # None: never cycle (the local runner)
+    cycle_jitter: float = CYCLE_JITTER
     tty: bool = False
-    max_line_bytes: int = 10_000
+    max_line_bytes: int = MAX_LINE_BYTES
     exit_on_crash: bool = False
     owner: tuple[int, int] | None = None  # the platform's unprivileged dyno user, when root
 
@@ -52,6 +85,7 @@ class DynoPlan:
     inherit: Mapping[str, str] | None = None  # the local runner's inherited environment
     home: Path | None = None  # HOME when not the dyno's directory (the local runner)
     slug_id: str | None = None  # what the platform's workspace makes the dyno's directory from
+    release_version: int | None = None  # a one-off's release, for `ps`
 
     @property
     def type(self) -> str:
@@ -79,18 +113,54 @@ class InPlace:
         yield self.root
 
 
+class Launcher(Protocol):
+    """How a dyno's process runs: real children (Processes), or a controllable fake in tests."""
+
+    async def run(
+        self,
+        spec: DynoSpec,
+        sink: LogSink,
+        hurry: trio.Event,
+        task_status: trio.TaskStatus[DynoProcess],
+    ) -> int:
+        """Run to completion and return the exit status; cancellation stops the process."""
+        ...
+
+    async def accepts(self, port: int) -> bool:
+        """Whether something listens on `port` (a booting web dyno)."""
+        ...
+
+
+class Processes:
+    """The real launcher: dynos are process groups (proc/dyno.py), ports are tried over TCP."""
+
+    def __init__(self, reaper: Reaper | None = None) -> None:
+        self.reaper = reaper
+
+    async def run(
+        self,
+        spec: DynoSpec,
+        sink: LogSink,
+        hurry: trio.Event,
+        task_status: trio.TaskStatus[DynoProcess],
+    ) -> int:
+        return await run_dyno(spec, sink, reaper=self.reaper, hurry=hurry, task_status=task_status)
+
+    async def accepts(self, port: int) -> bool:
+        return await _accepts(port)
+
+
 @attrs.define(eq=False)
 class DynoSlot:
-    """A formation dyno's live record: what `ps` lists and the router reads."""
+    """A dyno's live record (formation or one-off): what `ps` lists and the router reads."""
 
     plan: DynoPlan
-    lifecycle: Lifecycle
+    machine: Supervisor  # its state table, ladder, and `pending`: a Restart under way
+    updated_at: float  # wall clock of the last state change: what `ps` shows
     scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+    nursery: trio.Nursery | None = None  # the dyno's process and timer tasks
     run_scope: trio.CancelScope | None = None  # the current process's lifetime
-    wait_scope: trio.CancelScope | None = None  # a crashed dyno's wait on the ladder
-    process: DynoProcess | None = None
-    restarting: str = ""  # "Restarting" or "Cycling" while a restart is under way
-    last_status: int | None = None
+    timer: trio.CancelScope | None = None  # the pending boot, cycle or ladder timer
 
     @property
     def name(self) -> str:
@@ -98,7 +168,11 @@ class DynoSlot:
 
     @property
     def state(self) -> DynoState:
-        return self.lifecycle.state
+        return self.machine.state
+
+    @property
+    def last_status(self) -> int | None:
+        return self.machine.last_status
 
 
 class Manager:
@@ -110,13 +184,15 @@ class Manager:
         *,
         reaper: Reaper | None = None,
         rng: random.Random | None = None,
+        launcher: Launcher | None = None,
     ) -> None:
         self.sink = sink
         self.workspace = workspace
         self.settings = settings
-        self.reaper = reaper
+        self.launcher: Launcher = launcher or Processes(reaper)
         self.rng = rng or random.Random()
         self.slots: dict[str, DynoSlot] = {}
+        self.one_offs: dict[str, DynoSlot] = {}  # running one-offs: release phase, run.N
         self.hurry = trio.Event()  # set: stop sequences skip their grace and SIGKILL at once
         self.changed = trio.Event()  # replaced after every state change (router, tests, ps)
         self.crash: tuple[str, int] | None = None  # with exit_on_crash: who crashed, status
@@ -140,17 +216,16 @@ class Manager:
 
     def start_dyno(self, plan: DynoPlan) -> DynoSlot:
         assert self._nursery is not None, "Manager.run is not running"
-        slot = DynoSlot(plan, Lifecycle(DynoState.STARTING, time.time()))
+        slot = self._slot(plan, one_off=False)
         self.slots[plan.name] = slot
-        self._nursery.start_soon(self._supervise, slot, name=f"dyno {plan.name}")
+        self._nursery.start_soon(self._supervise, slot, self.slots, name=f"dyno {plan.name}")
         self._notify()  # the router holds requests for a starting web dyno instead of H14
         return slot
 
     def stop_dyno(self, name: str) -> None:
         slot = self.slots.get(name)
         if slot is not None:
-            self._move(slot, DynoState.DOWN)
-            slot.scope.cancel()
+            self._feed(slot, StopRequested())
 
     def stop_all(self) -> None:
         for name in list(self.slots):
@@ -158,19 +233,12 @@ class Manager:
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 
-    def restart_dyno(self, name: str, why: str = "Restarting") -> None:
+    def restart_dyno(self, name: str, why: Restart = Restart.RESTART) -> None:
         """Stop the dyno's process and start a fresh one at once (on its current plan); a
         restart resets the crash ladder."""
         slot = self.slots.get(name)
-        if slot is None or slot.state is DynoState.DOWN:
-            return
-        self._say(slot.name, why)
-        if slot.state is DynoState.UP:
-            self._move(slot, DynoState.STARTING)
-        slot.restarting = why
-        for scope in (slot.run_scope, slot.wait_scope):
-            if scope is not None:
-                scope.cancel()
+        if slot is not None:
+            self._feed(slot, RestartRequested(why))
 
     def reconcile(self, plans: list[DynoPlan]) -> None:
         """Make the running formation match `plans`: dynos no longer wanted stop (highest
@@ -190,135 +258,131 @@ class Manager:
     def web_dynos(self) -> list[DynoSlot]:
         return [slot for slot in self.slots.values() if slot.plan.web]
 
-    async def _supervise(self, slot: DynoSlot) -> None:
-        ladder = RestartLadder(self.settings.ladder, self.settings.clean_after)
-        with slot.scope:
-            try:
-                while True:
-                    status = await self._run_once(slot, ladder)
-                    if slot.restarting:
-                        slot.restarting = ""
-                        ladder.reset()
-                        continue
-                    slot.last_status = status
-                    self._move(slot, DynoState.CRASHED)
-                    if self.settings.exit_on_crash:
-                        self.crash = (slot.name, status)
-                        self.stop_all()
-                        return
-                    delay = ladder.crashed(trio.current_time())
-                    with trio.CancelScope() as slot.wait_scope:
-                        await trio.sleep(delay)
-                    slot.wait_scope = None
-                    if slot.restarting:
-                        slot.restarting = ""
-                        ladder.reset()
-                    self._move(slot, DynoState.STARTING)
-            finally:
-                self._move(slot, DynoState.DOWN)
-                if self.slots.get(slot.name) is slot:
-                    del self.slots[slot.name]
-                self._notify()
-
-    async def _run_once(self, slot: DynoSlot, ladder: RestartLadder) -> int:
-        """One process lifetime: start, wait for it to be up, run until exit (or restart)."""
-        plan = slot.plan
-        exited = trio.Event()
-        result: list[int] = []
-        async with AsyncExitStack() as stack:
-            home = await self._checkout(stack, plan)
-            if home is None:
-                return 1  # no directory to run in (a refused slug): a crash, on the ladder
-            spec = self._spec(plan, home)
-            self._say(plan.name, f"Starting process with command `{plan.command}`")
-
-            async def process(task_status: trio.TaskStatus[DynoProcess]) -> None:
-                try:
-                    result.append(
-                        await run_dyno(
-                            spec,
-                            self.sink,
-                            reaper=self.reaper,
-                            hurry=self.hurry,
-                            task_status=task_status,
-                        )
-                    )
-                finally:
-                    exited.set()
-
-            with trio.CancelScope() as slot.run_scope:
-                async with trio.open_nursery() as nursery:
-                    slot.process = await nursery.start(process)
-                    if await self._boot(slot, exited):
-                        ladder.started(trio.current_time())
-                        self._move(slot, DynoState.UP)
-                        await self._wait_or_cycle(slot, exited)
-                    elif not exited.is_set():
-                        nursery.cancel_scope.cancel()  # R10: stop it; counts as a crash
-            slot.run_scope = None
-            slot.process = None
-        return result[0] if result else 137
-
-    async def _boot(self, slot: DynoSlot, exited: trio.Event) -> bool:
-        """A web dyno is up once its PORT accepts connections; others once started."""
-        port = slot.plan.port
-        if not slot.plan.web or port is None:
-            return True
-        with trio.move_on_after(self.settings.boot_timeout):
-            while not exited.is_set():
-                if await _accepts(port):
-                    return True
-                with trio.move_on_after(PORT_POLL):
-                    await exited.wait()
-            return False
-        seconds = f"{self.settings.boot_timeout:g}"
-        self._say(
-            slot.name,
-            "Error R10 (Boot timeout) -> Web process failed to bind to $PORT within "
-            f"{seconds} seconds of launch",
-        )
-        return False
-
-    async def _wait_or_cycle(self, slot: DynoSlot, exited: trio.Event) -> None:
-        if self.settings.cycle_after is None:
-            await exited.wait()
-            return
-        delay = cycle_delay(self.settings.cycle_after, self.settings.cycle_jitter, rng=self.rng)
-        with trio.move_on_after(delay):
-            await exited.wait()
-            return
-        self.restart_dyno(slot.name, "Cycling")
-        await exited.wait()
-
     # ----- one-off dynos (the release phase, `dynod run`, run.N)
+
+    def add_one_off(self, plan: DynoPlan) -> DynoSlot:
+        """List a one-off as starting at once (its name is taken); `run_one_off` runs it."""
+        slot = self.one_offs[plan.name] = self._slot(plan, one_off=True)
+        self._notify()
+        return slot
 
     async def run_one_off(self, plan: DynoPlan) -> int:
         """Run a dyno once to completion (never restarted); returns its exit status."""
-        lifecycle = Lifecycle(DynoState.STARTING, time.time())
+        slot = self.one_offs.get(plan.name) or self.add_one_off(plan)
+        await self._supervise(slot, self.one_offs)
+        return slot.last_status if slot.last_status is not None else 137
+
+    # ----- driving the supervisor
+
+    def _slot(self, plan: DynoPlan, *, one_off: bool) -> DynoSlot:
+        settings = self.settings
+        machine = Supervisor(
+            Rules(
+                boot_timeout=settings.boot_timeout,
+                cycle_after=settings.cycle_after,
+                cycle_jitter=settings.cycle_jitter,
+                exit_on_crash=settings.exit_on_crash,
+            ),
+            RestartLadder(settings.ladder, settings.clean_after),
+            self.rng,
+            one_off=one_off,
+            lifecycle=Lifecycle(DynoState.STARTING, trio.current_time()),
+        )
+        return DynoSlot(plan, machine, time.time())
+
+    async def _supervise(self, slot: DynoSlot, registry: dict[str, DynoSlot]) -> None:
+        """The dyno's tasks live here until the supervisor says Finish (or cancellation)."""
+        with slot.scope:
+            try:
+                async with trio.open_nursery() as slot.nursery:
+                    self._feed(slot, Begin())
+                    await trio.sleep_forever()
+            finally:
+                slot.nursery = None
+                self._feed(slot, StopRequested())  # cancelled from outside: down
+                if registry.get(slot.name) is slot:
+                    del registry[slot.name]
+                self._notify()
+
+    def _feed(self, slot: DynoSlot, event: Event) -> None:
+        """Hand the dyno's supervisor an event at trio's now, and do what it says."""
+        before = slot.state
+        for action in slot.machine.handle(event, trio.current_time()):
+            match action:
+                case Log(text=text):
+                    self._say(slot.name, text)
+                case Start():
+                    assert slot.nursery is not None
+                    slot.run_scope = trio.CancelScope()
+                    slot.nursery.start_soon(self._run, slot, slot.run_scope)
+                case Wait(delay=delay, then=then):
+                    assert slot.nursery is not None
+                    if slot.timer is not None:
+                        slot.timer.cancel()
+                    slot.timer = trio.CancelScope()
+                    slot.nursery.start_soon(self._timer, slot, slot.timer, delay, then)
+                case Stop():
+                    if slot.run_scope is not None:
+                        slot.run_scope.cancel()
+                case Finish():
+                    slot.scope.cancel()
+                case GiveUp(status=status):
+                    self.crash = (slot.name, status)
+                    self.stop_all()
+        if slot.state is not before:
+            slot.updated_at = time.time()
+            self._notify()
+
+    async def _timer(
+        self,
+        slot: DynoSlot,
+        scope: trio.CancelScope,
+        delay: float,
+        then: BootTimedOut | CycleDue | BackoffOver,
+    ) -> None:
+        with scope:
+            await trio.sleep(delay)
+            slot.timer = None
+            self._feed(slot, then)
+
+    async def _run(self, slot: DynoSlot, scope: trio.CancelScope) -> None:
+        """One process lifetime: check out, start, watch its port, run until exit (or Stop)."""
+        status = 137  # stopped before it exited by itself
+        with scope:
+            async with AsyncExitStack() as stack:
+                home = await self._checkout(stack, slot.plan)
+                if home is None:
+                    status = 1  # no directory to run in (a refused slug): a crash, on the ladder
+                else:
+                    spec = self._spec(slot.plan, home)
+                    self._say(slot.name, f"Starting process with command `{slot.plan.command}`")
+                    status = await self._launch(slot, spec)
+        if slot.run_scope is scope:
+            slot.run_scope = None
+        self._feed(slot, Exited(status))
+
+    async def _launch(self, slot: DynoSlot, spec: DynoSpec) -> int:
         result: list[int] = []
-        async with AsyncExitStack() as stack:
-            home = await self._checkout(stack, plan)
-            if home is None:
-                return 1
-            spec = self._spec(plan, home)
-            self._say(plan.name, f"Starting process with command `{plan.command}`")
+        async with trio.open_nursery() as nursery:
 
             async def process(task_status: trio.TaskStatus[DynoProcess]) -> None:
-                result.append(
-                    await run_dyno(
-                        spec,
-                        self.sink,
-                        reaper=self.reaper,
-                        hurry=self.hurry,
-                        task_status=task_status,
-                    )
-                )
+                try:
+                    result.append(await self.launcher.run(spec, self.sink, self.hurry, task_status))
+                finally:
+                    nursery.cancel_scope.cancel()  # the port watch ends with the process
 
-            async with trio.open_nursery() as nursery:
-                await nursery.start(process)
-                self._say(plan.name, lifecycle.move(DynoState.UP, time.time()))
-            self._say(plan.name, lifecycle.move(DynoState.COMPLETE, time.time()))
-        return result[0]
+            await nursery.start(process)
+            port = slot.plan.port if slot.plan.web else None
+            self._feed(slot, Launched(listens=port is not None))
+            if port is not None and slot.machine.booting:
+                nursery.start_soon(self._watch_port, slot, port)
+        return result[0] if result else 137
+
+    async def _watch_port(self, slot: DynoSlot, port: int) -> None:
+        """A web dyno is up once its PORT accepts connections."""
+        while not await self.launcher.accepts(port):
+            await trio.sleep(PORT_POLL)
+        self._feed(slot, BootSucceeded())
 
     # ----- helpers
 
@@ -350,14 +414,6 @@ class Manager:
             max_line_bytes=self.settings.max_line_bytes,
             owner=self.settings.owner,
         )
-
-    def _move(self, slot: DynoSlot, to: DynoState) -> None:
-        try:
-            text = slot.lifecycle.move(to, time.time())
-        except IllegalTransition:
-            return  # already there (a stop racing a crash): nothing to say
-        self._say(slot.name, text)
-        self._notify()
 
     def _notify(self) -> None:
         self.changed.set()

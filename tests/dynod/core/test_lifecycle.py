@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from dynod.core.lifecycle import TRANSITIONS, DynoState, IllegalTransition, Lifecycle
+from dynod.core.lifecycle import RACES, TRANSITIONS, DynoState, IllegalTransition, Lifecycle
 from dynod.errors import DynodError
 
 S = DynoState
@@ -37,16 +37,27 @@ def test_legal_moves(before: DynoState, after: DynoState) -> None:
     assert (life.state, life.since) == (after, 5.0)
 
 
-@pytest.mark.parametrize(("before", "after"), [p for p in PAIRS if p[1] not in TRANSITIONS[p[0]]])
-def test_illegal_moves_change_nothing(before: DynoState, after: DynoState) -> None:
+ILLEGAL = [p for p in PAIRS if p[1] not in TRANSITIONS[p[0]] | RACES[p[0]]]
+
+
+@pytest.mark.parametrize(("before", "after"), ILLEGAL)
+def test_illegal_moves_raise_and_change_nothing(before: DynoState, after: DynoState) -> None:
     life = Lifecycle(before, since=1.0)
     with pytest.raises(IllegalTransition, match=f"from {before.value} to {after.value}"):
         life.move(after, now=5.0)
     assert (life.state, life.since) == (before, 1.0)
 
 
-def test_same_state_is_illegal() -> None:
+def test_same_state_is_illegal_but_for_the_named_race() -> None:
     assert all(s not in TRANSITIONS[s] for s in DynoState)
+    assert [(s, to) for s in DynoState for to in RACES[s]] == [(S.DOWN, S.DOWN)]
+    assert len(ILLEGAL) == len(PAIRS) - sum(map(len, TRANSITIONS.values())) - 1
+
+
+def test_the_race_is_accepted_and_changes_nothing() -> None:
+    life = Lifecycle(S.DOWN, since=1.0)
+    assert life.move(S.DOWN, now=5.0) is None
+    assert (life.state, life.since) == (S.DOWN, 1.0)
 
 
 def test_heroku_wording_for_a_crash_and_restart() -> None:

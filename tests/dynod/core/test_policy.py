@@ -6,7 +6,19 @@ import random
 
 import pytest
 
-from dynod.core.policy import LOCAL_LADDER, PLATFORM_LADDER, RestartLadder, cycle_delay
+from dynod.core.policy import (
+    BOOT_TIMEOUT,
+    CLEAN_AFTER,
+    CYCLE_AFTER,
+    CYCLE_JITTER,
+    LOCAL_CLEAN_AFTER,
+    LOCAL_LADDER,
+    MAX_LINE_BYTES,
+    PLATFORM_LADDER,
+    STOP_TIMEOUT,
+    RestartLadder,
+    cycle_delay,
+)
 from dynod.errors import DynodError
 
 MINUTE = 60.0
@@ -82,3 +94,9 @@ def test_cycle_delay_bounds() -> None:
     assert max(delays) - min(delays) > 200 * MINUTE  # jitter actually spreads dynos out
     assert cycle_delay(100.0, 0.0, rng=rng) == 100.0
     assert cycle_delay(rng=random.Random(1)) == cycle_delay(rng=random.Random(1))
+
+
+def test_the_supervisors_defaults_live_here() -> None:
+    assert (BOOT_TIMEOUT, STOP_TIMEOUT, CLEAN_AFTER, LOCAL_CLEAN_AFTER) == (60.0, 30.0, 600.0, 60.0)
+    assert (CYCLE_AFTER, CYCLE_JITTER, MAX_LINE_BYTES) == (86400.0, 216 * MINUTE, 10_000)
+    assert RestartLadder().clean_after == CLEAN_AFTER
