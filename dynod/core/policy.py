@@ -25,7 +25,6 @@ BOOT_TIMEOUT = 60.0  # R10: a web dyno must bind its $PORT within a minute of la
 STOP_TIMEOUT = 30.0  # SIGTERM's grace before SIGKILL
 CLEAN_AFTER = 600.0  # a run this long forgets the crashes before it
 LOCAL_CLEAN_AFTER = 60.0  # `dynod start`'s clean run
-MAX_LINE_BYTES = 10_000  # a longer log line is split (logplex's limit)
 
 
 def _steps(steps: Sequence[float]) -> tuple[float, ...]:

@@ -22,12 +22,12 @@ import trio
 
 from dynod.core.lifecycle import DynoState, Lifecycle
 from dynod.core.logline import HEROKU, LogSink
+from dynod.core.names import MAX_LINE_BYTES
 from dynod.core.policy import (
     BOOT_TIMEOUT,
     CLEAN_AFTER,
     CYCLE_AFTER,
     CYCLE_JITTER,
-    MAX_LINE_BYTES,
     PLATFORM_LADDER,
     STOP_TIMEOUT,
     RestartLadder,

@@ -20,7 +20,13 @@ import attrs
 from attrs import field, frozen
 
 from dynod.core.names import LOG_HISTORY, LOG_TAIL_BUFFER, MAX_LINE_BYTES
-from dynod.core.policy import CYCLE_AFTER, CYCLE_JITTER, PLATFORM_LADDER
+from dynod.core.policy import (
+    BOOT_TIMEOUT,
+    CYCLE_AFTER,
+    CYCLE_JITTER,
+    PLATFORM_LADDER,
+    STOP_TIMEOUT,
+)
 from dynod.errors import DynodError, ParseError
 
 if sys.version_info >= (3, 11):  # noqa: UP036 - tomli stays the fallback for older Pythons
@@ -200,8 +206,8 @@ class RouterSettings:
 
 @frozen
 class DynosConfig:
-    boot_timeout: float = _setting(60.0, _seconds)
-    stop_timeout: float = _setting(30.0, _seconds)
+    boot_timeout: float = _setting(BOOT_TIMEOUT, _seconds)
+    stop_timeout: float = _setting(STOP_TIMEOUT, _seconds)
     restart_ladder: tuple[float, ...] = _setting(PLATFORM_LADDER, _ladder)
     cycle_after: float = _setting(CYCLE_AFTER, _seconds)
     cycle_jitter: float = _setting(CYCLE_JITTER, _seconds_or_zero)

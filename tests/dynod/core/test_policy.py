@@ -13,7 +13,6 @@ from dynod.core.policy import (
     CYCLE_JITTER,
     LOCAL_CLEAN_AFTER,
     LOCAL_LADDER,
-    MAX_LINE_BYTES,
     PLATFORM_LADDER,
     STOP_TIMEOUT,
     RestartLadder,
@@ -98,5 +97,5 @@ def test_cycle_delay_bounds() -> None:
 
 def test_the_supervisors_defaults_live_here() -> None:
     assert (BOOT_TIMEOUT, STOP_TIMEOUT, CLEAN_AFTER, LOCAL_CLEAN_AFTER) == (60.0, 30.0, 600.0, 60.0)
-    assert (CYCLE_AFTER, CYCLE_JITTER, MAX_LINE_BYTES) == (86400.0, 216 * MINUTE, 10_000)
+    assert (CYCLE_AFTER, CYCLE_JITTER) == (86400.0, 216 * MINUTE)
     assert RestartLadder().clean_after == CLEAN_AFTER
