@@ -157,7 +157,7 @@ async def formation_info(call: Call) -> Response:
     raise NotFound(f"Couldn't find that process type ({kind}): see `dyno ps`.")
 
 
-def _scale(call: Call, app: App, updates: list[Any]) -> list[dict[str, Any]]:
+async def _scale(call: Call, app: App, updates: list[Any]) -> list[dict[str, Any]]:
     counts = call.platform.apps.formation(app)
     wanted: dict[str, object] = {}
     for update in updates:
@@ -167,7 +167,8 @@ def _scale(call: Call, app: App, updates: list[Any]) -> list[dict[str, Any]]:
             )
         kind = update["type"]
         wanted[kind] = update.get("quantity", counts.get(kind, 0))  # a size-only update
-    return [formation_json(app, entry) for entry in call.platform.scale(app, wanted)]
+    scaled = await call.platform.scale(app, wanted)
+    return [formation_json(app, entry) for entry in scaled]
 
 
 async def scale_batch(call: Call) -> Response:
@@ -175,13 +176,13 @@ async def scale_batch(call: Call) -> Response:
     updates = (await call.json()).get("updates")
     if not isinstance(updates, list) or not updates:
         raise invalid('Send {"updates": [{"type": "web", "quantity": 2}]}.')
-    return json_response(_scale(call, app, updates))
+    return json_response(await _scale(call, app, updates))
 
 
 async def scale_one(call: Call) -> Response:
     app = call.app()
     body = await call.json()
-    return json_response(_scale(call, app, [{**body, "type": call.params["type"]}])[0])
+    return json_response((await _scale(call, app, [{**body, "type": call.params["type"]}]))[0])
 
 
 # ----- dynos

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import getpass
 import json
+import logging
 import random
 import shutil
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
@@ -52,6 +52,7 @@ from dynod.state.ledger import Release
 from router.backend import TableBackend
 
 RELEASE_PHASE_TIMEOUT = 3600.0
+_log = logging.getLogger("dynod.platform")
 
 
 @attrs.frozen
@@ -113,9 +114,9 @@ class Platform:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             for app in self.apps.all():
-                self._builds(app).interrupted()
-                self._interrupted_releases(app)
-                ensure_repo(self.data_dir, app.name)
+                await self._builds(app).interrupted()
+                await self._interrupted_releases(app)
+                await trio.to_thread.run_sync(ensure_repo, self.data_dir, app.name)
                 await self._start_runtime(app)
                 self._apply(app, prune=False)
             self._prune_trees_soon()  # once for all apps, not once per app
@@ -130,11 +131,11 @@ class Platform:
             try:
                 await fn()
             except Exception as err:  # a bug must cost this work, not every app's dynos
-                print(
-                    f"dynod: {name} failed inside dynod ({type(err).__name__}: {err}); "
-                    "please report it",
-                    file=sys.stderr,
-                    flush=True,
+                _log.exception(
+                    "dynod: %s failed inside dynod (%s: %s); please report it",
+                    name,
+                    type(err).__name__,
+                    err,
                 )
 
         self._nursery.start_soon(guarded, name=name)
@@ -175,14 +176,14 @@ class Platform:
         self.ring(app).publish(source, dyno, [text], time.time())
 
     async def create_app(self, name: str | None = None) -> App:
-        app = self.apps.create(name)
+        app = await self.apps.create(name)
         release = Release(
             version=1,
             description=INITIAL_DESCRIPTION,
             user=self.user,
             status="succeeded",
         )
-        self.apps.ledger(app).append(release)
+        await self.apps.ledger(app).append(release)
         await trio.to_thread.run_sync(ensure_repo, self.data_dir, app.name)
         await self._start_runtime(app)
         self.log(app, f"Release v1 created by user {self.user}")
@@ -195,9 +196,9 @@ class Platform:
             runtime.manager.stop_all()
             runtime.route_scope.cancel()
         self.one_offs.pop(app.id, None)
-        self.apps.destroy(app)
+        await self.apps.destroy(app)
         self.logplex.remove(app.id)
-        remove_repo(self.data_dir, app.name)
+        await trio.to_thread.run_sync(remove_repo, self.data_dir, app.name)
         self._prune_trees_soon()
 
     def git_url(self, app: App) -> str:
@@ -278,10 +279,10 @@ class Platform:
             config_vars=dict(config_vars),
             addons=latest.addons if latest else (),  # type: ignore[arg-type]  # attrs converter=tuple
         )
-        ledger.append(release)
+        await ledger.append(release)
         self.log(app, f"Release v{release.version} created by user {self.user}")
         if not phase:
-            self._first_deploy_formation(app, slug)
+            await self._first_deploy_formation(app, slug)
             self._apply(app)
             return release
         assert slug is not None
@@ -318,13 +319,13 @@ class Platform:
             runtime.ports.give_back(plan.port)
         finally:
             unsubscribe()
-        self._release_output_path(app, release.version).write_text(
-            "".join(f"{t}\n" for t in output)
-        )
+        path = self._release_output_path(app, release.version)
+        await trio.to_thread.run_sync(path.write_text, "".join(f"{t}\n" for t in output))
         ok = status == 0
-        release = self.apps.ledger(app).set_status(release.version, "succeeded" if ok else "failed")
+        ledger = self.apps.ledger(app)
+        release = await ledger.set_status(release.version, "succeeded" if ok else "failed")
         if ok:
-            self._first_deploy_formation(app, slug)
+            await self._first_deploy_formation(app, slug)
             self._apply(app)
         else:
             self.log(
@@ -334,18 +335,15 @@ class Platform:
             )
         return release
 
-    def _interrupted_releases(self, app: App) -> None:
+    async def _interrupted_releases(self, app: App) -> None:
         """A release phase that dynod's stop or death cut short can never finish: it failed, and
         the release before it runs on (as when its command fails)."""
         ledger = self.apps.ledger(app)
         for release in ledger.releases():
             if release.status == "pending":
-                with self._release_output_path(app, release.version).open("a") as output:
-                    output.write(
-                        "dynod stopped while the release command ran, so this release failed: "
-                        "release again (deploy, config:set or releases:rollback)\n"
-                    )
-                ledger.set_status(release.version, "failed")
+                path = self._release_output_path(app, release.version)
+                await trio.to_thread.run_sync(_note_interrupted, path)
+                await ledger.set_status(release.version, "failed")
 
     def release_output(self, app: App, version: int) -> str | None:
         path = self._release_output_path(app, version)
@@ -374,7 +372,7 @@ class Platform:
             if kind != "release"
         ]
 
-    def scale(self, app: App, updates: Mapping[str, object]) -> list[FormationEntry]:
+    async def scale(self, app: App, updates: Mapping[str, object]) -> list[FormationEntry]:
         """Set quantities (a number, or a string: "2", "+1", "-1"); all checked before any
         applies."""
         types = self.process_types(app)
@@ -387,16 +385,16 @@ class Platform:
                     f"{', '.join(t for t in types if t != 'release') or 'none yet'}."
                 )
             new[kind] = _quantity(quantity, counts.get(kind, 0), kind)
-        self.apps.save_formation(app, new)
+        await self.apps.save_formation(app, new)
         scaled = " ".join(f"{kind}@{new[kind]}:Standard-1X" for kind in updates)
         self.log(app, f"Scaled to {scaled} by user {self.user}")
         self._apply(app)
         return [entry for entry in self.formation(app) if entry.type in updates]
 
-    def _first_deploy_formation(self, app: App, slug: Slug | None) -> None:
+    async def _first_deploy_formation(self, app: App, slug: Slug | None) -> None:
         if slug is None or (self.apps.dir(app) / "formation.json").exists():
             return
-        self.apps.save_formation(
+        await self.apps.save_formation(
             app, {kind: int(kind == "web") for kind in slug.process_types if kind != "release"}
         )
 
@@ -523,7 +521,7 @@ class Platform:
         self, app: App, *, source_url: str, version: str | None, buildpacks: list[str]
     ) -> Build:
         """Start a build in the background; its output streams from `build_output`."""
-        build, output = self._builds(app).start(app.id, source_url, version, buildpacks)
+        build, output = await self._builds(app).start(app.id, source_url, version, buildpacks)
         self.spawn(lambda: self._run_build(app, build, output), f"build {app.name} {build.id}")
         return build
 
@@ -590,21 +588,21 @@ class Platform:
                     f" !     Release command failed: v{release.version} was not released; "
                     "the previous release keeps running. See `dyno releases:output`."
                 )
-                return store.finish(
+                return await store.finish(
                     build, status="failed", slug_id=slug.id, release_version=release.version
                 )
             say(f"       Released v{release.version}")
-            return store.finish(
+            return await store.finish(
                 build, status="succeeded", slug_id=slug.id, release_version=release.version
             )
         except DynodError as err:
             say(f" !     {err}")
-            return store.finish(build, status="failed")
+            return await store.finish(build, status="failed")
         except Exception as err:  # a bug must fail the build, not take the platform down
             say(
                 f" !     Build failed inside dynod ({type(err).__name__}: {err}); please report it."
             )
-            return store.finish(build, status="failed")
+            return await store.finish(build, status="failed")
         finally:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(shutil.rmtree, work, True)
@@ -642,6 +640,14 @@ def _quantity(value: object, current: int, kind: str) -> int:
 def _dyno_order(name: str) -> tuple[str, int]:
     kind, _, number = name.rpartition(".")
     return (kind, int(number) if number.isdigit() else 0)
+
+
+def _note_interrupted(path: Path) -> None:
+    with path.open("a") as output:
+        output.write(
+            "dynod stopped while the release command ran, so this release failed: "
+            "release again (deploy, config:set or releases:rollback)\n"
+        )
 
 
 def _user_email() -> str:

@@ -101,10 +101,10 @@ def test_deploy_scale_config_rollback(tmp_path: Path) -> None:
         await until(platform, lambda: platform.dynos(app)[0].state == "up")
         assert "(bonjour)" in await http_get(web_port(platform, app))
 
-        platform.scale(app, {"web": "+2", "worker": 1})
+        await platform.scale(app, {"web": "+2", "worker": 1})
         await until(platform, up(platform, app, 3))
         await until(platform, up(platform, app, 1, "worker"))
-        platform.scale(app, {"web": 1})
+        await platform.scale(app, {"web": 1})
         await until(
             platform, lambda: [d.name for d in platform.dynos(app) if d.type == "web"] == ["web.1"]
         )
@@ -194,7 +194,7 @@ def test_dynos_see_only_their_own_files_and_environment(tmp_path: Path) -> None:
         await platform.create_release(
             app, slug_id=slug, config_vars={}, description="Deploy", wait=True
         )
-        platform.scale(app, {"writer": 1, "reader": 1})
+        await platform.scale(app, {"writer": 1, "reader": 1})
         ring = platform.ring(app)
         await until(platform, lambda: any(line.text == "absent" for line in ring.recent(1500)))
         texts = [(line.dyno, line.text) for line in ring.recent(1500) if line.source == "app"]
@@ -218,7 +218,7 @@ def test_apps_come_back_after_a_restart_of_the_platform(tmp_path: Path) -> None:
         await platform.create_release(
             app, slug_id=slug, config_vars={"A": "1"}, description="Deploy", wait=True
         )
-        platform.scale(app, {"web": 2})
+        await platform.scale(app, {"web": 2})
         await until(platform, up(platform, app, 2))
 
     async def second(platform: Platform) -> None:
@@ -271,7 +271,7 @@ def test_apps_are_reached_through_the_router_round_robin(tmp_path: Path) -> None
         await platform.create_release(
             app, slug_id=slug, config_vars={}, description="Deploy", wait=True
         )
-        platform.scale(app, {"web": 3})
+        await platform.scale(app, {"web": 3})
         async with trio.open_nursery() as nursery:
             [(host, port)] = await nursery.start(
                 serve, RouterConfig(listen="127.0.0.1:0"), platform.router
