@@ -187,7 +187,7 @@ async def _watch_signals(
 ) -> None:
     async for _ in signals:
         if stopping.is_set():
-            for runtime in platform.runtimes.values():
+            for runtime in platform.formation.runtimes.values():
                 runtime.manager.hurry.set()
         stopping.set()
 

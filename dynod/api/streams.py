@@ -332,7 +332,7 @@ async def create_build(call: Call) -> Response:
     version = blob.get("version") if isinstance(blob, dict) else None
     if version is not None and not isinstance(version, str):
         raise invalid("source_blob.version must be a string, such as a git commit.")
-    build = await call.platform.create_build(
+    build = await call.platform.builds.create(
         app, source_url=url, version=version, buildpacks=_buildpacks(body.get("buildpacks"))
     )
     return json_response(build_json(call.state, app, build), 201)
@@ -342,7 +342,7 @@ async def list_builds(call: Call) -> Response:
     app = call.app()
     return paginate(
         call.request,
-        call.platform.builds(app),
+        call.platform.builds.all(app),
         {"created_at": lambda b: b.created_at, "id": lambda b: b.id},
         lambda build: build_json(call.state, app, build),
     )
@@ -351,7 +351,7 @@ async def list_builds(call: Call) -> Response:
 async def build_info(call: Call) -> Response:
     app = call.app()
     return json_response(
-        build_json(call.state, app, call.platform.build(app, call.params["build"]))
+        build_json(call.state, app, call.platform.builds.get(app, call.params["build"]))
     )
 
 
@@ -364,8 +364,8 @@ async def build_output(call: Call) -> Response:
     """The build's output so far, then live until it ends."""
     build_id = call.params["item"]
     app = _signed_app(call, "builds", build_id)
-    call.platform.build(app, build_id)  # a 404 now, not halfway through a 200
-    lines = call.platform.build_output(app, build_id)
+    call.platform.builds.get(app, build_id)  # a 404 now, not halfway through a 200
+    lines = call.platform.builds.output(app, build_id)
 
     async def chunks() -> AsyncGenerator[bytes, None]:
         async for line in lines:
@@ -379,16 +379,16 @@ async def release_output(call: Call) -> Response:
     version = call.params["item"]
     app = _signed_app(call, "releases", version)
     platform = call.platform
-    release = platform.release(app, version)
+    release = platform.releases.get(app, version)
 
     async def chunks() -> AsyncGenerator[bytes, None]:
         sent = 0
-        if platform.release(app, release.version).status == "pending":
+        if platform.releases.get(app, release.version).status == "pending":
             ring = platform.ring(app)
             with ring.tail(
                 LogFilter(dyno=f"release.{release.version}", source=APP), last=ring.history
             ) as tail:
-                while platform.release(app, release.version).status == "pending":
+                while platform.releases.get(app, release.version).status == "pending":
                     batch: list[LogLine] = []
                     with trio.move_on_after(RELEASE_POLL):
                         batch = await tail.receive_batch()
@@ -396,7 +396,7 @@ async def release_output(call: Call) -> Response:
                         sent += len(batch)
                         yield _lines(line.text for line in batch)
         # Finished: the platform kept every line; send those the ring did not deliver.
-        kept = (platform.release_output(app, release.version) or "").splitlines()
+        kept = (platform.releases.output(app, release.version) or "").splitlines()
         if kept[sent:]:
             yield _lines(kept[sent:])
 

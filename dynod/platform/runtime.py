@@ -10,13 +10,16 @@ import random
 import shutil
 import socket
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import attrs
 import trio
 
+from dynod.core.lifecycle import DynoState
 from dynod.errors import NotFound
 from dynod.logs.logplex import LogRing
 from dynod.proc.manager import DynoPlan, DynoSlot, Manager, ManagerSettings
@@ -140,6 +143,16 @@ def manager_settings(
     )
 
 
+@attrs.define
+class OneOff:
+    """A one-off dyno (`run.N`) while it runs: never restarted, listed by `ps`."""
+
+    plan: DynoPlan
+    state: DynoState = DynoState.STARTING
+    since: float = attrs.field(factory=time.time)
+    release_version: int | None = None
+
+
 class AppRuntime:
     """One app's dynos: the formation on the current release, plus one-offs."""
 
@@ -159,6 +172,7 @@ class AppRuntime:
         self.release: Release | None = None
         self.process_types: Mapping[str, str] = {}
         self.route_scope = trio.CancelScope()  # the router's feed of this app's web dynos
+        self.one_offs: dict[str, OneOff] = {}  # by name (`run.1234`)
 
     def plans(
         self, release: Release, process_types: Mapping[str, str], formation: Mapping[str, int]
