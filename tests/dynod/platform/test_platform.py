@@ -4,17 +4,13 @@ rollback, the release phase, and what dynos can and cannot see."""
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import pytest
 import trio
 
 from dynod.core.lifecycle import DynoState
-from dynod.errors import Invalid
-from dynod.platform.formation import _quantity
 from dynod.platform.root import Platform
 from dynod.proc.reaper import Reaper
 from dynod.slugs.slug import pack_slug
@@ -304,17 +300,3 @@ def test_apps_are_reached_through_the_router_round_robin(tmp_path: Path) -> None
         )
 
     with_platform(tmp_path, scenario)
-
-
-def test_a_number_quantity_is_absolute_and_only_a_string_is_relative() -> None:
-    assert [
-        _quantity(2, 5, "web"),
-        _quantity("2", 5, "web"),
-        _quantity("+1", 5, "web"),
-        _quantity("-1", 5, "web"),
-    ] == [2, 2, 6, 4]
-    with pytest.raises(Invalid, match=r"between 0 and 100, not -3\."):
-        _quantity(-3, 1, "web")  # a JSON number is never a delta
-    for silly, shown in ((True, "true"), (1.5, "1.5"), (None, "null"), ("lots", '"lots"')):
-        with pytest.raises(Invalid, match=rf"not {re.escape(shown)}\.$"):
-            _quantity(silly, 1, "web")
