@@ -44,6 +44,7 @@ UPLOAD_LIFETIME = 3600.0  # seconds to PUT a blob after asking for its URL
 SESSION_LIFETIME = 300.0  # seconds to open a logplex_url, or to reconnect a tail with Last-Event-ID
 RELEASE_POLL = 0.2  # how often a pending release's output stream checks whether it finished
 DEFAULT_LINES = 100
+UPLOAD_WRITE = 1 << 20  # bytes of an upload handed to a worker thread at once
 PLAIN = "text/plain; charset=utf-8"
 _SECRET = re.compile(r"[A-Za-z0-9_-]{32,64}")
 _PROCESS_TYPE = re.compile(
@@ -84,13 +85,23 @@ def _blob_dir(state: ApiState, kind: str) -> Path:
 
 
 async def _receive(call: Call, dest: Path) -> int:
-    """Stream the request body into `dest`; refuse bodies over the slug size limit."""
+    """Stream the request body into `dest`; refuse bodies over the slug size limit. Writes go
+    to a worker thread a megabyte at a time (a write can block when the kernel throttles
+    dirty pages), and so does the fsync."""
     limit = call.platform.config.build.slug_max_mb << 20
     size = 0
+    pending: list[bytes] = []
+    held = 0
     with dest.open("wb") as out:
         async for chunk in call.request.body.chunks(limit):
-            out.write(chunk)  # into the page cache: quick; the fsync below is what waits
+            pending.append(chunk)
             size += len(chunk)
+            held += len(chunk)
+            if held >= UPLOAD_WRITE:
+                await trio.to_thread.run_sync(out.writelines, pending)
+                pending, held = [], 0
+        await trio.to_thread.run_sync(out.writelines, pending)
+        await trio.to_thread.run_sync(out.flush)
         await trio.to_thread.run_sync(os.fsync, out.fileno())
     return size
 
