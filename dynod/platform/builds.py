@@ -5,7 +5,7 @@ release it; its output is kept and streamed to whoever follows it."""
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import trio
 
@@ -13,15 +13,13 @@ from dynod.builds.pipeline import Build, BuildOutput, BuildStore, fetch_source, 
 from dynod.builds.runner import prepare_source, run_build, source_id
 from dynod.core.config_vars import deploy_description
 from dynod.errors import DynodError
-from dynod.platform.releases import Releases
+from dynod.platform.releases import Releases, Spawn
 from dynod.platform.runtime import DynoUsers
 from dynod.proc.dyno import DYNO_PATH
 from dynod.proc.reaper import Reaper
 from dynod.slugs.slug import SlugStore, check_slug_size, pack_slug
 from dynod.state.apps import App, AppStore
 from dynod.state.config import BuildConfig
-
-Spawn = Callable[[Callable[[], Awaitable[object]], str], None]
 
 
 class Builds:

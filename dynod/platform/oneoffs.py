@@ -4,16 +4,14 @@ run once to its end with its output in the app's logs, listed by `ps` while it r
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 
 from dynod.core.lifecycle import DynoState
 from dynod.errors import Invalid
-from dynod.platform.formation import DynoInfo, Formation
+from dynod.platform.formation import DynoInfo, Formation, Spawn
 from dynod.platform.runtime import OneOff
 from dynod.state.apps import App
 from dynod.state.files import heroku_time
-
-Spawn = Callable[[Callable[[], Awaitable[object]], str], None]
 
 
 class OneOffs:
