@@ -151,7 +151,10 @@ async def _serve(data_dir: Path, config: Config) -> int:
                         "stop what uses it, or choose another with --api HOST:PORT"
                     ) from None
                 api.state.base_url = url_of(host, port)
-                atomic_write(data_dir / "api-url", f"{api.state.base_url}\n".encode())
+                url_file = data_dir / "api-url"
+                await trio.to_thread.run_sync(
+                    atomic_write, url_file, f"{api.state.base_url}\n".encode()
+                )
                 api.state.router = await _start_router(work, config, platform)
                 router_url = url_of(api.state.router.host, api.state.router.port)
                 print(
@@ -187,7 +190,7 @@ async def _watch_signals(
 ) -> None:
     async for _ in signals:
         if stopping.is_set():
-            for runtime in platform.runtimes.values():
+            for runtime in platform.formation.runtimes.values():
                 runtime.manager.hurry.set()
         stopping.set()
 

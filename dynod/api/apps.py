@@ -65,13 +65,13 @@ async def destroy_app(call: Call) -> Response:
 
 
 async def config_vars(call: Call) -> Response:
-    return json_response(call.platform.config_vars(call.app()))
+    return json_response(call.platform.releases.config_vars(call.app()))
 
 
 async def set_config_vars(call: Call) -> Response:
     app = call.app()
-    await call.platform.set_config(app, await call.json())
-    return json_response(call.platform.config_vars(app))
+    await call.platform.releases.set_config(app, await call.json())
+    return json_response(call.platform.releases.config_vars(app))
 
 
 def _releases_fields() -> dict[str, Any]:
@@ -81,23 +81,23 @@ def _releases_fields() -> dict[str, Any]:
 
 async def list_releases(call: Call) -> Response:
     app = call.app()
-    current = call.platform.current_release(app)
+    current = call.platform.releases.current(app)
     return paginate(
         call.request,
-        call.platform.releases(app),
+        call.platform.releases.all(app),
         _releases_fields(),
         lambda release: release_json(call.state, app, release, current),
     )
 
 
 def _release(call: Call, app: App) -> Release:
-    return call.platform.release(app, call.params["release"])
+    return call.platform.releases.get(app, call.params["release"])
 
 
 async def release_info(call: Call) -> Response:
     app = call.app()
     return json_response(
-        release_json(call.state, app, _release(call, app), call.platform.current_release(app))
+        release_json(call.state, app, _release(call, app), call.platform.releases.current(app))
     )
 
 
@@ -113,21 +113,25 @@ async def create_release(call: Call) -> Response:
     platform = call.platform
     target, slug_id = body.get("release"), body.get("slug")
     if isinstance(target, (str, int)) and not isinstance(target, bool):
-        release = await platform.rollback(app, target)
+        release = await platform.releases.rollback(app, target)
     elif isinstance(slug_id, str):
         slug = _slug(call, slug_id)
         description = body.get("description")
         if not isinstance(description, str) or not description:
             description = deploy_description(slug.commit or slug.checksum.partition(":")[2])
-        release = await platform.create_release(
-            app, slug_id=slug.id, config_vars=platform.config_vars(app), description=description
+        release = await platform.releases.create(
+            app,
+            slug_id=slug.id,
+            config_vars=platform.releases.config_vars(app),
+            description=description,
         )
     else:
         raise invalid(
             'Give {"slug": "<slug id>"} to release a slug, or {"release": "<id or version>"} '
             "to roll back."
         )
-    return json_response(release_json(call.state, app, release, platform.current_release(app)), 201)
+    current = platform.releases.current(app)
+    return json_response(release_json(call.state, app, release, current), 201)
 
 
 def _slug(call: Call, slug_id: str) -> Slug:
@@ -145,19 +149,21 @@ def _slug(call: Call, slug_id: str) -> Slug:
 
 async def list_formation(call: Call) -> Response:
     app = call.app()
-    return json_response([formation_json(app, entry) for entry in call.platform.formation(app)])
+    return json_response(
+        [formation_json(app, entry) for entry in call.platform.formation.entries(app)]
+    )
 
 
 async def formation_info(call: Call) -> Response:
     app = call.app()
     kind = call.params["type"]
-    for entry in call.platform.formation(app):
+    for entry in call.platform.formation.entries(app):
         if entry.type == kind:
             return json_response(formation_json(app, entry))
     raise NotFound(f"Couldn't find that process type ({kind}): see `dyno ps`.")
 
 
-def _scale(call: Call, app: App, updates: list[Any]) -> list[dict[str, Any]]:
+async def _scale(call: Call, app: App, updates: list[Any]) -> list[dict[str, Any]]:
     counts = call.platform.apps.formation(app)
     wanted: dict[str, object] = {}
     for update in updates:
@@ -167,7 +173,8 @@ def _scale(call: Call, app: App, updates: list[Any]) -> list[dict[str, Any]]:
             )
         kind = update["type"]
         wanted[kind] = update.get("quantity", counts.get(kind, 0))  # a size-only update
-    return [formation_json(app, entry) for entry in call.platform.scale(app, wanted)]
+    scaled = await call.platform.formation.scale(app, wanted)
+    return [formation_json(app, entry) for entry in scaled]
 
 
 async def scale_batch(call: Call) -> Response:
@@ -175,13 +182,13 @@ async def scale_batch(call: Call) -> Response:
     updates = (await call.json()).get("updates")
     if not isinstance(updates, list) or not updates:
         raise invalid('Send {"updates": [{"type": "web", "quantity": 2}]}.')
-    return json_response(_scale(call, app, updates))
+    return json_response(await _scale(call, app, updates))
 
 
 async def scale_one(call: Call) -> Response:
     app = call.app()
     body = await call.json()
-    return json_response(_scale(call, app, [{**body, "type": call.params["type"]}])[0])
+    return json_response((await _scale(call, app, [{**body, "type": call.params["type"]}]))[0])
 
 
 # ----- dynos
@@ -192,7 +199,7 @@ async def list_dynos(call: Call) -> Response:
     platform = call.platform
     return paginate(
         call.request,
-        platform.dynos(app),
+        platform.formation.dynos(app),
         {"name": lambda d: d.name},
         lambda dyno: dyno_json(platform, app, dyno),
     )
@@ -201,7 +208,7 @@ async def list_dynos(call: Call) -> Response:
 async def dyno_info(call: Call) -> Response:
     app = call.app()
     wanted = call.params["dyno"]
-    for dyno in call.platform.dynos(app):
+    for dyno in call.platform.formation.dynos(app):
         shown = dyno_json(call.platform, app, dyno)
         if wanted in (dyno.name, shown["id"]):
             return json_response(shown)
@@ -227,32 +234,32 @@ async def run_dyno(call: Call) -> Response:
     # The one-off's own variables (`run:detached -e FOO=bar`), over the config vars: checked
     # as config vars are.
     extra = apply_config_changes({}, env)[0] if env else {}
-    dyno = await call.platform.run_detached(app, command, env=extra)
+    dyno = await call.platform.one_offs.run_detached(app, command, env=extra)
     return json_response(dyno_json(call.platform, app, dyno), 201)
 
 
 async def restart_all(call: Call) -> Response:
-    call.platform.restart(call.app())
+    call.platform.formation.restart(call.app())
     return json_response({}, ACCEPTED)
 
 
 async def restart_one(call: Call) -> Response:
-    call.platform.restart(call.app(), call.params["dyno"])
+    call.platform.formation.restart(call.app(), call.params["dyno"])
     return json_response({}, ACCEPTED)
 
 
 async def restart_type(call: Call) -> Response:
-    call.platform.restart(call.app(), call.params["type"])
+    call.platform.formation.restart(call.app(), call.params["type"])
     return json_response({}, ACCEPTED)
 
 
 async def stop_dyno(call: Call) -> Response:
-    call.platform.stop(call.app(), call.params["dyno"])
+    call.platform.formation.stop(call.app(), call.params["dyno"])
     return json_response({}, ACCEPTED)
 
 
 async def stop_type(call: Call) -> Response:
-    call.platform.stop(call.app(), call.params["type"])
+    call.platform.formation.stop(call.app(), call.params["type"])
     return json_response({}, ACCEPTED)
 
 

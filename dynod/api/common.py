@@ -19,7 +19,8 @@ from dynod.api.server import MAX_BODY, HTTPError, Request, Response, json_respon
 from dynod.builds.pipeline import Build
 from dynod.errors import DynodError
 from dynod.logs.logplex import LogFilter
-from dynod.platform.root import DynoInfo, FormationEntry, Platform
+from dynod.platform.formation import DynoInfo, FormationEntry
+from dynod.platform.root import Platform
 from dynod.state.apps import App
 from dynod.state.config import Address
 from dynod.state.ledger import Release
@@ -182,7 +183,7 @@ def account_json(email: str) -> dict[str, Any]:
 
 def app_json(state: ApiState, app: App) -> dict[str, Any]:
     platform = state.platform
-    current = platform.current_release(app)
+    current = platform.releases.current(app)
     router = state.router
     slug_size = None
     if current is not None and current.slug_id is not None:
@@ -256,7 +257,7 @@ def dyno_json(platform: Platform, app: App, dyno: DynoInfo) -> dict[str, Any]:
     release = None
     if dyno.release_version is not None:
         release = {
-            "id": platform.release(app, dyno.release_version).id,
+            "id": platform.releases.get(app, dyno.release_version).id,
             "version": dyno.release_version,
         }
     return {
@@ -277,7 +278,7 @@ def dyno_json(platform: Platform, app: App, dyno: DynoInfo) -> dict[str, Any]:
 def build_json(state: ApiState, app: App, build: Build) -> dict[str, Any]:
     release = None
     if build.release_version is not None:
-        found = state.platform.release(app, build.release_version)
+        found = state.platform.releases.get(app, build.release_version)
         release = {"id": found.id, "version": found.version}
     return {
         "id": build.id,

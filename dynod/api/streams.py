@@ -34,22 +34,21 @@ from dynod.api.common import (
 )
 from dynod.api.server import Response, json_response, stream_response
 from dynod.core.logline import APP, HEROKU, LogLine
+from dynod.core.names import PROCESS_TYPE, STACK
 from dynod.errors import DynodError, NotFound
 from dynod.logs.logplex import LogFilter
 from dynod.slugs.model import check_slug_size
 from dynod.slugs.unpack import unpack_slug
-from dynod.state.apps import STACK, App
+from dynod.state.apps import App
 from dynod.state.files import heroku_time
 
 UPLOAD_LIFETIME = 3600.0  # seconds to PUT a blob after asking for its URL
 SESSION_LIFETIME = 300.0  # seconds to open a logplex_url, or to reconnect a tail with Last-Event-ID
 RELEASE_POLL = 0.2  # how often a pending release's output stream checks whether it finished
 DEFAULT_LINES = 100
+UPLOAD_WRITE = 1 << 20  # bytes of an upload handed to a worker thread at once
 PLAIN = "text/plain; charset=utf-8"
 _SECRET = re.compile(r"[A-Za-z0-9_-]{32,64}")
-_PROCESS_TYPE = re.compile(
-    r"[A-Za-z0-9_-]{1,63}"
-)  # docs/platform.md, Procfile: it names dynos and their directories
 
 
 def _secret() -> str:
@@ -85,13 +84,23 @@ def _blob_dir(state: ApiState, kind: str) -> Path:
 
 
 async def _receive(call: Call, dest: Path) -> int:
-    """Stream the request body into `dest`; refuse bodies over the slug size limit."""
+    """Stream the request body into `dest`; refuse bodies over the slug size limit. Writes go
+    to a worker thread a megabyte at a time (a write can block when the kernel throttles
+    dirty pages), and so does the fsync."""
     limit = call.platform.config.build.slug_max_mb << 20
     size = 0
+    pending: list[bytes] = []
+    held = 0
     with dest.open("wb") as out:
         async for chunk in call.request.body.chunks(limit):
-            out.write(chunk)  # into the page cache: quick; the fsync below is what waits
+            pending.append(chunk)
             size += len(chunk)
+            held += len(chunk)
+            if held >= UPLOAD_WRITE:
+                await trio.to_thread.run_sync(out.writelines, pending)
+                pending, held = [], 0
+        await trio.to_thread.run_sync(out.writelines, pending)
+        await trio.to_thread.run_sync(out.flush)
         await trio.to_thread.run_sync(os.fsync, out.fileno())
     return size
 
@@ -131,7 +140,7 @@ async def create_slug(call: Call) -> Response:
     if not isinstance(types, dict) or not all(isinstance(v, str) for v in types.values()):
         raise invalid('process_types is required: {"process_types": {"web": "python web.py"}}.')
     for name, command in types.items():
-        if not _PROCESS_TYPE.fullmatch(name):
+        if not PROCESS_TYPE.fullmatch(name):
             raise invalid(
                 f"Process type {name!r} is not valid: use 1-63 letters, digits, '_' or '-'."
             )
@@ -333,7 +342,7 @@ async def create_build(call: Call) -> Response:
     version = blob.get("version") if isinstance(blob, dict) else None
     if version is not None and not isinstance(version, str):
         raise invalid("source_blob.version must be a string, such as a git commit.")
-    build = await call.platform.create_build(
+    build = await call.platform.builds.create(
         app, source_url=url, version=version, buildpacks=_buildpacks(body.get("buildpacks"))
     )
     return json_response(build_json(call.state, app, build), 201)
@@ -343,7 +352,7 @@ async def list_builds(call: Call) -> Response:
     app = call.app()
     return paginate(
         call.request,
-        call.platform.builds(app),
+        call.platform.builds.all(app),
         {"created_at": lambda b: b.created_at, "id": lambda b: b.id},
         lambda build: build_json(call.state, app, build),
     )
@@ -352,7 +361,7 @@ async def list_builds(call: Call) -> Response:
 async def build_info(call: Call) -> Response:
     app = call.app()
     return json_response(
-        build_json(call.state, app, call.platform.build(app, call.params["build"]))
+        build_json(call.state, app, call.platform.builds.get(app, call.params["build"]))
     )
 
 
@@ -365,8 +374,8 @@ async def build_output(call: Call) -> Response:
     """The build's output so far, then live until it ends."""
     build_id = call.params["item"]
     app = _signed_app(call, "builds", build_id)
-    call.platform.build(app, build_id)  # a 404 now, not halfway through a 200
-    lines = call.platform.build_output(app, build_id)
+    call.platform.builds.get(app, build_id)  # a 404 now, not halfway through a 200
+    lines = call.platform.builds.output(app, build_id)
 
     async def chunks() -> AsyncGenerator[bytes, None]:
         async for line in lines:
@@ -380,16 +389,16 @@ async def release_output(call: Call) -> Response:
     version = call.params["item"]
     app = _signed_app(call, "releases", version)
     platform = call.platform
-    release = platform.release(app, version)
+    release = platform.releases.get(app, version)
 
     async def chunks() -> AsyncGenerator[bytes, None]:
         sent = 0
-        if platform.release(app, release.version).status == "pending":
+        if platform.releases.get(app, release.version).status == "pending":
             ring = platform.ring(app)
             with ring.tail(
                 LogFilter(dyno=f"release.{release.version}", source=APP), last=ring.history
             ) as tail:
-                while platform.release(app, release.version).status == "pending":
+                while platform.releases.get(app, release.version).status == "pending":
                     batch: list[LogLine] = []
                     with trio.move_on_after(RELEASE_POLL):
                         batch = await tail.receive_batch()
@@ -397,7 +406,7 @@ async def release_output(call: Call) -> Response:
                         sent += len(batch)
                         yield _lines(line.text for line in batch)
         # Finished: the platform kept every line; send those the ring did not deliver.
-        kept = (platform.release_output(app, release.version) or "").splitlines()
+        kept = (platform.releases.output(app, release.version) or "").splitlines()
         if kept[sent:]:
             yield _lines(kept[sent:])
 

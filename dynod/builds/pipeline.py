@@ -89,7 +89,7 @@ class BuildOutput:
 
 
 class BuildStore:
-    """One app's builds on disk."""
+    """One app's builds on disk; a build's record is replaced (fsync'd) in a worker thread."""
 
     def __init__(self, app_dir: Path) -> None:
         self.dir = app_dir / "builds"
@@ -106,31 +106,32 @@ class BuildStore:
             raise NotFound(f"Couldn't find build {build_id}: list them with `dyno builds`.")
         return Build.from_json(json.loads(path.read_text()))
 
-    def save(self, build: Build) -> Build:
-        atomic_write(self.dir / f"{build.id}.json", json.dumps(build.to_json()).encode())
+    async def save(self, build: Build) -> Build:
+        data = json.dumps(build.to_json()).encode()
+        await trio.to_thread.run_sync(atomic_write, self.dir / f"{build.id}.json", data)
         return build
 
-    def start(
+    async def start(
         self, app_id: str, source_url: str, version: str | None, buildpacks: list[str]
     ) -> tuple[Build, BuildOutput]:
-        build = self.save(
+        build = await self.save(
             Build(str(uuid.uuid4()), app_id, "pending", source_url, version, buildpacks)
         )
         output = self.running[build.id] = BuildOutput(self.dir / f"{build.id}.log")
         return build, output
 
-    def finish(self, build: Build, **changes: Any) -> Build:
-        build = self.save(attrs.evolve(build, updated_at=heroku_time(), **changes))
+    async def finish(self, build: Build, **changes: Any) -> Build:
+        build = await self.save(attrs.evolve(build, updated_at=heroku_time(), **changes))
         output = self.running.pop(build.id, None)
         if output is not None:
             output.close()
         return build
 
-    def interrupted(self) -> None:
+    async def interrupted(self) -> None:
         """Builds that were running when dynod stopped can never finish: mark them failed."""
         for build in self.all():
             if build.status == "pending":
-                self.finish(build, status="failed")
+                await self.finish(build, status="failed")
 
     async def output(self, build_id: str) -> AsyncIterator[str]:
         self.get(build_id)

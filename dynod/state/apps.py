@@ -2,7 +2,8 @@
 record, its release ledger, its formation and its build cache.
 
 Every file here is replaced atomically or appended durably, so `kill -9` at any instant leaves
-the registry loadable and each app either fully created or not there at all.
+the registry loadable and each app either fully created or not there at all. Those writes are
+async: their blocking part (the fsyncs) runs in a worker thread, never on the event loop.
 """
 
 from __future__ import annotations
@@ -17,15 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import trio
 from attrs import frozen
 
+from dynod.core.names import STACK
 from dynod.errors import Conflict, Damaged, Invalid, NotFound
 from dynod.state.files import atomic_write, fsync_dir, heroku_time
 from dynod.state.ledger import Ledger
 
 # Heroku's rule: lowercase letters, digits and dashes, starting with a letter, 3 to 30 long.
 APP_NAME = re.compile(r"[a-z][a-z0-9-]{2,29}")
-STACK = "heroku-24"
 _WORDS = (
     "amber",
     "brisk",
@@ -96,8 +98,8 @@ def _load_app(path: Path) -> App:
 
 
 class AppStore:
-    """Apps by name and by id, their ledgers and formations. Synchronous: every operation is a
-    few small file writes, fast enough for the API's task."""
+    """Apps by name and by id, their ledgers and formations. Reads come from memory or small
+    files; writes are async and fsync in a worker thread."""
 
     def __init__(self, data_dir: Path) -> None:
         self.root = data_dir / "apps"
@@ -105,6 +107,7 @@ class AppStore:
         self._apps: dict[str, App] = {}
         self._names: dict[str, str] = {}  # name -> id
         self._ledgers: dict[str, Ledger] = {}
+        self._creating: set[str] = set()  # names of apps being written, taken already
         for entry in self.root.iterdir():
             if entry.name.startswith("."):  # a create or destroy that a crash interrupted
                 shutil.rmtree(entry, ignore_errors=True)
@@ -126,7 +129,7 @@ class AppStore:
             )
         return app
 
-    def create(self, name: str | None = None) -> App:
+    async def create(self, name: str | None = None) -> App:
         if name is None:
             name = self._invent_name()
         elif not APP_NAME.fullmatch(name):
@@ -134,34 +137,37 @@ class AppStore:
                 f"Name {name!r} is not valid: use 3 to 30 lowercase letters, digits and dashes, "
                 "starting with a letter."
             )
-        if name in self._names:
+        if name in self._names or name in self._creating:
             raise Conflict(f"Name {name} is already taken: choose another.")
         now = heroku_time()
         app = App(str(uuid.uuid4()), name, now, now)
-        directory = self.dir(app)
+        self._creating.add(name)
+        try:
+            await trio.to_thread.run_sync(self._write_new, app)
+        finally:
+            self._creating.discard(name)
+        self._keep(app)
+        return app
+
+    def _write_new(self, app: App) -> None:
         # Written under a temporary name and renamed, so a crash never leaves half an app.
         staging = self.root / f".new-{app.id}"
         staging.mkdir()
         atomic_write(staging / "app.json", json.dumps(app.to_json()).encode())
-        staging.rename(directory)
+        staging.rename(self.dir(app))
         fsync_dir(self.root)
-        self._keep(app)
-        return app
-
-    def update(self, app: App, **changes: Any) -> App:
-        app = attrs.evolve(app, updated_at=heroku_time(), **changes)
-        atomic_write(self.dir(app) / "app.json", json.dumps(app.to_json()).encode())
-        self._keep(app)
-        return app
 
     def _keep(self, app: App) -> None:
         self._apps[app.id] = app
         self._names[app.name] = app.id
 
-    def destroy(self, app: App) -> None:
+    async def destroy(self, app: App) -> None:
         self._apps.pop(app.id, None)
         self._names.pop(app.name, None)
         self._ledgers.pop(app.id, None)
+        await trio.to_thread.run_sync(self._remove, app)
+
+    def _remove(self, app: App) -> None:
         doomed = self.root / f".gone-{app.id}"
         self.dir(app).rename(doomed)  # gone from the registry at once, deleted at leisure
         fsync_dir(self.root)
@@ -190,8 +196,9 @@ class AppStore:
             raise Damaged(f"{path} is damaged: expected an object of process type counts")
         return {str(name): int(count) for name, count in data.items()}
 
-    def save_formation(self, app: App, formation: Mapping[str, int]) -> None:
-        atomic_write(self.dir(app) / "formation.json", json.dumps(dict(formation)).encode())
+    async def save_formation(self, app: App, formation: Mapping[str, int]) -> None:
+        data = json.dumps(dict(formation)).encode()
+        await trio.to_thread.run_sync(atomic_write, self.dir(app) / "formation.json", data)
 
     def _invent_name(self) -> str:
         while True:

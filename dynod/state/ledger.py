@@ -1,8 +1,10 @@
-"""The per-app release ledger (docs/platform.md): an append-only file of releases and their changes.
+"""The per-app release ledger (docs/platform.md, Releases): an append-only file of releases
+and their status changes.
 
 One record per line, `<crc32 as 8 hex> <payload length> <json payload>`; every append is fsync'd
-before it returns, so an acknowledged release survives any crash. A crash mid-append can only tear
-the last record, which loading drops; damage anywhere earlier is an error, never silent loss.
+(in a worker thread, one writer at a time) before it returns, so an acknowledged release survives
+any crash. A crash mid-append can only tear the last record, which loading drops; damage anywhere
+earlier is an error, never silent loss.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Literal, cast
 
 import attrs
+import trio
 from attrs import field, frozen
 
 from dynod.errors import Damaged, DynodError
@@ -126,8 +129,9 @@ def _decode(line: bytes) -> dict[str, object]:
 class Ledger:
     """The releases of one app, kept in the file at `path` (created on the first append).
 
-    Not safe for two processes at once: one dynod owns a data directory. Appends block on
-    fsync; call them from a worker thread when that matters.
+    Not safe for two processes at once: one dynod owns a data directory. Writes are async: one
+    at a time (a lock keeps them in order), each fsync'd in a worker thread, and the releases
+    read here change only once the write is durable.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -136,6 +140,7 @@ class Ledger:
         self._ids: set[str] = set()
         self._end = 0  # bytes of good records; anything after them is a torn record
         self._torn = False
+        self._writing = trio.Lock()  # one writer: records land in the order they were made
         self._load()
 
     def _load(self) -> None:
@@ -178,22 +183,28 @@ class Ledger:
             raise ValueError(f"unknown record {op!r}")
 
     def _add(self, release: Release) -> None:
+        self._check_add(release)
+        self._releases.append(release)
+        self._ids.add(release.id)
+
+    def _check_add(self, release: Release) -> None:
         if release.version != self.next_version():
             raise _Conflict(f"release v{release.version} must be v{self.next_version()}")
         if release.id in self._ids:
             raise _Conflict(f"release id {release.id} is already in the ledger")
-        self._releases.append(release)
-        self._ids.add(release.id)
 
     def _set(self, version: int, status: str, when: str) -> Release:
+        updated = self._changed(version, status, when)
+        self._releases[version - 1] = updated
+        return updated
+
+    def _changed(self, version: int, status: str, when: str) -> Release:
         release = self.get(version)
         if release is None:
             raise _Conflict(f"no release v{version}")
         if status not in STATUSES or release.status != "pending" or status == "pending":
             raise _Conflict(f"release v{version} cannot go from {release.status} to {status}")
-        updated = attrs.evolve(release, status=cast(Status, status), updated_at=when)
-        self._releases[version - 1] = updated
-        return updated
+        return attrs.evolve(release, status=cast(Status, status), updated_at=when)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -222,37 +233,34 @@ class Ledger:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def append(self, release: Release) -> None:
-        """Add the next release (its version must be `next_version()`); durable on return."""
-        try:
+    async def append(self, release: Release) -> None:
+        """Add the next release (its version must be `next_version()` once the writes before it
+        are done); durable on return."""
+        async with self._writing:
+            try:
+                self._check_add(release)
+            except _Conflict as err:
+                raise DynodError(f"cannot append to {self.path}: {err}") from None
+            await self._write({"op": "release", **release.to_record()})
             self._add(release)
-        except _Conflict as err:
-            raise DynodError(f"cannot append to {self.path}: {err}") from None
-        try:
-            self._write({"op": "release", **release.to_record()})
-        except BaseException:
-            self._releases.pop()
-            self._ids.discard(release.id)
-            raise
 
-    def set_status(self, version: int, status: Status, *, when: str | None = None) -> Release:
+    async def set_status(self, version: int, status: Status, *, when: str | None = None) -> Release:
         """Move a pending release to succeeded or failed (an appended record); returns it."""
-        before = self.get(version)
         at = heroku_time() if when is None else when
-        try:
-            updated = self._set(version, status, at)
-        except _Conflict as err:
-            raise DynodError(f"cannot change release status: {err}") from None
-        try:
-            self._write({"op": "status", "version": version, "status": status, "at": at})
-        except BaseException:
-            assert before is not None
-            self._releases[version - 1] = before
-            raise
+        async with self._writing:
+            try:
+                updated = self._changed(version, status, at)
+            except _Conflict as err:
+                raise DynodError(f"cannot change release status: {err}") from None
+            await self._write({"op": "status", "version": version, "status": status, "at": at})
+            self._releases[version - 1] = updated
         return updated
 
-    def _write(self, record: Mapping[str, object]) -> None:
-        line = _encode(record)
+    async def _write(self, record: Mapping[str, object]) -> None:
+        line = _encode(record)  # framing is quick; the write and its fsync are not
+        await trio.to_thread.run_sync(self._write_line, line)
+
+    def _write_line(self, line: bytes) -> None:
         created = not self.path.exists()
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         try:

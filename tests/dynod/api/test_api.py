@@ -459,7 +459,9 @@ def test_a_released_slug_runs_scales_restarts_and_rolls_back(tmp_path: Path) -> 
 
 async def get_web(platform: Platform, name: str) -> str:
     port = next(
-        port for dyno, port, _ in platform.web_targets(platform.apps.find(name)) if dyno == "web.1"
+        port
+        for dyno, port, _ in platform.formation.web_targets(platform.apps.find(name))
+        if dyno == "web.1"
     )
     with trio.fail_after(10):
         stream = await trio.open_tcp_stream("127.0.0.1", port)

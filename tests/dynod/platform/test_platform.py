@@ -4,17 +4,14 @@ rollback, the release phase, and what dynos can and cannot see."""
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import pytest
 import trio
 
 from dynod.core.lifecycle import DynoState
-from dynod.errors import Invalid
-from dynod.platform.root import Platform, _quantity
+from dynod.platform.root import Platform
 from dynod.proc.reaper import Reaper
 from dynod.slugs.pack import pack_slug
 from dynod.state.apps import App
@@ -67,52 +64,56 @@ async def until(platform: Platform, predicate: Callable[[], bool], timeout: floa
     with trio.fail_after(timeout):
         while not predicate():
             with trio.move_on_after(0.1):
-                await platform.changed.wait()
+                await platform.formation.changed.wait()
 
 
 def up(platform: Platform, app: App, count: int, kind: str = "web") -> Callable[[], bool]:
     return lambda: (
-        sum(1 for d in platform.dynos(app) if d.type == kind and d.state == "up") == count
+        sum(1 for d in platform.formation.dynos(app) if d.type == kind and d.state == "up") == count
     )
 
 
 def web_port(platform: Platform, app: App, name: str = "web.1") -> int:
-    return next(port for dyno, port, _ in platform.web_targets(app) if dyno == name)
+    return next(port for dyno, port, _ in platform.formation.web_targets(app) if dyno == name)
 
 
 def test_deploy_scale_config_rollback(tmp_path: Path) -> None:
     async def scenario(platform: Platform) -> None:
         app = await platform.create_app("shop")
-        assert [r.description for r in platform.releases(app)] == ["Initial release"]
+        assert [r.description for r in platform.releases.all(app)] == ["Initial release"]
         slug = slug_of(platform, SAMPLE, tmp_path)
-        v2 = await platform.create_release(
+        v2 = await platform.releases.create(
             app, slug_id=slug, config_vars={}, description="Deploy 1234abcd", wait=True
         )
         assert (v2.version, v2.status) == (2, "succeeded")
-        assert "release phase: nothing to migrate" in (platform.release_output(app, 2) or "")
-        assert {e.type: e.quantity for e in platform.formation(app)} == {"web": 1, "worker": 0}
+        assert "release phase: nothing to migrate" in (platform.releases.output(app, 2) or "")
+        assert {e.type: e.quantity for e in platform.formation.entries(app)} == {
+            "web": 1,
+            "worker": 0,
+        }
         await until(platform, up(platform, app, 1))
         assert (await http_get(web_port(platform, app))).startswith("Hello from web.1 (hi)")
 
-        v3 = await platform.set_config(app, {"GREETING": "bonjour"})
+        v3 = await platform.releases.set_config(app, {"GREETING": "bonjour"})
         assert (v3.version, v3.description) == (3, "Set GREETING config vars")
-        await until(platform, lambda: platform.current_release(app).version == 3)  # type: ignore[union-attr]
+        await until(platform, lambda: platform.releases.current(app).version == 3)  # type: ignore[union-attr]
         await until(platform, up(platform, app, 1))
-        await until(platform, lambda: platform.dynos(app)[0].state == "up")
+        await until(platform, lambda: platform.formation.dynos(app)[0].state == "up")
         assert "(bonjour)" in await http_get(web_port(platform, app))
 
-        platform.scale(app, {"web": "+2", "worker": 1})
+        await platform.formation.scale(app, {"web": "+2", "worker": 1})
         await until(platform, up(platform, app, 3))
         await until(platform, up(platform, app, 1, "worker"))
-        platform.scale(app, {"web": 1})
+        await platform.formation.scale(app, {"web": 1})
         await until(
-            platform, lambda: [d.name for d in platform.dynos(app) if d.type == "web"] == ["web.1"]
+            platform,
+            lambda: [d.name for d in platform.formation.dynos(app) if d.type == "web"] == ["web.1"],
         )
 
-        v4 = await platform.rollback(app, 2)
+        v4 = await platform.releases.rollback(app, 2)
         assert v4.description == "Rollback to v2"
-        await until(platform, lambda: (platform.current_release(app) or v2).version == 4)
-        assert platform.config_vars(app) == {}
+        await until(platform, lambda: (platform.releases.current(app) or v2).version == 4)
+        assert platform.releases.config_vars(app) == {}
 
     with_platform(tmp_path, scenario)
 
@@ -121,7 +122,7 @@ def test_a_failing_release_command_keeps_the_old_release_serving(tmp_path: Path)
     async def scenario(platform: Platform) -> None:
         app = await platform.create_app("fails")
         good = slug_of(platform, SAMPLE, tmp_path)
-        await platform.create_release(
+        await platform.releases.create(
             app, slug_id=good, config_vars={}, description="Deploy good", wait=True
         )
         await until(platform, up(platform, app, 1))
@@ -131,12 +132,12 @@ def test_a_failing_release_command_keeps_the_old_release_serving(tmp_path: Path)
             tmp_path,
             "web: python3 web.py\nrelease: echo migration broke; exit 3\n",
         )
-        v3 = await platform.create_release(
+        v3 = await platform.releases.create(
             app, slug_id=bad, config_vars={}, description="Deploy bad", wait=True
         )
         assert v3.status == "failed"
-        assert platform.current_release(app).version == 2  # type: ignore[union-attr]
-        assert "migration broke" in (platform.release_output(app, 3) or "")
+        assert platform.releases.current(app).version == 2  # type: ignore[union-attr]
+        assert "migration broke" in (platform.releases.output(app, 3) or "")
         assert (await http_get(web_port(platform, app))).startswith("Hello from web.1")
 
     with_platform(tmp_path, scenario)
@@ -146,7 +147,7 @@ def test_a_release_phase_cut_short_by_a_stop_fails_at_the_next_start(tmp_path: P
     async def interrupted(platform: Platform) -> None:
         app = await platform.create_app("cut")
         good = slug_of(platform, SAMPLE, tmp_path)
-        await platform.create_release(
+        await platform.releases.create(
             app, slug_id=good, config_vars={}, description="Deploy good", wait=True
         )
         slow = slug_of(
@@ -155,7 +156,7 @@ def test_a_release_phase_cut_short_by_a_stop_fails_at_the_next_start(tmp_path: P
             tmp_path,
             "web: python3 web.py\nrelease: echo migrating; exec sleep 60\n",
         )
-        v3 = await platform.create_release(
+        v3 = await platform.releases.create(
             app, slug_id=slow, config_vars={}, description="Deploy slow"
         )
         assert v3.status == "pending"
@@ -166,13 +167,13 @@ def test_a_release_phase_cut_short_by_a_stop_fails_at_the_next_start(tmp_path: P
     async def restarted(platform: Platform) -> None:
         app = platform.apps.by_name("cut")
         assert app is not None
-        assert [(r.version, r.status) for r in platform.releases(app)][1:] == [
+        assert [(r.version, r.status) for r in platform.releases.all(app)][1:] == [
             (2, "succeeded"),
             (3, "failed"),
         ]
-        assert platform.current_release(app).version == 2  # type: ignore[union-attr]
+        assert platform.releases.current(app).version == 2  # type: ignore[union-attr]
         assert "dynod stopped while the release command ran" in (
-            platform.release_output(app, 3) or ""
+            platform.releases.output(app, 3) or ""
         )
 
     with_platform(tmp_path, interrupted)
@@ -191,19 +192,22 @@ def test_dynos_see_only_their_own_files_and_environment(tmp_path: Path) -> None:
     async def scenario(platform: Platform) -> None:
         app = await platform.create_app("isolated")
         slug = slug_of(platform, SAMPLE, tmp_path, procfile)
-        await platform.create_release(
+        await platform.releases.create(
             app, slug_id=slug, config_vars={}, description="Deploy", wait=True
         )
-        platform.scale(app, {"writer": 1, "reader": 1})
+        await platform.formation.scale(app, {"writer": 1, "reader": 1})
         ring = platform.ring(app)
         await until(platform, lambda: any(line.text == "absent" for line in ring.recent(1500)))
         texts = [(line.dyno, line.text) for line in ring.recent(1500) if line.source == "app"]
         assert ("writer.1", "wrote") in texts and ("writer.1", "0") in texts
-        platform.restart(app, "writer")
+        platform.formation.restart(app, "writer")
         await until(
             platform, lambda: sum(1 for line in ring.recent(1500) if line.text == "wrote") == 2
         )
-        assert platform.dynos(app)[1].state in (DynoState.UP.value, DynoState.STARTING.value)
+        assert platform.formation.dynos(app)[1].state in (
+            DynoState.UP.value,
+            DynoState.STARTING.value,
+        )
 
     try:
         with_platform(tmp_path, scenario)
@@ -215,16 +219,16 @@ def test_apps_come_back_after_a_restart_of_the_platform(tmp_path: Path) -> None:
     async def first(platform: Platform) -> None:
         app = await platform.create_app("durable")
         slug = slug_of(platform, SAMPLE, tmp_path)
-        await platform.create_release(
+        await platform.releases.create(
             app, slug_id=slug, config_vars={"A": "1"}, description="Deploy", wait=True
         )
-        platform.scale(app, {"web": 2})
+        await platform.formation.scale(app, {"web": 2})
         await until(platform, up(platform, app, 2))
 
     async def second(platform: Platform) -> None:
         app = platform.apps.find("durable")
-        assert platform.config_vars(app) == {"A": "1"}
-        assert [r.version for r in platform.releases(app)] == [1, 2]
+        assert platform.releases.config_vars(app) == {"A": "1"}
+        assert [r.version for r in platform.releases.all(app)] == [1, 2]
         await until(platform, up(platform, app, 2))
 
     with_platform(tmp_path, first)
@@ -236,27 +240,27 @@ def test_a_build_from_a_directory_deploys_and_a_failed_build_releases_nothing(
 ) -> None:
     async def scenario(platform: Platform) -> None:
         app = await platform.create_app("built")
-        build = await platform.create_build(
+        build = await platform.builds.create(
             app, source_url=str(SAMPLE), version=None, buildpacks=[]
         )
-        lines = [line async for line in platform.build_output(app, build.id)]
-        done = platform.build(app, build.id)
+        lines = [line async for line in platform.builds.output(app, build.id)]
+        done = platform.builds.get(app, build.id)
         assert done.status == "succeeded", lines
         assert any(line.startswith("-----> ") for line in lines)
         assert done.release_version == 2
-        assert platform.releases(app)[-1].description.startswith("Deploy ")
+        assert platform.releases.all(app)[-1].description.startswith("Deploy ")
         await until(platform, up(platform, app, 1))
 
         broken = tmp_path / "broken"
         broken.mkdir()
         (broken / "README").write_text("no Procfile, no dependency file\n")
-        failed = await platform.create_build(
+        failed = await platform.builds.create(
             app, source_url=f"file://{broken}", version=None, buildpacks=[]
         )
-        lines = [line async for line in platform.build_output(app, failed.id)]
-        assert platform.build(app, failed.id).status == "failed"
+        lines = [line async for line in platform.builds.output(app, failed.id)]
+        assert platform.builds.get(app, failed.id).status == "failed"
         assert any(line.startswith(" !     ") for line in lines)
-        assert len(platform.releases(app)) == 2
+        assert len(platform.releases.all(app)) == 2
 
     with_platform(tmp_path, scenario)
 
@@ -268,10 +272,10 @@ def test_apps_are_reached_through_the_router_round_robin(tmp_path: Path) -> None
     async def scenario(platform: Platform) -> None:
         app = await platform.create_app("routed")
         slug = slug_of(platform, SAMPLE, tmp_path)
-        await platform.create_release(
+        await platform.releases.create(
             app, slug_id=slug, config_vars={}, description="Deploy", wait=True
         )
-        platform.scale(app, {"web": 3})
+        await platform.formation.scale(app, {"web": 3})
         async with trio.open_nursery() as nursery:
             [(host, port)] = await nursery.start(
                 serve, RouterConfig(listen="127.0.0.1:0"), platform.router
@@ -296,17 +300,3 @@ def test_apps_are_reached_through_the_router_round_robin(tmp_path: Path) -> None
         )
 
     with_platform(tmp_path, scenario)
-
-
-def test_a_number_quantity_is_absolute_and_only_a_string_is_relative() -> None:
-    assert [
-        _quantity(2, 5, "web"),
-        _quantity("2", 5, "web"),
-        _quantity("+1", 5, "web"),
-        _quantity("-1", 5, "web"),
-    ] == [2, 2, 6, 4]
-    with pytest.raises(Invalid, match=r"between 0 and 100, not -3\."):
-        _quantity(-3, 1, "web")  # a JSON number is never a delta
-    for silly, shown in ((True, "true"), (1.5, "1.5"), (None, "null"), ("lots", '"lots"')):
-        with pytest.raises(Invalid, match=rf"not {re.escape(shown)}\.$"):
-            _quantity(silly, 1, "web")

@@ -1,4 +1,6 @@
-"""The release ledger: durable appends, torn last records dropped, earlier damage refused."""
+"""The release ledger: durable appends, torn last records dropped, earlier damage refused.
+
+Writes are async (their fsync runs in a worker thread): each one here runs in its own trio.run."""
 
 from __future__ import annotations
 
@@ -8,12 +10,14 @@ import signal
 from pathlib import Path
 
 import pytest
+import trio
+import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dynod.errors import Damaged, DynodError
 from dynod.state.files import atomic_write
-from dynod.state.ledger import Ledger, Release
+from dynod.state.ledger import Ledger, Release, Status
 
 
 def release(ledger: Ledger, status: str = "succeeded", **changes: object) -> Release:
@@ -28,8 +32,15 @@ def release(ledger: Ledger, status: str = "succeeded", **changes: object) -> Rel
     }
     fields.update(changes)
     made = Release(**fields)  # type: ignore[arg-type]
-    ledger.append(made)
+    trio.run(ledger.append, made)
     return made
+
+
+def set_status(ledger: Ledger, version: int, status: Status, when: str | None = None) -> Release:
+    async def change() -> Release:
+        return await ledger.set_status(version, status, when=when)
+
+    return trio.run(change)
 
 
 def test_append_and_reload(tmp_path: Path) -> None:
@@ -52,18 +63,18 @@ def test_status_updates_are_appended_records(tmp_path: Path) -> None:
     release(ledger)
     pending = release(ledger, status="pending")
     before = path.read_bytes()
-    done = ledger.set_status(2, "succeeded", when="2026-11-26T15:19:10Z")
+    done = set_status(ledger, 2, "succeeded", when="2026-11-26T15:19:10Z")
     assert path.read_bytes().startswith(before)  # earlier bytes are never rewritten
     assert done.status == "succeeded" and done.updated_at == "2026-11-26T15:19:10Z"
     assert done.created_at == pending.created_at
     assert ledger.current() == done and Ledger(path).current() == done
     release(ledger, status="pending")
-    ledger.set_status(3, "failed")
+    set_status(ledger, 3, "failed")
     assert Ledger(path).current() == done  # a failed release never becomes current
     with pytest.raises(DynodError, match="cannot go from failed to succeeded"):
-        ledger.set_status(3, "succeeded")
+        set_status(ledger, 3, "succeeded")
     with pytest.raises(DynodError, match="no release v9"):
-        ledger.set_status(9, "failed")
+        set_status(ledger, 9, "failed")
     assert [r.status for r in Ledger(path).releases()] == ["succeeded", "succeeded", "failed"]
 
 
@@ -187,7 +198,7 @@ def test_random_histories_survive_a_random_cut(
         if op == "release":
             release(ledger, status=status)
         elif latest is not None and latest.status == "pending":
-            ledger.set_status(latest.version, status)  # type: ignore[arg-type]
+            set_status(ledger, latest.version, status)  # type: ignore[arg-type]
         else:
             continue
         states.append((path.stat().st_size, ledger.releases()))
@@ -199,3 +210,22 @@ def test_random_histories_survive_a_random_cut(
     assert reloaded.releases() == survivors
     added = release(reloaded, status="succeeded")
     assert Ledger(path).releases() == [*survivors, added]
+
+
+@pytest.mark.trio
+async def test_concurrent_writes_land_one_at_a_time_in_order(tmp_path: Path) -> None:
+    path = tmp_path / "app.ledger"
+    ledger = Ledger(path)
+    first = Release(version=1, description="Initial", user="alice", status="pending")
+    second = Release(version=2, description="Next", user="alice", status="pending")
+    async with trio.open_nursery() as nursery:
+        # Each waits for the write before it: v2 is checked once v1 is durable, and the status
+        # change of v1 once v1 exists.
+        nursery.start_soon(ledger.append, first)
+        await trio.testing.wait_all_tasks_blocked()  # v1 holds the writer's lock, or is done
+        nursery.start_soon(ledger.append, second)
+        nursery.start_soon(lambda: ledger.set_status(1, "succeeded"))
+    assert [(r.version, r.status) for r in Ledger(path).releases()] == [
+        (1, "succeeded"),
+        (2, "pending"),
+    ]

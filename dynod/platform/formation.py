@@ -1,0 +1,270 @@
+"""The formation and its dynos: each app's process types and quantities, the AppRuntime that runs
+them on the current release, restarts and stops, the `ps` listing, and the router's view of
+every app's web dynos."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Mapping
+
+import attrs
+import trio
+
+from dynod.core.supervisor import Restart
+from dynod.errors import DynodError, Invalid, NotFound
+from dynod.platform.routing import feed_router
+from dynod.platform.runtime import AppRuntime
+from dynod.slugs.model import Slug
+from dynod.slugs.store import SlugStore
+from dynod.state.apps import App, AppStore
+from dynod.state.files import heroku_time
+from dynod.state.ledger import Release
+from router.backend import TableBackend
+
+Log = Callable[[App, str], None]
+Spawn = Callable[[Callable[[], Awaitable[object]], str], None]
+RuntimeFactory = Callable[[App], AppRuntime]
+
+
+@attrs.frozen
+class FormationEntry:
+    type: str
+    quantity: int
+    command: str
+    size: str = "standard-1X"
+
+
+@attrs.frozen
+class DynoInfo:
+    name: str
+    type: str
+    command: str
+    state: str
+    updated_at: str
+    release_version: int | None
+    size: str = "standard-1X"
+
+
+class Formation:
+    """Every app's dynos: one AppRuntime per app (made by `make_runtime`), running the saved
+    formation on the app's current release. `changed` is set (and replaced) whenever any app's
+    dynos change."""
+
+    def __init__(
+        self,
+        apps: AppStore,
+        slugs: SlugStore,
+        router: TableBackend,
+        *,
+        user: str,
+        log: Log,
+        make_runtime: RuntimeFactory,
+        spawn: Spawn,
+    ) -> None:
+        self.apps = apps
+        self.slugs = slugs
+        self.router = router
+        self.user = user
+        self.log = log
+        self.make_runtime = make_runtime
+        self.spawn = spawn
+        self.runtimes: dict[str, AppRuntime] = {}
+        self.changed = trio.Event()
+        self._scaling: defaultdict[str, trio.Lock] = defaultdict(trio.Lock)  # by app id
+
+    # ----- each app's runtime
+
+    async def start(self, app: App, nursery: trio.Nursery) -> AppRuntime:
+        """The app's dyno manager, and its feed of the router, in `nursery` (with no dynos
+        until `apply`)."""
+        runtime = self.make_runtime(app)
+        self.runtimes[app.id] = runtime
+        await nursery.start(runtime.manager.run, [])
+        nursery.start_soon(self._route, runtime, app.name)
+        return runtime
+
+    async def _route(self, runtime: AppRuntime, name: str) -> None:
+        with runtime.route_scope:
+            await feed_router(runtime.manager, self.router, name)
+
+    def stop_app(self, app: App) -> None:
+        """Stop every dyno of an app being destroyed, and its route."""
+        runtime = self.runtimes.pop(app.id, None)
+        if runtime is not None:
+            runtime.apply(None, {}, {})
+            runtime.manager.stop_all()
+            runtime.route_scope.cancel()
+
+    def runtime(self, app: App) -> AppRuntime:
+        return self.runtimes[app.id]
+
+    # ----- process types and quantities
+
+    def current(self, app: App) -> Release | None:
+        return self.apps.ledger(app).current()
+
+    def process_types(self, app: App) -> dict[str, str]:
+        current = self.current(app)
+        slug_id = current.slug_id if current else None
+        return dict(self.slugs.get(slug_id).process_types) if slug_id else {}
+
+    def entries(self, app: App) -> list[FormationEntry]:
+        counts = self.apps.formation(app)
+        return [
+            FormationEntry(kind, counts.get(kind, 0), command)
+            for kind, command in self.process_types(app).items()
+            if kind != "release"
+        ]
+
+    async def scale(self, app: App, updates: Mapping[str, object]) -> list[FormationEntry]:
+        """Set quantities (a number, or a string: "2", "+1", "-1"); all checked before any
+        applies."""
+        async with self._scaling[app.id]:
+            types = self.process_types(app)
+            counts = self.apps.formation(app)
+            new = dict(counts)
+            for kind, quantity in updates.items():
+                if kind not in types or kind == "release":
+                    raise NotFound(
+                        f"Couldn't find that process type ({kind}): the app's types are "
+                        f"{', '.join(t for t in types if t != 'release') or 'none yet'}."
+                    )
+                new[kind] = _quantity(quantity, counts.get(kind, 0), kind)
+            await self.apps.save_formation(app, new)
+        scaled = " ".join(f"{kind}@{new[kind]}:Standard-1X" for kind in updates)
+        self.log(app, f"Scaled to {scaled} by user {self.user}")
+        self.apply(app)
+        return [entry for entry in self.entries(app) if entry.type in updates]
+
+    async def released(self, app: App, slug: Slug | None) -> None:
+        """A release became current: run the formation on it (the first deploy's formation is
+        one web dyno)."""
+        if slug is not None:
+            async with self._scaling[app.id]:
+                if not (self.apps.dir(app) / "formation.json").exists():
+                    first = {k: int(k == "web") for k in slug.process_types if k != "release"}
+                    await self.apps.save_formation(app, first)
+        self.apply(app)
+
+    def apply(self, app: App, *, prune: bool = True) -> None:
+        runtime = self.runtimes.get(app.id)
+        if runtime is None:
+            return
+        runtime.apply(self.current(app), self.process_types(app), self.apps.formation(app))
+        self.notify()
+        if prune:
+            self.prune_soon()
+
+    def prune_soon(self) -> None:
+        """Drop the unpacked trees of slugs no app runs now: each deploy would leave one."""
+        keep = set()
+        for app in self.apps.all():
+            release = self.current(app)
+            if release is not None and release.slug_id is not None:
+                try:
+                    keep.add(self.slugs.get(release.slug_id).checksum)
+                except DynodError:
+                    continue  # a lost slug record: its dynos say so when they start
+        self.spawn(
+            lambda: trio.to_thread.run_sync(self.slugs.prune_trees, keep), "pruning slug trees"
+        )
+
+    def notify(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
+
+    # ----- dynos
+
+    def dynos(self, app: App) -> list[DynoInfo]:
+        runtime = self.runtimes[app.id]
+        version = runtime.release.version if runtime.release else None
+        listed = [
+            DynoInfo(
+                slot.name,
+                slot.plan.type,
+                slot.plan.command,
+                slot.state.value,
+                heroku_time(slot.updated_at),
+                version,
+            )
+            for slot in runtime.manager.slots.values()
+        ]
+        listed += [
+            DynoInfo(
+                slot.name,
+                "run",
+                slot.plan.command,
+                slot.state.value,
+                heroku_time(slot.updated_at),
+                slot.plan.release_version,
+            )
+            for slot in runtime.manager.one_offs.values()
+            if slot.plan.type == "run"  # the release phase's dyno is not listed, as on Heroku
+        ]
+        return sorted(listed, key=lambda d: _dyno_order(d.name))
+
+    def restart(self, app: App, target: str | None = None) -> None:
+        """All dynos, one process type (`web`) or one dyno (`web.1`)."""
+        manager = self.runtimes[app.id].manager
+        for name in self._targets(app, target):
+            manager.restart_dyno(name)
+
+    def stop(self, app: App, target: str) -> None:
+        """Stop a dyno or a type's dynos; the formation starts fresh ones (as on Heroku)."""
+        manager = self.runtimes[app.id].manager
+        for name in self._targets(app, target):
+            manager.restart_dyno(name, Restart.STOP)
+
+    def _targets(self, app: App, target: str | None) -> list[str]:
+        slots = self.runtimes[app.id].manager.slots
+        if target is None:
+            return list(slots)
+        names = [n for n in slots if n == target or n.rsplit(".", 1)[0] == target]
+        if not names:
+            raise NotFound(f"Couldn't find dyno or process type {target}: see `dyno ps`.")
+        return names
+
+    async def run_command(self, app: App, release: Release, command: str, name: str) -> int:
+        """Run `command` as the one-off dyno `name` on `release` (a release phase) to its end;
+        its exit status."""
+        runtime = self.runtimes[app.id]
+        plan = runtime.one_off_plan(release, command, name)
+        try:
+            return await runtime.manager.run_one_off(plan)
+        finally:
+            runtime.ports.give_back(plan.port)
+
+    # ----- the router's view
+
+    def web_targets(self, app: App) -> list[tuple[str, int, str]]:
+        """(dyno name, port, state) for the app's web dynos."""
+        runtime = self.runtimes.get(app.id)
+        if runtime is None:
+            return []
+        return [(slot.name, slot.plan.port or 0, slot.state.value) for slot in runtime.web_dynos()]
+
+
+def _quantity(value: object, current: int, kind: str) -> int:
+    """A JSON number is the new quantity; a string may also be relative ("+1", "-1")."""
+    text = value.strip() if isinstance(value, str) else ""
+    try:
+        if isinstance(value, int) and not isinstance(value, bool):
+            quantity = value
+        elif text[:1] in "+-" and text[1:].isdigit():
+            quantity = current + int(text)
+        else:
+            quantity = int(text)
+    except ValueError:
+        shown = json.dumps(value, default=repr)
+        raise Invalid(
+            f'Quantity for {kind} must be a number such as 2, "+1" or "-1", not {shown}.'
+        ) from None
+    if not 0 <= quantity <= 100:
+        raise Invalid(f"Quantity for {kind} must be between 0 and 100, not {quantity}.")
+    return quantity
+
+
+def _dyno_order(name: str) -> tuple[str, int]:
+    kind, _, number = name.rpartition(".")
+    return (kind, int(number) if number.isdigit() else 0)
