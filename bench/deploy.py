@@ -393,7 +393,7 @@ def pack(app_dir: Path, out: Path) -> float:
 
 
 def checked_unpack(tarball: Path, into: Path) -> float:
-    """dynod's own unpack_slug (both passes: check, then write); returns the seconds it took."""
+    """dynod's own unpack_slug (one pass, checking as it writes); returns the seconds it took."""
     try:
         return in_venv(
             "import sys, time; from dynod.slugs.unpack import unpack_slug; "

@@ -1,6 +1,6 @@
 """Unpacking, the security boundary between an app's build and the machine: the member rules
-(UnsafeSlug names the member and the rule it breaks), every member checked before anything is
-written, and then a careful extract into a directory."""
+(UnsafeSlug names the member and the rule it breaks), checked member by member as one pass over
+the stream writes them, carefully, into a directory that is kept only when every rule held."""
 
 from __future__ import annotations
 
@@ -50,6 +50,7 @@ class _Checker:
     def __init__(self) -> None:
         self.kinds: dict[str, str] = {}  # rel -> "dir" | "file" | "symlink"
         self.symlinks: dict[str, str] = {}  # rel -> target as written
+        self.beneath: dict[str, str] = {}  # rel of a directory some member implies -> that member
 
     def add(self, info: tarfile.TarInfo) -> str | None:
         """The member's rel path when it is to be unpacked, None when it lies outside ./app."""
@@ -70,6 +71,7 @@ class _Checker:
         seen = self.kinds.get(rel)
         if seen is not None and not (seen == kind == "dir"):
             raise UnsafeSlug(name, "appears twice in the slug")
+        self._check_parents(rel, kind)
         if info.islnk():
             self._check_hard_link(info)
         elif info.issym():
@@ -80,6 +82,24 @@ class _Checker:
             self.symlinks[rel] = info.linkname
         self.kinds[rel] = kind
         return rel
+
+    def _check_parents(self, rel: str, kind: str) -> None:
+        """Nothing lies beneath a non-directory, whichever of the two comes first: so a member
+        can be written as soon as it is read, never through a link or over a file."""
+        if kind != "dir" and rel in self.beneath:
+            child = self.beneath[rel]
+            raise UnsafeSlug(
+                f"./app/{child}", f"lies beneath ./app/{rel}, which is not a directory"
+            )
+        parts = rel.split("/") if rel else []
+        for depth in range(len(parts) - 1, 0, -1):
+            parent = "/".join(parts[:depth])
+            if parent in self.beneath:
+                break  # it and its own parents were checked with an earlier member
+            if self.kinds.get(parent, "dir") != "dir":
+                rule = f"lies beneath ./app/{parent}, which is not a directory"
+                raise UnsafeSlug(f"./app/{rel}", rule)
+            self.beneath[parent] = rel
 
     def _check_hard_link(self, info: tarfile.TarInfo) -> None:
         # A hard link's target is named from the archive's root, not from the link's directory.
@@ -94,15 +114,7 @@ class _Checker:
             raise UnsafeSlug(info.name, rule)
 
     def finish(self) -> None:
-        """The rules that need every member: nothing lies beneath a non-directory (so unpacking
-        never writes through a link), and every symlink resolves inside ./app."""
-        for rel in self.kinds:
-            parts = rel.split("/")
-            for depth in range(1, len(parts)):
-                parent = "/".join(parts[:depth])
-                if self.kinds.get(parent, "dir") != "dir":
-                    rule = f"lies beneath ./app/{parent}, which is not a directory"
-                    raise UnsafeSlug(f"./app/{rel}", rule)
+        """The rule that needs every member: each symlink resolves inside ./app."""
         for rel, target in self.symlinks.items():
             problem = self._resolve(rel, target)
             if problem is not None:
@@ -147,64 +159,48 @@ def unpack_slug(
 ) -> None:
     """Unpack the contents of `./app` into `dest_dir` (created, or an existing empty directory).
 
-    A first pass reads every member and refuses the slug (UnsafeSlug) on an absolute path, a
-    `..`, a device, fifo or other special file, a link leading outside ./app, a duplicate, or
-    a member beneath a non-directory; a mismatching `expected_checksum` is Heroku's R17. Only
-    then does a second pass write, with no file opened through a link, symlinks made last,
-    setuid/setgid/sticky and group/other write bits dropped, and owners left to the caller.
-    On any failure `dest_dir` is left as it was found (removed, or emptied).
+    One pass over the stream checks each member as it is read and refuses the slug (UnsafeSlug)
+    on an absolute path, a `..`, a device, fifo or other special file, a hard link to anything
+    but an earlier file, a duplicate, or a member beneath a non-directory, before writing it; a
+    symlink leading outside ./app (known only once every symlink is read) and a mismatching
+    `expected_checksum` (Heroku's R17, preferred over any other problem as its likelier cause)
+    are refused at the end. Files are written with no file opened through a link (symlinks are
+    made last, only once everything passed), setuid/setgid/sticky and group/other write bits
+    dropped, and owners left to the caller. On any failure `dest_dir` is left as it was found
+    (removed, or emptied): nothing of a refused slug is kept, so nothing of it is ever run.
     """
     src, dest = Path(slug_path), Path(dest_dir)
-    plan = _check_slug(src, expected_checksum)
-    created = _prepare_dest(dest)
-    try:
-        with open(src, "rb") as raw, gzip.GzipFile(fileobj=raw, mode="rb") as gz:
-            with tarfile.open(fileobj=gz, mode="r|") as tar:
-                _extract(tar, plan, dest)
-            _read_to_end(gz)
-    except BaseException as err:
-        _clear(dest, remove=created)
-        if isinstance(err, (tarfile.TarError, EOFError, OSError, zlib.error)):
-            raise DynodError(f"cannot unpack slug {src} into {dest}: {err}") from None
-        raise
-
-
-_Key = tuple[str, bytes, str, int, int]
-
-
-def _key(info: tarfile.TarInfo) -> _Key:
-    return (info.name, info.type, info.linkname, info.size, info.mode)
-
-
-def _check_slug(src: Path, expected_checksum: str | None) -> list[tuple[_Key, str | None]]:
-    """The first pass: every member checked, with the rel path to unpack it at (or None)."""
-    checker = _Checker()
-    plan: list[tuple[_Key, str | None]] = []
-    problem: DynodError | None = None
     try:
         raw = open(src, "rb")
     except OSError as err:
         raise DynodError(f"cannot read slug {src}: {err.strerror}") from None
     with raw:
+        created = _prepare_dest(dest)
         reader = HashingFile(raw)
+        problem: BaseException | None = None
         try:
             with gzip.GzipFile(fileobj=reader, mode="rb") as gz:
                 with tarfile.open(fileobj=gz, mode="r|") as tar:
-                    for info in tar:
-                        plan.append((_key(info), checker.add(info)))
+                    _extract(tar, dest)
                 _read_to_end(gz)
-            checker.finish()
         except UnsafeSlug as err:
             problem = err
         except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as err:
             problem = DynodError(f"{src} is not a gzip tarball of ./app ({err})")
-        reader.drain()
-    actual = reader.checksum()
+        except OSError as err:
+            problem = DynodError(f"cannot unpack slug {src} into {dest}: {err}")
+        except BaseException:
+            _clear(dest, remove=created)
+            raise
+        if problem is not None:
+            _clear(dest, remove=created)
+        reader.drain()  # the checksum covers the whole file, whatever the tar reader left
+        actual = reader.checksum()
     if expected_checksum is not None and actual != expected_checksum:
-        raise checksum_error(expected_checksum, actual)  # the likelier cause of any problem
+        _clear(dest, remove=created)
+        raise checksum_error(expected_checksum, actual)
     if problem is not None:
         raise problem
-    return plan
 
 
 def _read_to_end(gz: gzip.GzipFile) -> None:
@@ -243,15 +239,14 @@ def _mtime(info: tarfile.TarInfo) -> tuple[int, int]:
     return when, when
 
 
-def _extract(tar: tarfile.TarFile, plan: list[tuple[_Key, str | None]], dest: Path) -> None:
-    steps = iter(plan)
+def _extract(tar: tarfile.TarFile, dest: Path) -> None:
+    """Check and write every member as it comes; symlinks and directory modes once all passed."""
+    checker = _Checker()
     symlinks: list[tuple[Path, str]] = []
     dirs: list[tuple[Path, tarfile.TarInfo]] = []
     made = {dest}
     for info in tar:
-        key, rel = next(steps, (None, None))
-        if key != _key(info):  # the file changed since it was checked: trust nothing
-            raise UnsafeSlug(info.name, "changed while the slug was being unpacked")
+        rel = checker.add(info)
         if rel is None:
             continue
         path = dest / rel if rel else dest
@@ -266,8 +261,7 @@ def _extract(tar: tarfile.TarFile, plan: list[tuple[_Key, str | None]], dest: Pa
             os.link(dest.joinpath(*_parts(info.linkname)[1:]), path)
         else:
             _write_file(tar, info, path)
-    if next(steps, None) is not None:
-        raise UnsafeSlug("(end of slug)", "changed while the slug was being unpacked")
+    checker.finish()
     for path, target in symlinks:
         os.symlink(target, path)
     for path, info in dirs:  # after their contents, which change a directory's mtime

@@ -173,6 +173,17 @@ HOSTILE: dict[str, tuple[list[Member], str, str]] = {
         "./app/etc/passwd",
         "beneath ./app/etc",
     ),
+    "symlink over a directory already written into": (
+        # One pass writes ./app/conf/passwd before it reads that ./app/conf is a symlink.
+        [reg("./app/conf/passwd"), node("./app/conf", tarfile.SYMTYPE, "/etc")],
+        "./app/conf/passwd",
+        "beneath ./app/conf",
+    ),
+    "file over a directory already written into": (
+        [reg("./app/deep/er/x"), reg("./app/deep")],
+        "./app/deep/er/x",
+        "beneath ./app/deep",
+    ),
     "duplicate member": ([reg("./app/run", b"again")], "./app/run", "appears twice"),
     "control characters in names": (
         [node("./app/x\ny", tarfile.SYMTYPE, "../\n/etc")],
@@ -184,7 +195,10 @@ HOSTILE: dict[str, tuple[list[Member], str, str]] = {
 
 
 @pytest.mark.parametrize("kind", sorted(HOSTILE))
-def test_hostile_members_are_refused_before_anything_is_written(tmp_path: Path, kind: str) -> None:
+def test_hostile_members_are_refused_and_nothing_of_the_slug_is_left(
+    tmp_path: Path, kind: str
+) -> None:
+    """Each member is checked before it is written; what came before a refused one is removed."""
     extra, member, rule = HOSTILE[kind]
     slug = make_slug(tmp_path / "slug.tgz", GOOD + extra)
     before = tree(tmp_path)
