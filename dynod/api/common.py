@@ -10,7 +10,7 @@ import json
 import re
 import secrets
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import attrs
@@ -27,6 +27,7 @@ from dynod.state.ledger import Release
 
 PAGE_DEFAULT = 200  # Heroku's page size when the Range names no max
 PAGE_MAX = 1000
+MAX_NESTING = 64  # arrays and objects in a JSON body (docs/platform.md, "The API's limits")
 SIZE = "standard-1X"
 _T = TypeVar("_T")
 
@@ -123,13 +124,40 @@ class Call:
         raw = await self.request.body.read(MAX_BODY)
         if not raw.strip():
             return {}
+        too_deep = HTTPError(
+            400, "bad_request", f"The request body nests JSON over {MAX_NESTING} levels deep."
+        )
         try:
             data = json.loads(raw)
+        except RecursionError:  # nested past the interpreter's own limit
+            raise too_deep from None
         except (ValueError, UnicodeDecodeError):
             raise HTTPError(400, "bad_request", "The request body is not valid JSON.") from None
+        if _nesting(data) > MAX_NESTING:
+            raise too_deep
         if not isinstance(data, dict):
             raise HTTPError(400, "bad_request", "The request body must be a JSON object.")
         return data
+
+
+def _nesting(data: object) -> int:
+    """How deep arrays and objects nest in `data` (a scalar: 0), without recursion."""
+    deepest = 0
+    stack: list[tuple[object, int]] = [(data, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children: Iterable[object]
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if depth > MAX_NESTING:
+            break
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return deepest
 
 
 Handler = Callable[[Call], Awaitable[Response]]
