@@ -35,7 +35,7 @@ _T = TypeVar("_T")
 @attrs.define
 class LogSession:
     """A `logplex_url` handed out: usable once (a tail also for reconnects that carry
-    `Last-Event-ID`) until `expires` on the trio clock."""
+    `Last-Event-ID`, which get only lines it has not sent) until `expires` on the trio clock."""
 
     app_id: str
     filters: LogFilter
@@ -44,6 +44,9 @@ class LogSession:
     expires: float
     used: bool = False
     streaming: bool = False  # a tail is open on it now (no second reader)
+    # The event id a reconnect resumes after, whatever its Last-Event-ID: the last line sent,
+    # or the moment the tail opened (a used URL replays nothing).
+    sent: tuple[int, int] | None = None
 
 
 @attrs.frozen

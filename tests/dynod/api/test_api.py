@@ -597,9 +597,23 @@ def test_log_sessions_plain_and_event_stream_with_tail_and_resume(tmp_path: Path
                     text += chunk.decode()
                     if "while away" in text:
                         break
-        assert [
+        assert [  # what the first connection sent is not sent again, whatever the id says
             line.rsplit(": ", 1)[1] for line in text.splitlines() if line.startswith("data: ")
-        ] == ["tailed line", "while away"]
+        ] == ["while away"]
+        for replay in ("0-0", events[0][0].removeprefix("id: ")):  # a used URL replays nothing
+            platform.log(app, f"after {replay}", dyno="web.1")
+            with trio.fail_after(20):
+                resume = [*sse, ("Last-Event-ID", replay)]
+                async with client.exchange("GET", tail_url, headers=resume) as (head, chunks):
+                    text = ""
+                    async for chunk in chunks:
+                        text += chunk.decode()
+                        if f"after {replay}" in text:
+                            break
+            assert [
+                line.rsplit(": ", 1)[1] for line in text.splitlines() if line.startswith("data: ")
+            ] == [f"after {replay}"]
+            await until(tails_closed)
 
     with_api(tmp_path, scenario)
 

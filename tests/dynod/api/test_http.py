@@ -125,6 +125,7 @@ def test_300_slow_unauthenticated_bodies_keep_no_real_client_out() -> None:
     refusal closes its connection at once, so a real client gets every answer."""
     head = b"POST /apps HTTP/1.1\r\nHost: api\r\nContent-Length: 1000000\r\n\r\n"
     answers: list[bytes] = []
+    port = 0
 
     async def attacker() -> None:
         while True:  # as soon as one connection ends, another takes its place
@@ -174,7 +175,6 @@ def test_300_slow_unauthenticated_bodies_keep_no_real_client_out() -> None:
                     attackers.cancel_scope.cancel()
                 nursery.cancel_scope.cancel()
 
-    port = 0
     trio.run(main)
     ok = [a for a in answers if a.startswith(b"HTTP/1.1 200 ")]
     assert len(ok) == 20, [a[:40] for a in answers if a not in ok]
