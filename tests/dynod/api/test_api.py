@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import tarfile
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -17,6 +18,7 @@ from typing import Any
 
 import attrs
 import h11
+import pytest
 import trio
 
 from dynod.api.routes import Api
@@ -619,6 +621,47 @@ def test_log_sessions_plain_and_event_stream_with_tail_and_resume(tmp_path: Path
 
 
 # ----- builds and uploaded sources
+
+
+async def built(client: Client, app: str, url: str) -> tuple[str, str]:
+    """A build of `url` with the procfile buildpack: its final status and its output."""
+    body = {"source_blob": {"url": url}, "buildpacks": [{"url": "procfile"}]}
+    created = await client.request("POST", f"/apps/{app}/builds", body)
+    assert created.status == 201, created.body
+    build = created.json()
+    with trio.fail_after(120):
+        async with client.exchange("GET", build["output_stream_url"]) as (_, chunks):
+            output = b"".join([chunk async for chunk in chunks]).decode()
+    return (await client.get(f"/apps/{app}/builds/{build['id']}"))["status"], output
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="sources are read as the app's user under root")
+def test_the_data_directory_is_refused_as_a_source() -> None:
+    """The leak of issue 11: a build of the data directory put the API token in a slug."""
+    shared = Path(tempfile.mkdtemp(prefix="dynod-test-api-"))  # /tmp: every user passes
+    shared.chmod(0o755)
+    app_dir = shared / "app"
+    app_dir.mkdir()
+    (app_dir / "Procfile").write_text("worker: sleep 600\n")
+
+    async def scenario(client: Client, platform: Platform) -> None:
+        data = platform.data_dir
+        data.chmod(0o700)  # as `dynod serve` makes it
+        (data / "api-token").write_text(TOKEN)
+        (data / "Procfile").write_text("worker: cat api-token\n")  # a build would succeed
+        await client.request("POST", "/apps", {"name": "thief"})
+        for url in (str(data), f"file://{data}/apps", f"{data}/api-token"):
+            status, output = await built(client, "thief", url)
+            assert status == "failed", output
+            assert "cannot be read by the app's user" in output or "tarball" in output, output
+        assert [r["version"] for r in await client.get("/apps/thief/releases")] == [1]
+        status, output = await built(client, "thief", str(app_dir))  # readable by everyone
+        assert status == "succeeded", output
+
+    try:
+        with_api(shared, scenario)
+    finally:
+        shutil.rmtree(shared)
 
 
 def test_a_build_from_an_uploaded_source_streams_its_output_and_releases(tmp_path: Path) -> None:
