@@ -454,6 +454,31 @@ def test_a_released_slug_runs_scales_restarts_and_rolls_back(tmp_path: Path) -> 
 
         await until(said_hi)
 
+        sleeper = await client.request(
+            "POST", "/apps/web-app/dynos", {"command": "sleep 600", "attach": False}
+        )
+        name = sleeper.json()["name"]
+
+        async def listed() -> bool:
+            return name in {d["name"] for d in await client.get("/apps/web-app/dynos")}
+
+        await until(listed)
+        stopped = await client.request("POST", f"/apps/web-app/dynos/{name}/actions/stop")
+        assert stopped.status == 202, stopped.body
+
+        async def gone() -> bool:
+            return not await listed()
+
+        await until(gone)
+        app_ring = platform.ring(platform.apps.find("web-app"))
+        assert any(  # the stop sequence, as for any dyno
+            line.dyno == name and line.text == "Stopping all processes with SIGTERM"
+            for line in app_ring.recent(200)
+        )
+        assert (
+            await client.request("POST", f"/apps/web-app/dynos/{name}/actions/stop")
+        ).status == 404
+
         await client.request("PATCH", "/apps/web-app/config-vars", {"GREETING": "yo"})
         rollback = await client.request("POST", "/apps/web-app/releases", {"release": v2["id"]})
         assert rollback.status == 201
