@@ -20,6 +20,7 @@ import trio
 
 from dynod.errors import DynodError
 from dynod.state.config import Address
+from router.net import listen as listen_sockets
 
 MAX_BODY = 1 << 20  # JSON bodies; uploads pass their own limit
 MAX_HEAD = 16 * 1024  # request line and headers together
@@ -362,7 +363,11 @@ async def serve_http(
     waited longest for a request's head (idle, or sending it byte by byte); when every one is
     busy with a request (log tails are), the new one gets a 503. Holding sockets open without
     a token keeps no one out."""
-    listeners = await trio.open_tcp_listeners(listen.port, host=listen.host)
+    # 127.0.0.1 holds [::1] on the same port too: no dyno can take the API's port there.
+    listeners = [
+        trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+        for sock in listen_sockets((listen.host, listen.port))
+    ]
     sockname = listeners[0].socket.getsockname()
     open_now = 0
     waiting: dict[int, trio.CancelScope] = {}  # connections waiting for a request, oldest first

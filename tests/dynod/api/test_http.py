@@ -3,9 +3,11 @@ for new clients; only when every connection is busy with a request does a client
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
 import trio
 
 from dynod.api.server import Request, Response, error_response, json_response, serve_http
@@ -208,5 +210,30 @@ def test_the_header_cap_holds_when_the_head_arrives_in_one_piece() -> None:
                     answer += chunk
         assert answer.startswith(b"HTTP/1.1 431 "), answer[:80]
         assert (await get(port)).startswith(b"HTTP/1.1 200 ")  # under the cap: answered
+
+    serving(hello, scenario)
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback on this machine")
+def test_the_api_on_127_0_0_1_answers_on_ipv6_loopback_too() -> None:
+    """No dyno can take [::1] on the API's port (tests/router/test_hostile.py)."""
+
+    async def scenario(port: int) -> None:
+        stream = await trio.open_tcp_stream("::1", port)
+        async with stream:
+            await stream.send_all(b"GET /six HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n")
+            answer = b""
+            while chunk := await stream.receive_some():
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200 ") and b"/six" in answer
 
     serving(hello, scenario)
