@@ -202,8 +202,8 @@ def fetch_source(
 
 def _too_big(url: str, max_bytes: int) -> DynodError:
     return DynodError(
-        f"source {url} is over the limit of {max_bytes >> 20} MB ([build] slug_max_mb):"
-        " leave out what the app does not need (.slugignore)"
+        f"source {url} is over the limit of {max_bytes >> 20} MB: make it smaller, or raise"
+        " [build] slug_max_mb in dynod.toml"
     )
 
 

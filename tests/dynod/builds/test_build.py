@@ -678,7 +678,9 @@ def test_a_downloaded_source_stops_at_the_upload_cap(tmp_path: Path) -> None:
     threading.Thread(target=server.handle_request, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/app.tgz"
-        with pytest.raises(DynodError, match=r"is over the limit of 2 MB \(\[build\] slug_max"):
+        with pytest.raises(
+            DynodError, match=r"is over the limit of 2 MB: .* \[build\] slug_max_mb"
+        ):
             fetch_source(url, tmp_path, max_bytes=2 << 20)
     finally:
         server.server_close()
