@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import json
 import re
 import secrets
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import attrs
@@ -130,37 +131,30 @@ class Call:
         too_deep = HTTPError(
             400, "bad_request", f"The request body nests JSON over {MAX_NESTING} levels deep."
         )
+        if _nesting(raw) > MAX_NESTING:
+            raise too_deep
         try:
             data = json.loads(raw)
-        except RecursionError:  # nested past the interpreter's own limit
+        except RecursionError:  # deep past the interpreter's limit (text the count misread)
             raise too_deep from None
         except (ValueError, UnicodeDecodeError):
             raise HTTPError(400, "bad_request", "The request body is not valid JSON.") from None
-        if _nesting(data) > MAX_NESTING:
-            raise too_deep
         if not isinstance(data, dict):
             raise HTTPError(400, "bad_request", "The request body must be a JSON object.")
         return data
 
 
-def _nesting(data: object) -> int:
-    """How deep arrays and objects nest in `data` (a scalar: 0), without recursion."""
-    deepest = 0
-    stack: list[tuple[object, int]] = [(data, 1)]
-    while stack:
-        item, depth = stack.pop()
-        children: Iterable[object]
-        if isinstance(item, dict):
-            children = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        deepest = max(deepest, depth)
-        if depth > MAX_NESTING:
-            break
-        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
-    return deepest
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_BRACKET = re.compile(rb"[\[\]{}]")
+_STEP = {b"[": 1, b"{": 1, b"]": -1, b"}": -1}
+
+
+def _nesting(raw: bytes) -> int:
+    """How deep arrays and objects nest in the JSON text `raw`: its brackets outside strings,
+    counted at C speed (a walk of the parsed value in Python took a third of a second on
+    the event loop for a megabyte of `[]`)."""
+    brackets = _BRACKET.findall(_JSON_STRING.sub(b"", raw))
+    return max(itertools.accumulate(map(_STEP.__getitem__, brackets)), default=0)
 
 
 Handler = Callable[[Call], Awaitable[Response]]
