@@ -73,7 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 failed.append(exc)
                 return
             for host, port in bound:
-                print(f"router listening on {host}:{port}", flush=True)
+                shown = f"[{host}]" if ":" in host else host  # [::1] beside 127.0.0.1
+                print(f"router listening on {shown}:{port}", flush=True)
 
     try:
         trio.run(run)

@@ -188,22 +188,54 @@ async def connect(address: Address, timeout: float, timeouts: Timeouts) -> Strea
 
 
 def listen(address: Address, backlog: int = 1024) -> list[socket.socket]:
-    """Bound, listening, non-blocking sockets for every address the host resolves to."""
+    """Bound, listening, non-blocking sockets for every address the host resolves to. On
+    127.0.0.1, [::1] on the same port too, so that no one else (a dyno) can take the port
+    there; a machine without IPv6 gets IPv4 alone."""
     host, port = address
+    for _ in range(_EPHEMERAL_TRIES if port == 0 else 1):
+        sockets = _bind_all(host, port, backlog)
+        if host != "127.0.0.1":
+            return sockets
+        try:
+            sockets.append(_bind(socket.AF_INET6, ("::1", sockets[0].getsockname()[1]), backlog))
+        except OSError as err:
+            if err.errno != errno.EADDRINUSE:
+                return sockets  # no IPv6 loopback here
+            for sock in sockets:
+                sock.close()
+            if port != 0:
+                raise  # held on [::1]: refused, as when held on 127.0.0.1
+            continue  # an ephemeral port free on IPv4 only: another one
+        return sockets
+    raise OSError(errno.EADDRINUSE, f"no port free on both 127.0.0.1 and [::1] for {host}")
+
+
+_EPHEMERAL_TRIES = 8
+
+
+def _bind_all(host: str, port: int, backlog: int) -> list[socket.socket]:
     found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     sockets: list[socket.socket] = []
     try:
-        for family, kind, proto, _, sockaddr in found:
-            sock = socket.socket(family, kind, proto)
-            sockets.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind(sockaddr)
-            sock.listen(backlog)
-            sock.setblocking(False)
+        for family, _, _, _, sockaddr in found:
+            sockets.append(_bind(family, sockaddr, backlog))
     except BaseException:
         for sock in sockets:
             sock.close()
         raise
     return sockets
+
+
+def _bind(family: int, sockaddr: tuple[object, ...], backlog: int) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(sockaddr)
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock

@@ -1,7 +1,8 @@
 """A small HTTP/1.1 server on h11 and trio for dynod's API: connections with keep-alive, request
 bodies (capped, or streamed to the caller), JSON answers and chunked streams that end cleanly
 when the client goes away, and the one mapping of errors to answers (`error_answer`). Routing
-and policy live in the API; this module only moves bytes.
+and policy live in the API; this module only moves bytes. A body the handler left unread is
+never waited for: the answer closes the connection (docs/platform.md, "The API").
 """
 
 from __future__ import annotations
@@ -9,8 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import urllib.parse
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from contextlib import aclosing, contextmanager
 from http import HTTPStatus
 
 import attrs
@@ -19,12 +20,13 @@ import trio
 
 from dynod.errors import DynodError
 from dynod.state.config import Address
+from router.net import listen as listen_sockets
 
 MAX_BODY = 1 << 20  # JSON bodies; uploads pass their own limit
 MAX_HEAD = 16 * 1024  # request line and headers together
 IDLE_TIMEOUT = 75.0  # a kept-alive connection waiting for its next request
 READ_TIMEOUT = 30.0  # each read while a request is in progress
-DRAIN_TIMEOUT = 10.0  # reading what a handler left of a body, to keep the connection
+LINGER = 2.0  # after an answer that closes: what the client still sends is read, then dropped
 RECEIVE_SIZE = 64 * 1024
 MAX_CONNECTIONS = 256  # open at once (each costs a descriptor); see serve_http
 _BUSY_BODY = json.dumps(
@@ -153,6 +155,17 @@ class _Connection:
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 raise _ClientGone from None
 
+    def body_received(self) -> bool:
+        """Take in what of the request's body has arrived already, without waiting for more;
+        True when that is all of it (the connection can then take the next request)."""
+        while self.h11.their_state is h11.SEND_BODY:
+            try:
+                if self.h11.next_event() is h11.NEED_DATA:
+                    return False
+            except h11.RemoteProtocolError:
+                return False
+        return True
+
     async def next_event(self, timeout: float) -> h11.Event | type[h11.PAUSED]:
         while True:
             event = self.h11.next_event()
@@ -231,40 +244,44 @@ async def _serve_connection(
     connection = _Connection(stream)
     try:
         while True:
-            with trio.CancelScope() as wait:
-                if waiting is not None:
-                    waiting[id(wait)] = wait
+            event: h11.Event | type[h11.PAUSED] | None = None
+            refused: Response | None = None
+            with _waiting(waiting) as wait:
                 try:
                     event = await connection.next_event(IDLE_TIMEOUT)
                 except h11.RemoteProtocolError as err:
                     if connection.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                        await connection.respond(
-                            error_response(
-                                err.error_status_hint,
-                                "bad_request",
-                                f"Malformed HTTP request: {err}",
-                            )
+                        refused = error_response(
+                            err.error_status_hint, "bad_request", f"Malformed HTTP request: {err}"
                         )
-                    return
-                finally:
-                    if waiting is not None:
-                        waiting.pop(id(wait), None)
             if wait.cancelled_caught:
                 return  # closed to make room for a newer connection
+            if refused is not None:
+                await connection.respond(_closing(refused))
+                await _linger(connection, waiting)
+                return
             if not isinstance(event, h11.Request):
                 return  # the client closed the connection between requests
             request = _request(event, connection)
-            response = await _answer(handler, request)
-            # A client still waiting for `100 Continue` will not send the body we did not read.
-            unsent = connection.h11.they_are_waiting_for_100_continue
-            await connection.respond(response)
-            if unsent:
+            oversized = _head_size(event) > MAX_HEAD  # h11 caps only a head in pieces
+            if oversized:
+                response = error_response(
+                    431,
+                    "request_header_fields_too_large",
+                    f"The request line and headers are over the limit of {MAX_HEAD} bytes.",
+                )
+            else:
+                response = await _answer(handler, request)
+            # A body the handler did not read (a refused request's) is not waited for: a
+            # client sending it byte by byte would hold a place (docs/platform.md).
+            if oversized or not connection.body_received():
+                await connection.respond(_closing(response))
+                await _linger(connection, waiting)
                 return
-            with trio.move_on_after(DRAIN_TIMEOUT):  # a body sent byte by byte holds no place
-                if await _rest_of_body(connection, request):
-                    connection.h11.start_next_cycle()
-                    continue
-            return
+            await connection.respond(response)
+            if connection.h11.our_state is not h11.DONE:
+                return
+            connection.h11.start_next_cycle()
     except (_ClientGone, h11.LocalProtocolError, h11.RemoteProtocolError):
         return
     except Exception:  # a stream that failed halfway: end this connection, never the server
@@ -273,15 +290,41 @@ async def _serve_connection(
         await stream.aclose()
 
 
-async def _rest_of_body(connection: _Connection, request: Request) -> bool:
-    """Read what the handler left of the request (at least its end), so the connection can take
-    the next one; False when that is not worth it and the connection should close."""
+@contextmanager
+def _waiting(waiting: dict[int, trio.CancelScope] | None) -> Iterator[trio.CancelScope]:
+    """A scope the server may cancel to make room: the connection waits for a client and
+    holds nothing (see serve_http)."""
+    with trio.CancelScope() as scope:
+        if waiting is not None:
+            waiting[id(scope)] = scope
+        try:
+            yield scope
+        finally:
+            if waiting is not None:
+                waiting.pop(id(scope), None)
+
+
+def _closing(response: Response) -> Response:
+    return attrs.evolve(response, headers=(*response.headers, ("Connection", "close")))
+
+
+def _head_size(event: h11.Request) -> int:
+    """The request line and headers as sent, give or take their spacing."""
+    line = len(event.method) + len(event.target) + len(" HTTP/1.1\r\n")
+    return line + sum(len(name) + len(value) + 4 for name, value in event.headers) + 2
+
+
+async def _linger(connection: _Connection, waiting: dict[int, trio.CancelScope] | None) -> None:
+    """Close after an answer while the client may still be sending: unread data makes the close
+    a reset, which can destroy the answer before the client reads it. So: end our side, read
+    and drop what comes for at most LINGER seconds, as a connection that can make room."""
     try:
-        async for _ in request.body.chunks(MAX_BODY):
+        await connection.stream.send_eof()
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        return
+    with trio.move_on_after(LINGER), _waiting(waiting):
+        while await connection._receive():
             pass
-    except HTTPError:
-        return False
-    return connection.h11.our_state is h11.DONE
 
 
 async def _answer(handler: Handler, request: Request) -> Response:
@@ -320,7 +363,11 @@ async def serve_http(
     waited longest for a request's head (idle, or sending it byte by byte); when every one is
     busy with a request (log tails are), the new one gets a 503. Holding sockets open without
     a token keeps no one out."""
-    listeners = await trio.open_tcp_listeners(listen.port, host=listen.host)
+    # 127.0.0.1 holds [::1] on the same port too: no dyno can take the API's port there.
+    listeners = [
+        trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+        for sock in listen_sockets((listen.host, listen.port))
+    ]
     sockname = listeners[0].socket.getsockname()
     open_now = 0
     waiting: dict[int, trio.CancelScope] = {}  # connections waiting for a request, oldest first

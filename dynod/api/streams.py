@@ -456,7 +456,8 @@ async def create_log_session(call: Call) -> Response:
 async def read_log_session(call: Call) -> Response:
     """The log session's lines: `text/event-stream` when asked (EventSource: a `retry:` line,
     then `id:`/`data:` events), else plain lines. A used URL opens again only to resume a tail
-    (`Last-Event-ID`, as EventSource reconnects), never to replay it from the start."""
+    (`Last-Event-ID`, as EventSource reconnects), and then sends only lines after the last one
+    it sent, whatever id the client names: it never replays."""
     secret = call.params["secret"]
     session = call.state.log_sessions.get(secret)
     last_id = _event_id(call.request.header("last-event-id"))
@@ -466,6 +467,8 @@ async def read_log_session(call: Call) -> Response:
         raise NotFound("This log session was used already: start a new one with `dyno logs`.")
     if not session.tail:
         del call.state.log_sessions[secret]
+    if session.used and session.sent is not None:
+        last_id = max(last_id, session.sent) if last_id is not None else session.sent
     session.used = True
     sse = "text/event-stream" in call.request.header("accept")
     ring = call.platform.ring(call.platform.apps.find(session.app_id))
@@ -478,11 +481,15 @@ async def read_log_session(call: Call) -> Response:
             yield _render(_with_ids(ring.recent(n, session.filters), {}), sse, last_id)
             return
         session.streaming, session.expires = True, math.inf
+        if session.sent is None:  # opened now: a reconnect resumes no earlier than this
+            session.sent = (round(time.time() * 1_000_000), -1)
         try:
             with ring.tail(session.filters, last=ring.history if last_id else n) as tail:
                 counter: dict[float, int] = {}
                 while batch := await tail.receive_batch():
-                    yield _render(_with_ids(batch, counter), sse, last_id)
+                    events = _with_ids(batch, counter)
+                    yield _render(events, sse, last_id)
+                    session.sent = max(session.sent, *(event_id for event_id, _ in events))
         finally:
             session.streaming, session.expires = False, _now() + SESSION_LIFETIME
 

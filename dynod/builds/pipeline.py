@@ -11,7 +11,9 @@ import json
 import os
 import shutil
 import stat
+import subprocess
 import tempfile
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -19,12 +21,14 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import attrs
 import trio
 
+from dynod.builds.source import TARBALL_SUFFIXES
 from dynod.errors import DynodError, NotFound
+from dynod.proc.child import as_user
 from dynod.state.files import atomic_write, heroku_time
 
 SOURCE_DOWNLOAD_TIMEOUT = 300
@@ -153,12 +157,29 @@ def _is_uuid(text: str) -> bool:
         return False
 
 
-def fetch_source(url: str, dest_dir: Path) -> Path:
-    """The source named by a build's `source_blob.url`: a local path (directory or tarball), a
-    `file://` URL, or an http(s) URL (such as an upload's get_url), downloaded into dest_dir."""
+def fetch_source(
+    url: str,
+    dest_dir: Path,
+    *,
+    max_bytes: int,
+    owner: tuple[int, int] | None = None,
+    local: bool = True,
+) -> Path:
+    """The source named by a build's `source_blob.url`: a local path (directory or tarball) or
+    a `file://` URL, unless `local` is off; or an http(s) URL (such as an upload's get_url),
+    downloaded into dest_dir, at most `max_bytes` (the upload cap). With `owner` (a root
+    dynod), a local path is read by the app's user, packed into dest_dir: what that user
+    cannot read (the data directory, root-only files) is refused (docs/platform.md, "Builds")."""
     parsed = urllib.parse.urlparse(url)
     if parsed.scheme in ("", "file"):
+        if not local:
+            raise DynodError(
+                f"source {url}: paths on dynod's machine are switched off ([build] "
+                "local_sources in dynod.toml): upload it with POST /sources, or give an http(s) URL"
+            )
         path = Path(urllib.parse.unquote(parsed.path) if parsed.scheme else url)
+        if owner is not None:
+            return _read_as(owner, url, path, dest_dir, max_bytes)
         if not path.exists():
             raise DynodError(f"source {url} does not exist: give a directory or a tarball")
         return path
@@ -170,12 +191,78 @@ def fetch_source(url: str, dest_dir: Path) -> Path:
             urllib.request.urlopen(url, timeout=SOURCE_DOWNLOAD_TIMEOUT) as response,
             target.open("wb") as out,
         ):
-            shutil.copyfileobj(response, out)
+            _copy_capped(response, out, max_bytes, url)
     except urllib.error.HTTPError as err:  # before OSError: it is one, and has a status
         raise DynodError(f"cannot download source {url}: HTTP {err.code} {err.reason}") from None
     except (urllib.error.URLError, OSError) as err:
         reason = err.reason if isinstance(err, urllib.error.URLError) else err
         raise DynodError(f"cannot download source {url}: {reason}: check the URL") from None
+    return target
+
+
+def _too_big(url: str, max_bytes: int) -> DynodError:
+    return DynodError(
+        f"source {url} is over the limit of {max_bytes >> 20} MB: make it smaller, or raise"
+        " [build] slug_max_mb in dynod.toml"
+    )
+
+
+def _copy_capped(source: IO[bytes], out: IO[bytes], max_bytes: int, url: str) -> None:
+    copied = 0
+    while chunk := source.read(1 << 20):
+        copied += len(chunk)
+        if copied > max_bytes:
+            raise _too_big(url, max_bytes)
+        out.write(chunk)
+
+
+# Run as the app's user: $1 packed (.git left out, every member under app/), or copied as is.
+_PACK_SOURCE = (
+    'if [ "$2" = dir ]; then exec tar -C "$1" --exclude=.git --transform="s,^\\.,app," '
+    '-czf - .; else exec cat -- "$1"; fi'
+)
+
+
+def _read_as(owner: tuple[int, int], url: str, path: Path, dest_dir: Path, max_bytes: int) -> Path:
+    """A local source as the app's user reads it, through a pipe into dest_dir (dynod's): a
+    directory as a gzip tarball, a tarball as it is."""
+    if not path.exists():
+        raise DynodError(f"source {url} does not exist: give a directory or a tarball")
+    is_dir = path.is_dir()
+    name = "source.tar.gz" if is_dir else path.name
+    if not is_dir and not name.endswith(TARBALL_SUFFIXES):
+        raise DynodError(f"source {url}: name an app directory or a .tar.gz, .tgz or .tar tarball")
+    target = dest_dir / name
+    with tempfile.TemporaryFile() as errors:  # a file: a pipe left unread could fill and block
+        process = subprocess.Popen(
+            ["sh", "-c", _PACK_SOURCE, "sh", str(path), "dir" if is_dir else "file"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            cwd="/",
+            env={"PATH": "/usr/local/bin:/usr/bin:/bin", "LC_ALL": "C"},
+            **as_user(owner),
+        )
+        assert process.stdout is not None
+        timer = threading.Timer(SOURCE_DOWNLOAD_TIMEOUT, process.kill)
+        timer.start()
+        try:
+            with process.stdout, target.open("wb") as out:
+                _copy_capped(process.stdout, out, max_bytes, url)
+        except BaseException:
+            process.kill()
+            raise
+        finally:
+            timer.cancel()
+            process.wait()
+        errors.seek(0)
+        said = errors.read().decode("utf-8", "replace").strip().splitlines()
+    if process.returncode != 0:
+        reason = said[0] if said else f"status {process.returncode}"
+        raise DynodError(
+            f"source {url} cannot be read by the app's user ({reason}): make it readable by"
+            " every user, or upload it (`dyno deploy`)"
+        )
     return target
 
 

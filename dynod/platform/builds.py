@@ -86,7 +86,16 @@ class Builds:
         store = self._store(app)
         work = scratch("dynod-build-")
         try:
-            source = await trio.to_thread.run_sync(fetch_source, build.source_url, work)
+            reader = self.users.owner(app.id)  # a local path is read as the app's user
+            source = await trio.to_thread.run_sync(
+                lambda: fetch_source(
+                    build.source_url,
+                    work,
+                    max_bytes=self.settings.slug_max_mb << 20,  # the upload cap
+                    owner=reader,
+                    local=self.settings.local_sources,
+                )
+            )
             build_dir = work / "build"
             await trio.to_thread.run_sync(prepare_source, source, build_dir)
             version = build.version

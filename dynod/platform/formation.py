@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 import attrs
 import trio
@@ -211,16 +211,24 @@ class Formation:
             manager.restart_dyno(name)
 
     def stop(self, app: App, target: str) -> None:
-        """Stop a dyno or a type's dynos; the formation starts fresh ones (as on Heroku)."""
+        """Stop a dyno or a type's dynos; the formation starts fresh ones (as on Heroku). A
+        one-off (`run.4821`, or `run` for all) ends for good: cancelled from outside, its
+        process gets the stop sequence (SIGTERM, then SIGKILL after the grace)."""
         manager = self.runtimes[app.id].manager
-        for name in self._targets(app, target):
+        one_offs = [manager.one_offs[name] for name in _named(manager.one_offs, target)]
+        names = _named(manager.slots, target)
+        if not names and not one_offs:
+            raise NotFound(f"Couldn't find dyno or process type {target}: see `dyno ps`.")
+        for name in names:
             manager.restart_dyno(name, Restart.STOP)
+        for slot in one_offs:
+            slot.scope.cancel()
 
     def _targets(self, app: App, target: str | None) -> list[str]:
         slots = self.runtimes[app.id].manager.slots
         if target is None:
             return list(slots)
-        names = [n for n in slots if n == target or n.rsplit(".", 1)[0] == target]
+        names = _named(slots, target)
         if not names:
             raise NotFound(f"Couldn't find dyno or process type {target}: see `dyno ps`.")
         return names
@@ -243,6 +251,11 @@ class Formation:
         if runtime is None:
             return []
         return [(slot.name, slot.plan.port or 0, slot.state.value) for slot in runtime.web_dynos()]
+
+
+def _named(dynos: Iterable[str], target: str) -> list[str]:
+    """The dyno `target` (web.1), or every dyno of the process type `target` (web)."""
+    return [n for n in dynos if n == target or n.rsplit(".", 1)[0] == target]
 
 
 def _quantity(value: object, current: int, kind: str) -> int:

@@ -113,6 +113,12 @@ def _count(value: object) -> int:
     return value
 
 
+def _flag(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise _Invalid("true or false")
+    return value
+
+
 def _ladder(value: object) -> tuple[float, ...]:
     if not isinstance(value, (list, tuple)) or not value:
         raise _Invalid("a non-empty list of seconds, such as [0, 1200, 2400]")
@@ -229,6 +235,9 @@ class LogplexConfig:
 class BuildConfig:
     slug_warn_mb: int = _setting(300, _count)
     slug_max_mb: int = _setting(500, _count)
+    # A build's source_blob.url may name a path on this machine (read as the app's user);
+    # false: only uploads and http(s) URLs (docs/platform.md, "Builds").
+    local_sources: bool = _setting(True, _flag)
 
 
 _SECTIONS = ("api", "router", "dynos", "logplex", "build")

@@ -25,6 +25,8 @@ def test_cli_routes_round_robin_and_logs() -> None:
         bodies = [urllib.request.urlopen(url, timeout=5).read() for _ in range(4)]
         assert bodies == [b"web.1", b"web.2", b"web.1", b"web.2"]
         line = router.stdout.readline()
+        if line.startswith("router listening on ["):  # 127.0.0.1 holds [::1] too
+            line = router.stdout.readline()
         assert (
             line.startswith('heroku[router]: at=info method=GET path="/" ')
             and " dyno=web.1 " in line

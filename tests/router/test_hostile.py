@@ -3,11 +3,14 @@ without hurting the others, and the connection cap holds."""
 
 from __future__ import annotations
 
+import errno
 import re
+import socket
 
 import pytest
 import trio
 
+from router.net import listen
 from tests.router.support import (
     Client,
     DynoRequest,
@@ -229,3 +232,36 @@ def test_connection_cap() -> None:
             nursery.cancel_scope.cancel()
 
     run(scenario)
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback on this machine")
+def test_a_listener_on_127_0_0_1_holds_its_port_on_ipv6_too() -> None:
+    """Otherwise a dyno could bind [::1] on the router's (or the API's) port and take the
+    clients that try IPv6 first."""
+    sockets = listen(("127.0.0.1", 0))
+    try:
+        port = sockets[0].getsockname()[1]
+        assert [s.getsockname()[:2] for s in sockets] == [("127.0.0.1", port), ("::1", port)]
+        with socket.socket(socket.AF_INET6) as dyno:
+            dyno.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            with pytest.raises(OSError) as taken:
+                dyno.bind(("::1", port))
+            assert taken.value.errno == errno.EADDRINUSE
+    finally:
+        for sock in sockets:
+            sock.close()
+    with socket.socket(socket.AF_INET6) as squatter:  # held on [::1] already: refused
+        squatter.bind(("::1", 0))
+        squatter.listen()
+        with pytest.raises(OSError) as refused:
+            listen(("127.0.0.1", squatter.getsockname()[1]))
+        assert refused.value.errno == errno.EADDRINUSE

@@ -282,6 +282,11 @@ def test_logs_and_run_detached(dyno: Dyno, deployed: str) -> None:
     assert name.startswith("run.")
     eventually(lambda: "from a one-off" in dyno.ok("logs", "-d", name, *app), "the one-off's line")
 
+    sleeper = dyno.ok("run:detached", "sleep", "600", *app).split(", ")[1].splitlines()[0]
+    eventually(lambda: sleeper in dyno_states(dyno, deployed), "the one-off listed")
+    assert dyno.ok("ps:stop", sleeper, *app) == f"Stopping {sleeper} dyno on {deployed}... done\n"
+    eventually(lambda: sleeper not in dyno_states(dyno, deployed), "the one-off stopped")
+
 
 def test_rollback_to_the_release_before(dyno: Dyno, deployed: str) -> None:
     app = ["-a", deployed]

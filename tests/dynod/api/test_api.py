@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import tarfile
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -17,6 +18,7 @@ from typing import Any
 
 import attrs
 import h11
+import pytest
 import trio
 
 from dynod.api.routes import Api
@@ -228,6 +230,15 @@ def test_malformed_requests_oversized_bodies_and_keep_alive(tmp_path: Path) -> N
 
         huge = await client.request("POST", "/apps", data=b"x" * (2 << 20))
         assert (huge.status, huge.json()["id"]) == (413, "request_entity_too_large")
+
+        def nested(levels: int) -> bytes:  # an object holding arrays: `levels` deep in all
+            return b'{"x": ' + b"[" * (levels - 1) + b"]" * (levels - 1) + b"}"
+
+        assert (await client.request("POST", "/apps", data=nested(64))).status == 201
+        for levels in (65, 100_000):
+            deep = await client.request("POST", "/apps", data=nested(levels))
+            assert (deep.status, deep.json()["id"]) == (400, "bad_request"), deep
+            assert "64 levels" in deep.json()["message"]
 
     with_api(tmp_path, scenario)
 
@@ -443,6 +454,31 @@ def test_a_released_slug_runs_scales_restarts_and_rolls_back(tmp_path: Path) -> 
 
         await until(said_hi)
 
+        sleeper = await client.request(
+            "POST", "/apps/web-app/dynos", {"command": "sleep 600", "attach": False}
+        )
+        name = sleeper.json()["name"]
+
+        async def listed() -> bool:
+            return name in {d["name"] for d in await client.get("/apps/web-app/dynos")}
+
+        await until(listed)
+        stopped = await client.request("POST", f"/apps/web-app/dynos/{name}/actions/stop")
+        assert stopped.status == 202, stopped.body
+
+        async def gone() -> bool:
+            return not await listed()
+
+        await until(gone)
+        app_ring = platform.ring(platform.apps.find("web-app"))
+        assert any(  # the stop sequence, as for any dyno
+            line.dyno == name and line.text == "Stopping all processes with SIGTERM"
+            for line in app_ring.recent(200)
+        )
+        assert (
+            await client.request("POST", f"/apps/web-app/dynos/{name}/actions/stop")
+        ).status == 404
+
         await client.request("PATCH", "/apps/web-app/config-vars", {"GREETING": "yo"})
         rollback = await client.request("POST", "/apps/web-app/releases", {"release": v2["id"]})
         assert rollback.status == 201
@@ -588,14 +624,69 @@ def test_log_sessions_plain_and_event_stream_with_tail_and_resume(tmp_path: Path
                     text += chunk.decode()
                     if "while away" in text:
                         break
-        assert [
+        assert [  # what the first connection sent is not sent again, whatever the id says
             line.rsplit(": ", 1)[1] for line in text.splitlines() if line.startswith("data: ")
-        ] == ["tailed line", "while away"]
+        ] == ["while away"]
+        for replay in ("0-0", events[0][0].removeprefix("id: ")):  # a used URL replays nothing
+            platform.log(app, f"after {replay}", dyno="web.1")
+            with trio.fail_after(20):
+                resume = [*sse, ("Last-Event-ID", replay)]
+                async with client.exchange("GET", tail_url, headers=resume) as (head, chunks):
+                    text = ""
+                    async for chunk in chunks:
+                        text += chunk.decode()
+                        if f"after {replay}" in text:
+                            break
+            assert [
+                line.rsplit(": ", 1)[1] for line in text.splitlines() if line.startswith("data: ")
+            ] == [f"after {replay}"]
+            await until(tails_closed)
 
     with_api(tmp_path, scenario)
 
 
 # ----- builds and uploaded sources
+
+
+async def built(client: Client, app: str, url: str) -> tuple[str, str]:
+    """A build of `url` with the procfile buildpack: its final status and its output."""
+    body = {"source_blob": {"url": url}, "buildpacks": [{"url": "procfile"}]}
+    created = await client.request("POST", f"/apps/{app}/builds", body)
+    assert created.status == 201, created.body
+    build = created.json()
+    with trio.fail_after(120):
+        async with client.exchange("GET", build["output_stream_url"]) as (_, chunks):
+            output = b"".join([chunk async for chunk in chunks]).decode()
+    return (await client.get(f"/apps/{app}/builds/{build['id']}"))["status"], output
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="sources are read as the app's user under root")
+def test_the_data_directory_is_refused_as_a_source() -> None:
+    """The leak of issue 11: a build of the data directory put the API token in a slug."""
+    shared = Path(tempfile.mkdtemp(prefix="dynod-test-api-"))  # /tmp: every user passes
+    shared.chmod(0o755)
+    app_dir = shared / "app"
+    app_dir.mkdir()
+    (app_dir / "Procfile").write_text("worker: sleep 600\n")
+
+    async def scenario(client: Client, platform: Platform) -> None:
+        data = platform.data_dir
+        data.chmod(0o700)  # as `dynod serve` makes it
+        (data / "api-token").write_text(TOKEN)
+        (data / "Procfile").write_text("worker: cat api-token\n")  # a build would succeed
+        await client.request("POST", "/apps", {"name": "thief"})
+        for url in (str(data), f"file://{data}/apps", f"{data}/api-token"):
+            status, output = await built(client, "thief", url)
+            assert status == "failed", output
+            assert "cannot be read by the app's user" in output or "tarball" in output, output
+        assert [r["version"] for r in await client.get("/apps/thief/releases")] == [1]
+        status, output = await built(client, "thief", str(app_dir))  # readable by everyone
+        assert status == "succeeded", output
+
+    try:
+        with_api(shared, scenario)
+    finally:
+        shutil.rmtree(shared)
 
 
 def test_a_build_from_an_uploaded_source_streams_its_output_and_releases(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import socket
 import stat
 import subprocess
 import tarfile
+import tempfile
 import threading
 import zipfile
 from pathlib import Path
@@ -559,13 +560,15 @@ def test_a_source_url_that_cannot_be_downloaded_is_a_clear_build_error(tmp_path:
     with pytest.raises(
         DynodError, match=rf"^cannot download source http://127.0.0.1:{port}/app.tgz: .*refused"
     ):
-        fetch_source(f"http://127.0.0.1:{port}/app.tgz", tmp_path)
+        fetch_source(f"http://127.0.0.1:{port}/app.tgz", tmp_path, max_bytes=1 << 20)
 
     server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
     threading.Thread(target=server.handle_request, daemon=True).start()
     try:
         with pytest.raises(DynodError, match=r"^cannot download source .*: HTTP 501"):
-            fetch_source(f"http://127.0.0.1:{server.server_address[1]}/app.tgz", tmp_path)
+            fetch_source(
+                f"http://127.0.0.1:{server.server_address[1]}/app.tgz", tmp_path, max_bytes=1 << 20
+            )
     finally:
         server.server_close()
 
@@ -658,3 +661,69 @@ def test_a_lent_cache_and_the_build_directory_are_closed_to_other_users(tmp_path
         assert (data_cache / "kept").read_text() == "k"  # dynod's own cache goes back
 
     trio.run(main)
+
+
+# --- sources: the upload cap on downloads, local paths as the app's user --------------------
+
+
+def test_a_downloaded_source_stops_at_the_upload_cap(tmp_path: Path) -> None:
+    class Big(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()  # no Content-Length: only counting stops it
+            for _ in range(3):
+                self.wfile.write(b"\0" * (1 << 20))
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Big)
+    threading.Thread(target=server.handle_request, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/app.tgz"
+        with pytest.raises(
+            DynodError, match=r"is over the limit of 2 MB: .* \[build\] slug_max_mb"
+        ):
+            fetch_source(url, tmp_path, max_bytes=2 << 20)
+    finally:
+        server.server_close()
+
+
+def test_local_sources_can_be_switched_off(tmp_path: Path) -> None:
+    for url in (str(tmp_path), f"file://{tmp_path}"):
+        with pytest.raises(DynodError, match=r"switched off \(\[build\] local_sources"):
+            fetch_source(url, tmp_path, max_bytes=1 << 20, local=False)
+
+
+@root_only
+def test_a_local_source_is_read_as_the_apps_user(tmp_path: Path) -> None:
+    shared = Path(tempfile.mkdtemp(prefix="dynod-test-source-"))  # /tmp: every user passes
+    try:
+        shared.chmod(0o755)
+        app = shared / "app"
+        (app / "lib" / ".git").mkdir(parents=True)
+        (app / "lib" / "code.py").write_text("x = 1\n")
+        (app / "lib" / ".git" / "HEAD").write_text("ref\n")
+        (app / "run").symlink_to("lib/code.py")
+        shutil.copytree(app, shared / "one")  # a lone directory at the top stays where it is
+        (shared / "one" / "run").unlink()
+        for source, expected in (
+            (app, {"lib", "lib/code.py", "run"}),
+            (shared / "one", {"lib", "lib/code.py"}),
+        ):
+            work = tmp_path / f"work-{source.name}"
+            work.mkdir()
+            fetched = fetch_source(str(source), work, max_bytes=1 << 20, owner=NOBODY)
+            assert fetched.parent == work  # packed by the app's user, into dynod's directory
+            built = prepare_source(fetched, work / "build")
+            found = {p.relative_to(built).as_posix() for p in built.rglob("*")}
+            assert found == expected
+        secret = shared / "secret.tar.gz"  # root's alone
+        secret.write_bytes(b"not for the app")
+        secret.chmod(0o600)
+        unreadable = tmp_path / "app"  # under pytest's 0700 directory
+        unreadable.mkdir()
+        for refused in (secret, unreadable):
+            with pytest.raises(DynodError, match=r"cannot be read by the app's user \(.*denied"):
+                fetch_source(f"file://{refused}", tmp_path, max_bytes=1 << 20, owner=NOBODY)
+        with pytest.raises(DynodError, match=r"over the limit of 0 MB"):
+            fetch_source(str(app), tmp_path, max_bytes=10, owner=NOBODY)
+    finally:
+        shutil.rmtree(shared)

@@ -277,7 +277,7 @@ def test_apps_are_reached_through_the_router_round_robin(tmp_path: Path) -> None
         )
         await platform.formation.scale(app, {"web": 3})
         async with trio.open_nursery() as nursery:
-            [(host, port)] = await nursery.start(
+            (host, port), *_ = await nursery.start(
                 serve, RouterConfig(listen="127.0.0.1:0"), platform.router
             )
             await until(platform, up(platform, app, 3))

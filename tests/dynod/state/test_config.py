@@ -41,6 +41,7 @@ def test_defaults_are_the_documented_ones() -> None:
     assert (config.logplex.history, config.logplex.tail_buffer) == (1500, 1024)
     assert config.logplex.max_line_bytes == 10000
     assert (config.build.slug_warn_mb, config.build.slug_max_mb) == (300, 500)
+    assert config.build.local_sources is True
 
 
 def test_the_routers_connection_cap_is_the_routers_default() -> None:
@@ -84,6 +85,7 @@ def test_every_section_and_key(tmp_path: Path) -> None:
             [build]
             slug_warn_mb = 1
             slug_max_mb = 2
+            local_sources = false
             """,
         )
     )
@@ -102,6 +104,7 @@ def test_every_section_and_key(tmp_path: Path) -> None:
     assert (config.logplex.history, config.logplex.tail_buffer) == (10, 5)
     assert config.logplex.max_line_bytes == 100
     assert (config.build.slug_warn_mb, config.build.slug_max_mb) == (1, 2)
+    assert config.build.local_sources is False
 
 
 def test_keys_left_out_keep_their_defaults(tmp_path: Path) -> None:
@@ -171,6 +174,7 @@ def test_section_must_be_a_table(tmp_path: Path) -> None:
         ('[dynos]\nuid_range = "3000-2000"', '[dynos] uid_range must be "FIRST-LAST"'),
         ("[dynos]\nuid_range = [2000, 3000]", '[dynos] uid_range must be "FIRST-LAST"'),
         ("[logplex]\nhistory = -5", "[logplex] history must be a whole number >= 1, not -5"),
+        ('[build]\nlocal_sources = "no"', '[build] local_sources must be true or false, not "no"'),
         (
             "[build]\nslug_max_mb = 100",
             "[build] slug_warn_mb (300) must not exceed slug_max_mb (100)",
