@@ -19,7 +19,8 @@ import trio
 
 from dynod.errors import NotFound
 from dynod.logs.logplex import LogRing
-from dynod.proc.manager import DynoPlan, DynoSlot, Manager, ManagerSettings
+from dynod.proc.manager import DynoPlan, DynoSlot, Manager, ManagerSettings, Processes
+from dynod.proc.ports import session_members
 from dynod.proc.reaper import Reaper
 from dynod.slugs.store import SlugStore
 from dynod.state.config import DynosConfig, PortRange
@@ -155,7 +156,8 @@ class AppRuntime:
         self.app_id = app_id
         self.ring = ring
         self.ports = ports
-        self.manager = Manager(ring, workspace, settings, reaper=reaper)
+        launcher = Processes(reaper, members=session_members)  # PORT must be the dyno's own
+        self.manager = Manager(ring, workspace, settings, launcher=launcher)
         self.release: Release | None = None
         self.process_types: Mapping[str, str] = {}
         self.route_scope = trio.CancelScope()  # the router's feed of this app's web dynos

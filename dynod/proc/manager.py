@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Protocol
@@ -55,9 +55,10 @@ from dynod.core.supervisor import (
 )
 from dynod.errors import DynodError
 from dynod.proc.dyno import DynoProcess, DynoSpec, dyno_env, run_dyno
+from dynod.proc.ports import Listening, listening
 from dynod.proc.reaper import Reaper
 
-PORT_POLL = 0.05  # how often a booting web dyno's port is tried
+PORT_POLL = 0.05  # how often a booting web dyno's port is looked at
 
 
 @attrs.frozen
@@ -126,16 +127,25 @@ class Launcher(Protocol):
         """Run to completion and return the exit status; cancellation stops the process."""
         ...
 
-    async def accepts(self, port: int) -> bool:
-        """Whether something listens on `port` (a booting web dyno)."""
+    async def listens(self, port: int, process: DynoProcess) -> Listening:
+        """Who listens on `port`, the PORT of the booting web dyno `process`."""
         ...
 
 
 class Processes:
-    """The real launcher: dynos are process groups (proc/dyno.py), ports are tried over TCP."""
+    """The real launcher: dynos are process groups (proc/dyno.py). With `members` (the pids of
+    a dyno, given its leader: its session, its cgroup later), a port is the dyno's only when
+    its own processes hold every socket listening on it (the platform, proc/ports.py); without,
+    anything accepting TCP on it will do (the local runner: its ports are the user's own)."""
 
-    def __init__(self, reaper: Reaper | None = None) -> None:
+    def __init__(
+        self,
+        reaper: Reaper | None = None,
+        *,
+        members: Callable[[int], Iterable[int]] | None = None,
+    ) -> None:
         self.reaper = reaper
+        self.members = members
 
     async def run(
         self,
@@ -146,8 +156,11 @@ class Processes:
     ) -> int:
         return await run_dyno(spec, sink, reaper=self.reaper, hurry=hurry, task_status=task_status)
 
-    async def accepts(self, port: int) -> bool:
-        return await _accepts(port)
+    async def listens(self, port: int, process: DynoProcess) -> Listening:
+        members = self.members
+        if members is None:
+            return Listening.OWN if await _accepts(port) else Listening.NOTHING
+        return await trio.to_thread.run_sync(listening, port, lambda: members(process.pid))
 
 
 @attrs.define(eq=False)
@@ -371,16 +384,22 @@ class Manager:
                 finally:
                     nursery.cancel_scope.cancel()  # the port watch ends with the process
 
-            await nursery.start(process)
+            started: DynoProcess = await nursery.start(process)
             port = slot.plan.port if slot.plan.web else None
             self._feed(slot, Launched(listens=port is not None))
             if port is not None and slot.machine.booting:
-                nursery.start_soon(self._watch_port, slot, port)
+                nursery.start_soon(self._watch_port, slot, port, started)
         return result[0] if result else 137
 
-    async def _watch_port(self, slot: DynoSlot, port: int) -> None:
-        """A web dyno is up once its PORT accepts connections."""
-        while not await self.launcher.accepts(port):
+    async def _watch_port(self, slot: DynoSlot, port: int, process: DynoProcess) -> None:
+        """A web dyno is up once its PORT is listened on; on the platform, by its own processes
+        only: a socket another process holds there never makes it up (docs/platform.md,
+        "Ports")."""
+        said = False
+        while (found := await self.launcher.listens(port, process)) is not Listening.OWN:
+            if found is Listening.FOREIGN and not said:
+                said = True
+                self._say(slot.name, f"Port {port} is held by a process outside this dyno")
             await trio.sleep(PORT_POLL)
         self._feed(slot, BootSucceeded())
 
