@@ -1,5 +1,5 @@
-"""Dynos made from slugs: each dyno's fresh directory, its random free PORT, and one dyno
-manager per app running the formation on the app's current release."""
+"""Dynos made from slugs: each dyno's fresh directory, a random free PORT at each start, and one
+dyno manager per app running the formation on the app's current release."""
 
 from __future__ import annotations
 
@@ -11,13 +11,14 @@ import shutil
 import socket
 import tempfile
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import trio
 
-from dynod.errors import NotFound
+from dynod.errors import DynodError, NotFound
 from dynod.logs.logplex import LogRing
 from dynod.proc.manager import DynoPlan, DynoSlot, Manager, ManagerSettings, Processes
 from dynod.proc.ports import session_members
@@ -53,24 +54,32 @@ class SlugWorkspace:
 
 
 class Ports:
-    """Random free TCP ports from the configured range, never two dynos on one."""
+    """Random free TCP ports from the configured range, one per dyno process: never two dynos
+    on one, never one another process holds, and never one given back a moment ago (a process
+    squatting a dyno's port while it restarts finds the dyno on a fresh one: docs/platform.md,
+    "Ports")."""
 
     def __init__(self, span: PortRange, rng: random.Random | None = None) -> None:
         self.span = span
         self.rng = rng or random.Random()
         self.taken: set[int] = set()
+        self.resting: deque[int] = deque(maxlen=min(RESTING, len(span) // 2))
 
     def take(self) -> int:
         for _ in range(200):
             port = self.rng.randint(self.span.first, self.span.last)
-            if port not in self.taken and _bindable(port):
+            if port not in self.taken and port not in self.resting and _bindable(port):
                 self.taken.add(port)
                 return port
-        raise RuntimeError(f"no free port in {self.span} after 200 tries: widen [dynos] port_range")
+        raise DynodError(f"No free port in {self.span} after 200 tries: widen [dynos] port_range")
 
-    def give_back(self, port: int | None) -> None:
-        if port is not None:
-            self.taken.discard(port)
+    def give_back(self, port: int) -> None:
+        if port in self.taken:
+            self.taken.remove(port)
+            self.resting.append(port)
+
+
+RESTING = 64  # how many given-back ports are not handed out again yet
 
 
 def _bindable(port: int) -> bool:
@@ -155,9 +164,8 @@ class AppRuntime:
     ) -> None:
         self.app_id = app_id
         self.ring = ring
-        self.ports = ports
         launcher = Processes(reaper, members=session_members)  # PORT must be the dyno's own
-        self.manager = Manager(ring, workspace, settings, launcher=launcher)
+        self.manager = Manager(ring, workspace, settings, launcher=launcher, ports=ports)
         self.release: Release | None = None
         self.process_types: Mapping[str, str] = {}
         self.route_scope = trio.CancelScope()  # the router's feed of this app's web dynos
@@ -170,15 +178,11 @@ class AppRuntime:
             if kind not in process_types or kind == "release":
                 continue
             for i in range(1, count + 1):
-                name = f"{kind}.{i}"
-                slot = self.manager.slots.get(name)
-                port = slot.plan.port if slot is not None else self.ports.take()
                 plans.append(
                     DynoPlan(
-                        name,
+                        f"{kind}.{i}",
                         process_types[kind],
                         release.config_vars,
-                        port=port,
                         slug_id=release.slug_id,
                     )
                 )
@@ -198,10 +202,6 @@ class AppRuntime:
             if release is None or release.slug_id is None
             else self.plans(release, process_types, formation)
         )
-        keep = {plan.port for plan in plans}
-        for slot in list(self.manager.slots.values()):
-            if slot.plan.port not in keep:
-                self.ports.give_back(slot.plan.port)
         self.manager.reconcile(plans)
 
     def one_off_plan(
@@ -212,7 +212,6 @@ class AppRuntime:
             name,
             command,
             config_vars,
-            port=self.ports.take(),
             slug_id=release.slug_id,
             release_version=release.version,
         )

@@ -82,7 +82,7 @@ class DynoPlan:
     name: str  # "web.1"
     command: str
     config_vars: Mapping[str, str]
-    port: int | None = None
+    port: int | None = None  # a fixed PORT (the local runner); else the manager's PortSource's
     inherit: Mapping[str, str] | None = None  # the local runner's inherited environment
     home: Path | None = None  # HOME when not the dyno's directory (the local runner)
     slug_id: str | None = None  # what the platform's workspace makes the dyno's directory from
@@ -112,6 +112,17 @@ class InPlace:
     @asynccontextmanager
     async def checkout(self, plan: DynoPlan) -> AsyncIterator[Path]:
         yield self.root
+
+
+class PortSource(Protocol):
+    """Where platform dynos' PORTs come from: a fresh free port at each start, given back
+    when that process has ended (platform/runtime.py's Ports)."""
+
+    def take(self) -> int:
+        """A free port no other dyno holds; raises DynodError when there is none."""
+        ...
+
+    def give_back(self, port: int) -> None: ...
 
 
 class Launcher(Protocol):
@@ -170,6 +181,7 @@ class DynoSlot:
     plan: DynoPlan
     machine: Supervisor  # its state table, ladder, and `pending`: a Restart under way
     updated_at: float  # wall clock of the last state change: what `ps` shows
+    port: int | None = None  # the PORT of its latest process: what the router connects to
     scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
     nursery: trio.Nursery | None = None  # the dyno's process and timer tasks
     run_scope: trio.CancelScope | None = None  # the current process's lifetime
@@ -198,11 +210,13 @@ class Manager:
         reaper: Reaper | None = None,
         rng: random.Random | None = None,
         launcher: Launcher | None = None,
+        ports: PortSource | None = None,
     ) -> None:
         self.sink = sink
         self.workspace = workspace
         self.settings = settings
         self.launcher: Launcher = launcher or Processes(reaper)
+        self.ports = ports  # None: every plan has its fixed port, or none
         self.rng = rng or random.Random()
         self.slots: dict[str, DynoSlot] = {}
         self.one_offs: dict[str, DynoSlot] = {}  # running one-offs: release phase, run.N
@@ -359,15 +373,16 @@ class Manager:
             self._feed(slot, then)
 
     async def _run(self, slot: DynoSlot, scope: trio.CancelScope) -> None:
-        """One process lifetime: check out, start, watch its port, run until exit (or Stop)."""
+        """One process lifetime: check out, take a port, start, watch its port, run until exit
+        (or Stop)."""
         status = 137  # stopped before it exited by itself
         with scope:
             async with AsyncExitStack() as stack:
                 home = await self._checkout(stack, slot.plan)
-                if home is None:
-                    status = 1  # no directory to run in (a refused slug): a crash, on the ladder
+                if home is None or not self._take_port(stack, slot):
+                    status = 1  # no directory (a refused slug) or no port: a crash, on the ladder
                 else:
-                    spec = self._spec(slot.plan, home)
+                    spec = self._spec(slot.plan, home, slot.port)
                     self._say(slot.name, f"Starting process with command `{slot.plan.command}`")
                     status = await self._launch(slot, spec)
         if slot.run_scope is scope:
@@ -385,7 +400,7 @@ class Manager:
                     nursery.cancel_scope.cancel()  # the port watch ends with the process
 
             started: DynoProcess = await nursery.start(process)
-            port = slot.plan.port if slot.plan.web else None
+            port = slot.port if slot.plan.web else None
             self._feed(slot, Launched(listens=port is not None))
             if port is not None and slot.machine.booting:
                 nursery.start_soon(self._watch_port, slot, port, started)
@@ -405,6 +420,20 @@ class Manager:
 
     # ----- helpers
 
+    def _take_port(self, stack: AsyncExitStack, slot: DynoSlot) -> bool:
+        """Set the process's PORT: the plan's fixed one, or a fresh one from the port source,
+        given back when the process has ended. False after saying why there is none."""
+        if slot.plan.port is not None or self.ports is None:
+            slot.port = slot.plan.port
+            return True
+        try:
+            slot.port = self.ports.take()
+        except DynodError as err:
+            self._say(slot.name, str(err))
+            return False
+        stack.callback(self.ports.give_back, slot.port)
+        return True
+
     async def _checkout(self, stack: AsyncExitStack, plan: DynoPlan) -> Path | None:
         """The dyno's directory, or None after saying why there is none (a slug refused at
         unpacking, such as R17): one dyno fails, never the manager or dynod."""
@@ -414,11 +443,11 @@ class Manager:
             self._say(plan.name, str(err))
             return None
 
-    def _spec(self, plan: DynoPlan, home: Path) -> DynoSpec:
+    def _spec(self, plan: DynoPlan, home: Path, port: int | None) -> DynoSpec:
         env = dyno_env(
             plan.config_vars,
             name=plan.name,
-            port=plan.port,
+            port=port,
             home=plan.home or home,
             inherit=plan.inherit,
         )

@@ -1,6 +1,6 @@
 """Ports owned by their dyno: who listens on a port, read from /proc/net (proc/ports.py), and the
 manager with real processes: a web dyno whose PORT another process holds is never up and the
-squatter never gets a connection."""
+squatter never gets a connection; with a port source, the dyno comes up on a fresh port."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from pathlib import Path
 
 import trio
 
+from dynod.core.lifecycle import DynoState
+from dynod.errors import DynodError
 from dynod.proc.manager import DynoPlan, InPlace, Manager, ManagerSettings, Processes
 from dynod.proc.ports import (
     Listener,
@@ -23,7 +25,7 @@ from dynod.proc.ports import (
     session_members,
     socket_inodes,
 )
-from tests.helpers import Collector
+from tests.helpers import PY, Collector
 
 TCP = """\
   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
@@ -35,6 +37,14 @@ TCP6 = """\
   sl  local_address                         remote_address                        st tx_queue
    0: 00000000000000000000000001000000:4E22 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000  1001        0 99 1 0
 """  # noqa: E501 - /proc's own line
+
+# Binds $PORT after DELAY seconds (crashing when it is taken), then serves until stopped.
+WEB = (
+    f'{PY} -c "import os, socket, time; s = socket.socket(); '
+    "time.sleep(float(os.environ.get('DELAY', '0'))); "
+    "s.bind(('127.0.0.1', int(os.environ['PORT']))); s.listen(); print('bound', flush=True); "
+    'time.sleep(60)"'
+)
 
 
 def test_listeners_are_read_from_the_tables_in_listen_state_only() -> None:
@@ -88,6 +98,22 @@ def test_a_dyno_s_processes_are_its_session_s() -> None:
         child.wait()
 
 
+class Scripted:
+    """A port source handing out the given ports in order (the test knows which comes next)."""
+
+    def __init__(self, *ports: int) -> None:
+        self.ports = list(ports)
+        self.given_back: list[int] = []
+
+    def take(self) -> int:
+        if not self.ports:
+            raise DynodError("no port left")
+        return self.ports.pop(0)
+
+    def give_back(self, port: int) -> None:
+        self.given_back.append(port)
+
+
 def test_a_squatted_port_never_makes_the_dyno_up(tmp_path: Path) -> None:
     settings = ManagerSettings(ladder=(60.0,), stop_timeout=2, boot_timeout=1, cycle_after=None)
     with squatting() as squatter:
@@ -109,3 +135,31 @@ def test_a_squatted_port_never_makes_the_dyno_up(tmp_path: Path) -> None:
         assert f"Port {taken} is held by a process outside this dyno" in heroku
         assert "State changed from starting to up" not in heroku
         assert never_connected(squatter)  # not even a probe: ownership is read from /proc
+
+
+def test_a_squatted_dyno_crashes_and_comes_up_on_a_fresh_port(tmp_path: Path) -> None:
+    settings = ManagerSettings(ladder=(0.0, 60.0), stop_timeout=2, cycle_after=None)
+    with squatting() as squatter, squatting() as spare:
+        taken, fresh = squatter.getsockname()[1], spare.getsockname()[1]
+        spare.close()  # free again: the port source's next one
+        source, sink = Scripted(taken, fresh), Collector()
+        launcher = Processes(members=session_members)
+        manager = Manager(sink, InPlace(tmp_path), settings, launcher=launcher, ports=source)
+
+        async def main() -> None:
+            with trio.fail_after(20):
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(manager.run, [DynoPlan("web.1", WEB, {})])
+                    await sink.wait_text("State changed from starting to up")
+                    slot = manager.slots["web.1"]
+                    assert (slot.state, slot.port) == (DynoState.UP, fresh)
+                    manager.stop_all()
+
+        trio.run(main)
+        heroku = sink.texts("web.1", "heroku")
+        assert heroku.index("Process exited with status 1") < heroku.index(
+            "State changed from starting to up"
+        )
+        assert "OSError: [Errno 98] Address already in use" in sink.texts("web.1", "app")
+        assert source.given_back == [taken, fresh]  # each process's port, once it ended
+        assert never_connected(squatter)
