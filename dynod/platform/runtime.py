@@ -4,6 +4,7 @@ dyno manager per app running the formation on the app's current release."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import pwd
 import random
@@ -20,12 +21,15 @@ import trio
 
 from dynod.errors import DynodError, NotFound
 from dynod.logs.logplex import LogRing
+from dynod.platform.firewall import Firewall
 from dynod.proc.manager import DynoPlan, DynoSlot, Manager, ManagerSettings, Processes
 from dynod.proc.ports import session_members
 from dynod.proc.reaper import Reaper
 from dynod.slugs.store import SlugStore
 from dynod.state.config import DynosConfig, PortRange
 from dynod.state.ledger import Release
+
+_log = logging.getLogger("dynod.platform")
 
 
 class SlugWorkspace:
@@ -80,6 +84,35 @@ class Ports:
 
 
 RESTING = 64  # how many given-back ports are not handed out again yet
+
+
+class AppPorts:
+    """One app's dynos' ports: from the shared pool, and while a dyno holds one, closed by the
+    firewall (when there is one) to everyone but dynod and the app's uid."""
+
+    def __init__(self, pool: Ports, firewall: Firewall | None, uid: int | None) -> None:
+        self.pool = pool
+        self.firewall = firewall
+        self.uid = uid  # None: dynos run as dynod itself (not root), nothing to close
+
+    async def take(self) -> int:
+        port = self.pool.take()
+        if self.firewall is not None and self.uid is not None:
+            try:
+                await self.firewall.guard(port, self.uid)
+            except DynodError:
+                self.pool.give_back(port)
+                raise
+        return port
+
+    async def give_back(self, port: int) -> None:
+        if self.firewall is not None and self.uid is not None:
+            try:
+                await self.firewall.release(port, self.uid)
+            except DynodError as err:  # the app's uid may still reach it: never hand it out
+                _log.warning("dynod: port %d is retired: %s", port, err)
+                return
+        self.pool.give_back(port)
 
 
 def _bindable(port: int) -> bool:
@@ -161,11 +194,13 @@ class AppRuntime:
         ports: Ports,
         settings: ManagerSettings,
         reaper: Reaper | None,
+        firewall: Firewall | None = None,
     ) -> None:
         self.app_id = app_id
         self.ring = ring
         launcher = Processes(reaper, members=session_members)  # PORT must be the dyno's own
-        self.manager = Manager(ring, workspace, settings, launcher=launcher, ports=ports)
+        own = AppPorts(ports, firewall, settings.owner[0] if settings.owner else None)
+        self.manager = Manager(ring, workspace, settings, launcher=launcher, ports=own)
         self.release: Release | None = None
         self.process_types: Mapping[str, str] = {}
         self.route_scope = trio.CancelScope()  # the router's feed of this app's web dynos

@@ -116,13 +116,15 @@ class InPlace:
 
 class PortSource(Protocol):
     """Where platform dynos' PORTs come from: a fresh free port at each start, given back
-    when that process has ended (platform/runtime.py's Ports)."""
+    when that process has ended (platform/runtime.py's AppPorts)."""
 
-    def take(self) -> int:
+    async def take(self) -> int:
         """A free port no other dyno holds; raises DynodError when there is none."""
         ...
 
-    def give_back(self, port: int) -> None: ...
+    async def give_back(self, port: int) -> None:
+        """Done even when the caller is being cancelled."""
+        ...
 
 
 class Launcher(Protocol):
@@ -379,7 +381,7 @@ class Manager:
         with scope:
             async with AsyncExitStack() as stack:
                 home = await self._checkout(stack, slot.plan)
-                if home is None or not self._take_port(stack, slot):
+                if home is None or not await self._take_port(stack, slot):
                     status = 1  # no directory (a refused slug) or no port: a crash, on the ladder
                 else:
                     spec = self._spec(slot.plan, home, slot.port)
@@ -420,18 +422,18 @@ class Manager:
 
     # ----- helpers
 
-    def _take_port(self, stack: AsyncExitStack, slot: DynoSlot) -> bool:
+    async def _take_port(self, stack: AsyncExitStack, slot: DynoSlot) -> bool:
         """Set the process's PORT: the plan's fixed one, or a fresh one from the port source,
         given back when the process has ended. False after saying why there is none."""
         if slot.plan.port is not None or self.ports is None:
             slot.port = slot.plan.port
             return True
         try:
-            slot.port = self.ports.take()
+            slot.port = await self.ports.take()
         except DynodError as err:
             self._say(slot.name, str(err))
             return False
-        stack.callback(self.ports.give_back, slot.port)
+        stack.push_async_callback(self.ports.give_back, slot.port)
         return True
 
     async def _checkout(self, stack: AsyncExitStack, plan: DynoPlan) -> Path | None:

@@ -105,12 +105,12 @@ class Scripted:
         self.ports = list(ports)
         self.given_back: list[int] = []
 
-    def take(self) -> int:
+    async def take(self) -> int:
         if not self.ports:
             raise DynodError("no port left")
         return self.ports.pop(0)
 
-    def give_back(self, port: int) -> None:
+    async def give_back(self, port: int) -> None:
         self.given_back.append(port)
 
 
