@@ -1,5 +1,6 @@
 """Dyno ports closed to other local users (platform/firewall.py): real nftables rules and real
-connections from processes of other uids. Needs root and `nft` (CI runs as root)."""
+connections from processes of other uids, alone and in a running Platform. Needs root and `nft`
+(CI runs as root)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,25 @@ import os
 import shutil
 import socket
 import subprocess
+from pathlib import Path
 
 import pytest
 import trio
 
 from dynod.platform.firewall import PREFIX, Firewall
+from dynod.platform.root import Platform
 from dynod.platform.runtime import AppPorts, Ports
 from dynod.proc.dyno import DYNO_PATH
 from dynod.state.config import PortRange
+from tests.dynod.platform.test_platform import (
+    SAMPLE,
+    http_get,
+    slug_of,
+    until,
+    up,
+    web_port,
+    with_platform,
+)
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("nft") is None,
@@ -86,3 +98,25 @@ async def test_an_app_s_ports_are_guarded_while_held_and_leftovers_are_dropped()
             assert port not in ports.pool.taken
     finally:
         await firewall.close()
+
+
+def test_no_app_reaches_another_app_s_dyno_past_the_router(tmp_path: Path) -> None:
+    tables_while_running: list[str] = []
+
+    async def scenario(platform: Platform) -> None:
+        assert platform.firewall is not None
+        tables_while_running.append(platform.firewall.table)
+        shop, other = await platform.create_app("shop"), await platform.create_app("other")
+        slug = slug_of(platform, SAMPLE, tmp_path)
+        await platform.releases.create(
+            shop, slug_id=slug, config_vars={}, description="Deploy", wait=True
+        )
+        await until(platform, up(platform, shop, 1))
+        port = web_port(platform, shop)
+        shop_uid, other_uid = (platform.users.owner(app.id) or (0, 0) for app in (shop, other))
+        assert not await trio.to_thread.run_sync(connects, port, other_uid[0])
+        assert await trio.to_thread.run_sync(connects, port, shop_uid[0])
+        assert (await http_get(port)).startswith("Hello from web.1")  # dynod itself
+
+    with_platform(tmp_path, scenario)
+    assert tables_while_running and tables_while_running[0] not in tables()
