@@ -43,14 +43,14 @@ class Begin:
 
 @frozen
 class Launched:
-    """Its process runs; `listens`: a web dyno that is up only once its $PORT accepts."""
+    """Its process runs; `listens`: a web dyno that is up only once it listens on its $PORT."""
 
     listens: bool = False
 
 
 @frozen
 class BootSucceeded:
-    """A web dyno's $PORT accepts connections."""
+    """A web dyno listens on its $PORT (on the platform: only its own processes do)."""
 
 
 @frozen

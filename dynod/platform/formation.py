@@ -237,11 +237,7 @@ class Formation:
         """Run `command` as the one-off dyno `name` on `release` (a release phase) to its end;
         its exit status."""
         runtime = self.runtimes[app.id]
-        plan = runtime.one_off_plan(release, command, name)
-        try:
-            return await runtime.manager.run_one_off(plan)
-        finally:
-            runtime.ports.give_back(plan.port)
+        return await runtime.manager.run_one_off(runtime.one_off_plan(release, command, name))
 
     # ----- the router's view
 
@@ -250,7 +246,7 @@ class Formation:
         runtime = self.runtimes.get(app.id)
         if runtime is None:
             return []
-        return [(slot.name, slot.plan.port or 0, slot.state.value) for slot in runtime.web_dynos()]
+        return [(slot.name, slot.port or 0, slot.state.value) for slot in runtime.web_dynos()]
 
 
 def _named(dynos: Iterable[str], target: str) -> list[str]:

@@ -40,7 +40,6 @@ class OneOffs:
             try:
                 await runtime.manager.run_one_off(plan)
             finally:
-                runtime.ports.give_back(plan.port)
                 self.formation.notify()
 
         self.spawn(run, f"one-off {app.name} {name}")

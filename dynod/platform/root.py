@@ -20,6 +20,7 @@ from dynod.builds.git import ensure_repo, remove_repo, repo_path
 from dynod.core.logline import APP, HEROKU
 from dynod.logs.logplex import Logplex, LogRing
 from dynod.platform.builds import Builds
+from dynod.platform.firewall import Firewall
 from dynod.platform.formation import Formation
 from dynod.platform.oneoffs import OneOffs
 from dynod.platform.releases import Releases
@@ -52,6 +53,7 @@ class Platform:
         )
         self.reaper = reaper
         self.ports = Ports(config.dynos.port_range)
+        self.firewall = Firewall.here()  # dyno ports closed to other users: root and nftables
         self.scratch = scratch_dir()
         self.users = DynoUsers(config.dynos)
         # The router's view of every app's web dynos (router.server.serve takes it).
@@ -92,6 +94,15 @@ class Platform:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Bring every app back on its current release and formation, then serve until
         cancelled; cancelling stops every dyno (gracefully)."""
+        if self.firewall is not None and not await self.firewall.open():
+            self.firewall = None
+        try:
+            await self._run(task_status)
+        finally:
+            if self.firewall is not None:
+                await self.firewall.close()  # shielded: runs while cancelled
+
+    async def _run(self, task_status: trio.TaskStatus[None]) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             for app in self.apps.all():
@@ -131,6 +142,7 @@ class Platform:
             self.ports,
             settings,
             self.reaper,
+            self.firewall,
         )
 
     def _router_log(self, app_name: str, text: str) -> None:

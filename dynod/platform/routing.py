@@ -4,7 +4,7 @@ the app's dyno manager changes anything, and router log lines handed to the app'
 from __future__ import annotations
 
 from dynod.core.lifecycle import DynoState
-from dynod.proc.manager import Manager
+from dynod.proc.manager import DynoSlot, Manager
 from dynod.state.config import RouterSettings
 from router.backend import DynoState as RouteState
 from router.backend import TableBackend, WebDyno
@@ -19,12 +19,21 @@ _STATES = {
 
 
 def web_table(manager: Manager) -> list[WebDyno]:
-    """The app's web dynos the router may know of (down and finished ones are not listed)."""
+    """The app's web dynos the router may know of (down and finished ones are not listed). Only
+    an `up` one has an address, its process's PORT: it is up once its own processes listen
+    there (proc/manager.py); the router holds requests for starting ones, connecting to none."""
     return [
-        WebDyno(slot.name, ("127.0.0.1", slot.plan.port), _STATES[slot.state])
+        WebDyno(slot.name, ("127.0.0.1", _address_port(slot)), _STATES[slot.state])
         for slot in manager.web_dynos()
-        if slot.state in _STATES and slot.plan.port is not None
+        if slot.state in _STATES
     ]
+
+
+def _address_port(slot: DynoSlot) -> int:
+    """An up dyno's PORT; 0 for the others, which the router never connects to."""
+    if slot.state is DynoState.UP and slot.port is not None:
+        return slot.port
+    return 0
 
 
 async def feed_router(manager: Manager, backend: TableBackend, app: str) -> None:

@@ -1,9 +1,10 @@
-"""Dynos made from slugs: each dyno's fresh directory, its random free PORT, and one dyno
-manager per app running the formation on the app's current release."""
+"""Dynos made from slugs: each dyno's fresh directory, a random free PORT at each start, and one
+dyno manager per app running the formation on the app's current release."""
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import pwd
 import random
@@ -11,19 +12,24 @@ import shutil
 import socket
 import tempfile
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import trio
 
-from dynod.errors import NotFound
+from dynod.errors import DynodError, NotFound
 from dynod.logs.logplex import LogRing
-from dynod.proc.manager import DynoPlan, DynoSlot, Manager, ManagerSettings
+from dynod.platform.firewall import Firewall
+from dynod.proc.manager import DynoPlan, DynoSlot, Manager, ManagerSettings, Processes
+from dynod.proc.ports import session_members
 from dynod.proc.reaper import Reaper
 from dynod.slugs.store import SlugStore
 from dynod.state.config import DynosConfig, PortRange
 from dynod.state.ledger import Release
+
+_log = logging.getLogger("dynod.platform")
 
 
 class SlugWorkspace:
@@ -52,24 +58,61 @@ class SlugWorkspace:
 
 
 class Ports:
-    """Random free TCP ports from the configured range, never two dynos on one."""
+    """Random free TCP ports from the configured range, one per dyno process: never two dynos
+    on one, never one another process holds, and never one given back a moment ago (a process
+    squatting a dyno's port while it restarts finds the dyno on a fresh one: docs/platform.md,
+    "Ports")."""
 
     def __init__(self, span: PortRange, rng: random.Random | None = None) -> None:
         self.span = span
         self.rng = rng or random.Random()
         self.taken: set[int] = set()
+        self.resting: deque[int] = deque(maxlen=min(RESTING, len(span) // 2))
 
     def take(self) -> int:
         for _ in range(200):
             port = self.rng.randint(self.span.first, self.span.last)
-            if port not in self.taken and _bindable(port):
+            if port not in self.taken and port not in self.resting and _bindable(port):
                 self.taken.add(port)
                 return port
-        raise RuntimeError(f"no free port in {self.span} after 200 tries: widen [dynos] port_range")
+        raise DynodError(f"No free port in {self.span} after 200 tries: widen [dynos] port_range")
 
-    def give_back(self, port: int | None) -> None:
-        if port is not None:
-            self.taken.discard(port)
+    def give_back(self, port: int) -> None:
+        if port in self.taken:
+            self.taken.remove(port)
+            self.resting.append(port)
+
+
+RESTING = 64  # how many given-back ports are not handed out again yet
+
+
+class AppPorts:
+    """One app's dynos' ports: from the shared pool, and while a dyno holds one, closed by the
+    firewall (when there is one) to everyone but dynod and the app's uid."""
+
+    def __init__(self, pool: Ports, firewall: Firewall | None, uid: int | None) -> None:
+        self.pool = pool
+        self.firewall = firewall
+        self.uid = uid  # None: dynos run as dynod itself (not root), nothing to close
+
+    async def take(self) -> int:
+        port = self.pool.take()
+        if self.firewall is not None and self.uid is not None:
+            try:
+                await self.firewall.guard(port, self.uid)
+            except DynodError:
+                self.pool.give_back(port)
+                raise
+        return port
+
+    async def give_back(self, port: int) -> None:
+        if self.firewall is not None and self.uid is not None:
+            try:
+                await self.firewall.release(port, self.uid)
+            except DynodError as err:  # the app's uid may still reach it: never hand it out
+                _log.warning("dynod: port %d is retired: %s", port, err)
+                return
+        self.pool.give_back(port)
 
 
 def _bindable(port: int) -> bool:
@@ -151,11 +194,13 @@ class AppRuntime:
         ports: Ports,
         settings: ManagerSettings,
         reaper: Reaper | None,
+        firewall: Firewall | None = None,
     ) -> None:
         self.app_id = app_id
         self.ring = ring
-        self.ports = ports
-        self.manager = Manager(ring, workspace, settings, reaper=reaper)
+        launcher = Processes(reaper, members=session_members)  # PORT must be the dyno's own
+        own = AppPorts(ports, firewall, settings.owner[0] if settings.owner else None)
+        self.manager = Manager(ring, workspace, settings, launcher=launcher, ports=own)
         self.release: Release | None = None
         self.process_types: Mapping[str, str] = {}
         self.route_scope = trio.CancelScope()  # the router's feed of this app's web dynos
@@ -168,15 +213,11 @@ class AppRuntime:
             if kind not in process_types or kind == "release":
                 continue
             for i in range(1, count + 1):
-                name = f"{kind}.{i}"
-                slot = self.manager.slots.get(name)
-                port = slot.plan.port if slot is not None else self.ports.take()
                 plans.append(
                     DynoPlan(
-                        name,
+                        f"{kind}.{i}",
                         process_types[kind],
                         release.config_vars,
-                        port=port,
                         slug_id=release.slug_id,
                     )
                 )
@@ -196,10 +237,6 @@ class AppRuntime:
             if release is None or release.slug_id is None
             else self.plans(release, process_types, formation)
         )
-        keep = {plan.port for plan in plans}
-        for slot in list(self.manager.slots.values()):
-            if slot.plan.port not in keep:
-                self.ports.give_back(slot.plan.port)
         self.manager.reconcile(plans)
 
     def one_off_plan(
@@ -210,7 +247,6 @@ class AppRuntime:
             name,
             command,
             config_vars,
-            port=self.ports.take(),
             slug_id=release.slug_id,
             release_version=release.version,
         )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Protocol
@@ -55,9 +55,10 @@ from dynod.core.supervisor import (
 )
 from dynod.errors import DynodError
 from dynod.proc.dyno import DynoProcess, DynoSpec, dyno_env, run_dyno
+from dynod.proc.ports import Listening, listening
 from dynod.proc.reaper import Reaper
 
-PORT_POLL = 0.05  # how often a booting web dyno's port is tried
+PORT_POLL = 0.05  # how often a booting web dyno's port is looked at
 
 
 @attrs.frozen
@@ -81,7 +82,7 @@ class DynoPlan:
     name: str  # "web.1"
     command: str
     config_vars: Mapping[str, str]
-    port: int | None = None
+    port: int | None = None  # a fixed PORT (the local runner); else the manager's PortSource's
     inherit: Mapping[str, str] | None = None  # the local runner's inherited environment
     home: Path | None = None  # HOME when not the dyno's directory (the local runner)
     slug_id: str | None = None  # what the platform's workspace makes the dyno's directory from
@@ -113,6 +114,19 @@ class InPlace:
         yield self.root
 
 
+class PortSource(Protocol):
+    """Where platform dynos' PORTs come from: a fresh free port at each start, given back
+    when that process has ended (platform/runtime.py's AppPorts)."""
+
+    async def take(self) -> int:
+        """A free port no other dyno holds; raises DynodError when there is none."""
+        ...
+
+    async def give_back(self, port: int) -> None:
+        """Done even when the caller is being cancelled."""
+        ...
+
+
 class Launcher(Protocol):
     """How a dyno's process runs: real children (Processes), or a controllable fake in tests."""
 
@@ -126,16 +140,25 @@ class Launcher(Protocol):
         """Run to completion and return the exit status; cancellation stops the process."""
         ...
 
-    async def accepts(self, port: int) -> bool:
-        """Whether something listens on `port` (a booting web dyno)."""
+    async def listens(self, port: int, process: DynoProcess) -> Listening:
+        """Who listens on `port`, the PORT of the booting web dyno `process`."""
         ...
 
 
 class Processes:
-    """The real launcher: dynos are process groups (proc/dyno.py), ports are tried over TCP."""
+    """The real launcher: dynos are process groups (proc/dyno.py). With `members` (the pids of
+    a dyno, given its leader: its session, its cgroup later), a port is the dyno's only when
+    its own processes hold every socket listening on it (the platform, proc/ports.py); without,
+    anything accepting TCP on it will do (the local runner: its ports are the user's own)."""
 
-    def __init__(self, reaper: Reaper | None = None) -> None:
+    def __init__(
+        self,
+        reaper: Reaper | None = None,
+        *,
+        members: Callable[[int], Iterable[int]] | None = None,
+    ) -> None:
         self.reaper = reaper
+        self.members = members
 
     async def run(
         self,
@@ -146,8 +169,11 @@ class Processes:
     ) -> int:
         return await run_dyno(spec, sink, reaper=self.reaper, hurry=hurry, task_status=task_status)
 
-    async def accepts(self, port: int) -> bool:
-        return await _accepts(port)
+    async def listens(self, port: int, process: DynoProcess) -> Listening:
+        members = self.members
+        if members is None:
+            return Listening.OWN if await _accepts(port) else Listening.NOTHING
+        return await trio.to_thread.run_sync(listening, port, lambda: members(process.pid))
 
 
 @attrs.define(eq=False)
@@ -157,6 +183,7 @@ class DynoSlot:
     plan: DynoPlan
     machine: Supervisor  # its state table, ladder, and `pending`: a Restart under way
     updated_at: float  # wall clock of the last state change: what `ps` shows
+    port: int | None = None  # the PORT of its latest process: what the router connects to
     scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
     nursery: trio.Nursery | None = None  # the dyno's process and timer tasks
     run_scope: trio.CancelScope | None = None  # the current process's lifetime
@@ -185,11 +212,13 @@ class Manager:
         reaper: Reaper | None = None,
         rng: random.Random | None = None,
         launcher: Launcher | None = None,
+        ports: PortSource | None = None,
     ) -> None:
         self.sink = sink
         self.workspace = workspace
         self.settings = settings
         self.launcher: Launcher = launcher or Processes(reaper)
+        self.ports = ports  # None: every plan has its fixed port, or none
         self.rng = rng or random.Random()
         self.slots: dict[str, DynoSlot] = {}
         self.one_offs: dict[str, DynoSlot] = {}  # running one-offs: release phase, run.N
@@ -346,15 +375,16 @@ class Manager:
             self._feed(slot, then)
 
     async def _run(self, slot: DynoSlot, scope: trio.CancelScope) -> None:
-        """One process lifetime: check out, start, watch its port, run until exit (or Stop)."""
+        """One process lifetime: check out, take a port, start, watch its port, run until exit
+        (or Stop)."""
         status = 137  # stopped before it exited by itself
         with scope:
             async with AsyncExitStack() as stack:
                 home = await self._checkout(stack, slot.plan)
-                if home is None:
-                    status = 1  # no directory to run in (a refused slug): a crash, on the ladder
+                if home is None or not await self._take_port(stack, slot):
+                    status = 1  # no directory (a refused slug) or no port: a crash, on the ladder
                 else:
-                    spec = self._spec(slot.plan, home)
+                    spec = self._spec(slot.plan, home, slot.port)
                     self._say(slot.name, f"Starting process with command `{slot.plan.command}`")
                     status = await self._launch(slot, spec)
         if slot.run_scope is scope:
@@ -371,20 +401,40 @@ class Manager:
                 finally:
                     nursery.cancel_scope.cancel()  # the port watch ends with the process
 
-            await nursery.start(process)
-            port = slot.plan.port if slot.plan.web else None
+            started: DynoProcess = await nursery.start(process)
+            port = slot.port if slot.plan.web else None
             self._feed(slot, Launched(listens=port is not None))
             if port is not None and slot.machine.booting:
-                nursery.start_soon(self._watch_port, slot, port)
+                nursery.start_soon(self._watch_port, slot, port, started)
         return result[0] if result else 137
 
-    async def _watch_port(self, slot: DynoSlot, port: int) -> None:
-        """A web dyno is up once its PORT accepts connections."""
-        while not await self.launcher.accepts(port):
+    async def _watch_port(self, slot: DynoSlot, port: int, process: DynoProcess) -> None:
+        """A web dyno is up once its PORT is listened on; on the platform, by its own processes
+        only: a socket another process holds there never makes it up (docs/platform.md,
+        "Ports")."""
+        said = False
+        while (found := await self.launcher.listens(port, process)) is not Listening.OWN:
+            if found is Listening.FOREIGN and not said:
+                said = True
+                self._say(slot.name, f"Port {port} is held by a process outside this dyno")
             await trio.sleep(PORT_POLL)
         self._feed(slot, BootSucceeded())
 
     # ----- helpers
+
+    async def _take_port(self, stack: AsyncExitStack, slot: DynoSlot) -> bool:
+        """Set the process's PORT: the plan's fixed one, or a fresh one from the port source,
+        given back when the process has ended. False after saying why there is none."""
+        if slot.plan.port is not None or self.ports is None:
+            slot.port = slot.plan.port
+            return True
+        try:
+            slot.port = await self.ports.take()
+        except DynodError as err:
+            self._say(slot.name, str(err))
+            return False
+        stack.push_async_callback(self.ports.give_back, slot.port)
+        return True
 
     async def _checkout(self, stack: AsyncExitStack, plan: DynoPlan) -> Path | None:
         """The dyno's directory, or None after saying why there is none (a slug refused at
@@ -395,11 +445,11 @@ class Manager:
             self._say(plan.name, str(err))
             return None
 
-    def _spec(self, plan: DynoPlan, home: Path) -> DynoSpec:
+    def _spec(self, plan: DynoPlan, home: Path, port: int | None) -> DynoSpec:
         env = dyno_env(
             plan.config_vars,
             name=plan.name,
-            port=plan.port,
+            port=port,
             home=plan.home or home,
             inherit=plan.inherit,
         )

@@ -1,14 +1,19 @@
-"""Who dynos run as (runtime.DynoUsers): pure, no process switches user here."""
+"""Who dynos run as (runtime.DynoUsers): pure, no process switches user here. Which ports
+dynos get (runtime.Ports)."""
 
 from __future__ import annotations
 
 import pwd
+import random
+import socket
 import uuid
 
 import attrs
+import pytest
 
-from dynod.platform.runtime import DynoUsers
-from dynod.state.config import DynosConfig
+from dynod.errors import DynodError
+from dynod.platform.runtime import DynoUsers, Ports
+from dynod.state.config import DynosConfig, PortRange
 
 NOBODY = pwd.getpwnam("nobody")
 
@@ -43,3 +48,21 @@ def test_one_user_for_every_app_or_no_switch_at_all() -> None:
     assert shared.owner("a") == shared.owner("b") == (NOBODY.pw_uid, NOBODY.pw_gid)
     unprivileged = DynoUsers(DynosConfig(), root=False)
     assert unprivileged.owner("a") is None and not unprivileged.switching
+
+
+def test_a_port_given_back_rests_before_it_is_handed_out_again() -> None:
+    ports = Ports(PortRange(64500, 64503), random.Random(7))  # above Linux's ephemeral ports
+    first = ports.take()
+    ports.give_back(first)
+    second = ports.take()
+    ports.give_back(second)
+    assert ports.take() not in (first, second)  # two of four rest
+
+
+def test_a_port_another_process_holds_is_never_handed_out() -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        held = squatter.getsockname()[1]
+        ports = Ports(PortRange(held, held))
+        with pytest.raises(DynodError, match=rf"No free port in {held}-{held} .* port_range"):
+            ports.take()

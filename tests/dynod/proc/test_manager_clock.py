@@ -21,6 +21,7 @@ from dynod.core.logline import HEROKU, LogSink
 from dynod.core.policy import cycle_delay
 from dynod.proc.dyno import DynoProcess, DynoSpec
 from dynod.proc.manager import DynoPlan, InPlace, Manager, ManagerSettings
+from dynod.proc.ports import Listening
 from tests.helpers import Collector
 
 MINUTE = 60.0
@@ -76,8 +77,8 @@ class FakeProcesses:
         sink.publish(HEROKU, spec.name, [f"Process exited with status {process.status}"], 0.0)
         return process.status
 
-    async def accepts(self, port: int) -> bool:
-        return port in self.bound
+    async def listens(self, port: int, process: DynoProcess) -> Listening:
+        return Listening.OWN if port in self.bound else Listening.NOTHING
 
     def starts(self, name: str) -> list[float]:
         return [p.started_at for p in self.launches if p.name == name]
