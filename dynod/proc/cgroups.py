@@ -35,6 +35,7 @@ class Hierarchies:
     unified: Path
     pids: Path | None = None
     memory: Path | None = None
+    own: str = "/"  # dynod's cgroup v2 path, as /proc/PID/cgroup shows it
 
 
 def detect() -> Hierarchies | None:
@@ -67,7 +68,7 @@ def detect() -> Hierarchies | None:
                 found[name] = _under(point, root, paths[name])
     if "unified" not in found:
         return None
-    return Hierarchies(found["unified"], found.get("pids"), found.get("memory"))
+    return Hierarchies(found["unified"], found.get("pids"), found.get("memory"), paths["unified"])
 
 
 def _under(point: str, root: str, path: str) -> Path:
@@ -169,10 +170,13 @@ class Cgroup:
 class Tree:
     """dynod's node in each hierarchy, with a child cgroup per dyno or build."""
 
-    def __init__(self, roots: list[Path], pids_max: int = PIDS_MAX, based: bool = False) -> None:
+    def __init__(
+        self, roots: list[Path], pids_max: int = PIDS_MAX, based: bool = False, own: str = ""
+    ) -> None:
         self.roots = roots  # [v2 node, v1 pids node?, v1 memory node?]
         self.pids_max = pids_max
         self.based = based  # under a data directory's node, removed with the last tree in it
+        self.own = own  # the v2 node's path, as /proc/PID/cgroup shows it
 
     @classmethod
     def open(
@@ -209,7 +213,8 @@ class Tree:
         for controller in ("+pids", "+memory"):
             with contextlib.suppress(OSError):
                 (roots[0] / "cgroup.subtree_control").write_text(controller)
-        return cls(roots, pids_max, based=base is not None)
+        own = "/".join(part for part in (found.own.rstrip("/"), base, name) if part is not None)
+        return cls(roots, pids_max, based=base is not None, own=own)
 
     @property
     def path(self) -> Path:
@@ -228,6 +233,15 @@ class Tree:
         if pids_max is not None:
             cgroup.limit_pids(pids_max)
         return cgroup
+
+    def holds(self, pid: int) -> bool:
+        """Whether process `pid` is in one of the tree's cgroups."""
+        try:
+            lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+        except OSError:
+            return False
+        path = next((line[3:] for line in lines if line.startswith("0::")), "")
+        return bool(self.own) and (path + "/").startswith(self.own + "/")
 
     def children(self) -> list[Cgroup]:
         found = []

@@ -117,7 +117,8 @@ class Reaper:
         """Deal with dynod's adopted orphans (see dynod/proc/orphans.py): reap the dead, tie
         escapees
         to their dyno (or kill them when their dyno has ended). With cgroups, an escapee stays in
-        its dyno's cgroup and ends with it: only the dead are reaped."""
+        its dyno's cgroup and ends with it: only the dead are reaped, and orphans outside the
+        cgroups (a `git gc` dynod ran) are dealt with as before."""
         for group in [g for g in self.escaped if not group_alive(g)]:
             del self.escaped[group]
             self._forget(group)
@@ -133,8 +134,8 @@ class Reaper:
             if info.state in ("Z", "X"):
                 orphans.reap(pid)
                 continue
-            if self.cgroups is not None:
-                continue
+            if self.cgroups is not None and self.cgroups.holds(pid):
+                continue  # it ends with its dyno's (or build's) cgroup
             if info.pgrp in self._leaders or info.pgrp in self.escaped:
                 continue  # still in a known group: it ends with that group
             identity = orphans.identity(pid)

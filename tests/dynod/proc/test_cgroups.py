@@ -84,6 +84,8 @@ def test_stop_ends_every_process_of_the_cgroup(tmp_path: Path, reaper: Reaper) -
                 dyno = spec(tmp_path, command, stop_timeout=0.5)
                 handle = await nursery.start(partial(run_dyno, dyno, sink, reaper=reaper))
                 assert handle.cgroup is not None and handle.pid in handle.cgroup.procs()
+                assert reaper.cgroups is not None and reaper.cgroups.holds(handle.pid)
+                assert not reaper.cgroups.holds(os.getpid())
                 await sink.wait_text("ready")
                 assert wait_until(lambda: chain_running(marker), 5)
                 nursery.cancel_scope.cancel()
