@@ -126,13 +126,19 @@ async def _serve(data_dir: Path, config: Config) -> int:
     token = api_token(data_dir)
     stopping = trio.Event()
     with (
-        Reaper(record=data_dir / "dynos.running") as reaper,
+        Reaper(record=data_dir / "dynos.running", pids_max=config.dynos.pids_max) as reaper,
         trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals,
     ):
         if reaper.leftovers:
             print(
                 f"dynod serve: ended {len(reaper.leftovers)} dyno process group(s) an earlier "
                 "dynod left running",
+                flush=True,
+            )
+        if reaper.emptied:
+            print(
+                f"dynod serve: ended {reaper.emptied} process(es) left in the cgroups of an "
+                "earlier dynod",
                 flush=True,
             )
         sweep_scratch()

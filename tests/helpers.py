@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -54,6 +55,58 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return False
     return stat[stat.rfind(b")") + 2 :].split()[0] not in (b"Z", b"X")
+
+
+@functools.cache
+def cgroups_used() -> bool:
+    """Whether a dynod run by these tests puts its dynos in cgroups (root, cgroup v2 here): the
+    README's "Processes" says which way a run uses."""
+    from dynod.proc.cgroups import Tree
+
+    tree = Tree.open()
+    if tree is None:
+        return False
+    tree.remove()
+    return True
+
+
+def running(marker: str) -> list[int]:
+    """The live processes whose command line holds `marker`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    named = marker.encode() in f.read()
+            except OSError:
+                continue
+            if named and pid_alive(int(entry)):
+                found.append(int(entry))
+    return found
+
+
+def chain_running(marker: str) -> bool:
+    """Whether fixtures/hostile/refork.sh's chain `marker` has handed over at least once: a
+    process of it runs with the emptied environment (SIGTERM no longer stops it)."""
+    for pid in running(marker):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if not f.read():
+                    return True
+        except OSError:
+            continue
+    return False
+
+
+def none_running(marker: str, looks: int = 6) -> bool:
+    """No process holds `marker` in `looks` looks 50 ms apart: a chain that hands over to a new
+    process can slip past one look at /proc (born after the listing, its parent gone by the
+    time it is read), never past several."""
+    for _ in range(looks):
+        if running(marker):
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, every: float = 0.02) -> bool:

@@ -11,6 +11,7 @@ import subprocess
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import trio
 from attrs import field, frozen
@@ -27,7 +28,8 @@ from dynod.builds.handover import hand_over, take_back
 from dynod.core.names import CONFIG_KEY, STACK
 from dynod.core.procfile import decode_utf8, parse_procfile
 from dynod.errors import DynodError, ParseError
-from dynod.proc.child import as_user
+from dynod.proc.cgroups import Cgroup
+from dynod.proc.child import as_user, joining
 from dynod.proc.dyno import LineSplitter
 from dynod.proc.reaper import Reaper, group_alive
 
@@ -103,6 +105,8 @@ async def run_build(
         runner.write_env_dir(config_vars)
         handed: list[Path] = []
         try:
+            # Every process of the build runs in one cgroup, emptied when the build ends.
+            runner.cgroup = reaper.cgroup("build", dyno=False) if reaper is not None else None
             if owner is not None:
                 # The scratch directory stays dynod's (a build user could plant a symlink in
                 # it where dynod then creates a directory): only what the build writes or
@@ -115,6 +119,9 @@ async def run_build(
             with trio.move_on_after(timeout) as limit:
                 return await runner.run(list(buildpacks))
         finally:
+            if runner.cgroup is not None:
+                with trio.CancelScope(shield=True):
+                    await _empty(runner.cgroup)
             if owner is not None:
                 with trio.CancelScope(shield=True):
                     for tree in (t for t in (build, cache) if t in handed):
@@ -145,6 +152,7 @@ class _Runner:
     ) -> None:
         self.build, self.cache, self.scratch = build, cache, scratch
         self.output, self.reaper, self.owner = output, reaper, owner
+        self.cgroup: Cgroup | None = None  # where the build's processes run
         self.env_dir = scratch / "env"
         self.exports: list[str] = []
         tmp = scratch / "tmp"
@@ -283,6 +291,12 @@ class _Runner:
             self.output(f"{_DETAIL}Procfile declares types     -> (none)")
         return {**declared, **{k: v for k, v in defaults.items() if k not in declared}}
 
+    def _as_owner(self) -> dict[str, Any]:
+        """Popen's arguments to run as the build's user, in the build's cgroup if it has one."""
+        if self.cgroup is None:
+            return as_user(self.owner)
+        return {"preexec_fn": joining(self.cgroup, self.owner)}
+
     async def step(self, what: str, argv: list[str], *, capture: bool) -> tuple[int, str]:
         """Run one buildpack script in its own process group; stream its output (stderr only,
         when stdout is captured); return its status (128+N for signal N) and captured stdout."""
@@ -295,7 +309,7 @@ class _Runner:
                 cwd=str(self.build),
                 env=self.env,
                 start_new_session=True,
-                **as_user(self.owner),
+                **self._as_owner(),
             )
         except OSError as err:  # not executable, no #! line, a bad interpreter
             raise BuildFailed(f"{what} cannot run ({err.strerror}): check its #! line") from None
@@ -350,6 +364,13 @@ def _copy_as(owner: tuple[int, int], pack: Buildpack, dest: Path) -> None:
             f"buildpack {pack.name} cannot be copied by the app's user ({said}):"
             " make it readable by every user, or use a built-in"
         )
+
+
+async def _empty(cgroup: Cgroup) -> None:
+    """Nothing a build started may outlive it, whatever session it is in."""
+    cgroup.kill()
+    await cgroup.wait_empty(2.0)
+    cgroup.remove()
 
 
 async def _end_group(process: trio.Process) -> None:

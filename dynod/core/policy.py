@@ -25,6 +25,7 @@ BOOT_TIMEOUT = 60.0  # R10: a web dyno must bind its $PORT within a minute of la
 STOP_TIMEOUT = 30.0  # SIGTERM's grace before SIGKILL
 CLEAN_AFTER = 600.0  # a run this long forgets the crashes before it
 LOCAL_CLEAN_AFTER = 60.0  # `dynod start`'s clean run
+PIDS_MAX = 256  # processes and threads in a dyno's cgroup: Heroku's standard-1X limit
 
 
 def _steps(steps: Sequence[float]) -> tuple[float, ...]:

@@ -12,7 +12,8 @@ file descriptors, the environment as given):
 - `os.posix_spawn`, a quarter of Popen's CPU, when nothing asks for more than it can do: the
   working directory is already ours (the local runner's usual case: `dynod start` in the app's
   directory), no user to switch to, no terminal to take;
-- `subprocess.Popen` otherwise (another directory, a dyno user, --tty).
+- `subprocess.Popen` otherwise (another directory, a dyno user, --tty, a cgroup to start in:
+  the child joins it before exec, so nothing it starts is ever outside; dynod/proc/cgroups.py).
 (One difference remains: glibc's posix_spawn leaves its two internal signals, 32 and 33,
 ignored in the child, as in every program it starts; glibc re-arms them when it uses them.)
 """
@@ -27,6 +28,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import trio
+
+from dynod.proc.cgroups import Cgroup
 
 # Python ignores these; a program started by Popen gets them back at their defaults.
 _DEFAULT_SIGNALS = tuple(
@@ -61,11 +64,20 @@ class Child:
         env: Mapping[str, str],
         owner: tuple[int, int] | None = None,
         preexec_fn: Callable[[], None] | None = None,
+        cgroup: Cgroup | None = None,
     ) -> Child:
-        """Start `argv` in a session of its own. stdin/stdout/stderr: file descriptors, or
-        subprocess.DEVNULL for stdin."""
-        if owner is None and preexec_fn is None and hasattr(os, "posix_spawn") and _is_cwd(cwd):
+        """Start `argv` in a session of its own (and in `cgroup`). stdin/stdout/stderr: file
+        descriptors, or subprocess.DEVNULL for stdin."""
+        if (
+            owner is None
+            and preexec_fn is None
+            and cgroup is None
+            and hasattr(os, "posix_spawn")
+            and _is_cwd(cwd)
+        ):
             return cls(_posix_spawn(argv, stdin, stdout, stderr, env))
+        if cgroup is not None:  # it joins, then becomes owner (as_user's work) and goes on
+            preexec_fn, owner = joining(cgroup, owner, preexec_fn), None
         popen = subprocess.Popen(
             argv,
             stdin=stdin,
@@ -113,6 +125,26 @@ def as_user(owner: tuple[int, int] | None) -> dict[str, Any]:
     if owner is None:
         return {}
     return {"user": owner[0], "group": owner[1], "extra_groups": []}
+
+
+def joining(
+    cgroup: Cgroup, owner: tuple[int, int] | None, then: Callable[[], None] | None = None
+) -> Callable[[], None]:
+    """Popen's preexec_fn to start in `cgroup` as `owner` (pass no user to Popen), then run
+    `then` (in the child, after setsid). The child joins while still root, before it becomes
+    `owner`: a dyno user may not move itself into a cgroup. The user switch is done as
+    `as_user` would have Popen do it."""
+
+    def prepare() -> None:
+        cgroup.join()
+        if owner is not None:
+            os.setgroups([])
+            os.setregid(owner[1], owner[1])
+            os.setreuid(owner[0], owner[0])
+        if then is not None:
+            then()
+
+    return prepare
 
 
 def _is_cwd(path: str) -> bool:

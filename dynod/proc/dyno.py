@@ -3,6 +3,8 @@
 `run_dyno` starts a Procfile command under `bash -c` (profile scripts sourced first), reads its
 stdout and stderr as whole lines into a LogSink, and returns the exit status. Cancelling the scope
 around it is how a dyno stops: SIGTERM to the whole group, a grace period, then SIGKILL (R12).
+Where the reaper makes cgroups (dynod/proc/cgroups.py) the dyno runs in one of its own: SIGTERM
+goes to every process in it, `cgroup.kill` ends it, and the dyno is gone once it is empty.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import trio
 
 from dynod.core.logline import APP, HEROKU, LogSink
 from dynod.core.names import MAX_LINE_BYTES
+from dynod.proc.cgroups import Cgroup
 from dynod.proc.child import Child
 from dynod.proc.orphans import become_subreaper, kill_groups
 from dynod.proc.reaper import Reaper, group_alive, live_group_members
@@ -163,10 +166,16 @@ class DynoProcess:
     name: str
     pid: int
     started_at: float
+    cgroup: Cgroup | None = None  # where dynod makes cgroups (dynod/proc/cgroups.py)
 
     @property
     def pgid(self) -> int:
         return self.pid  # the dyno leads its own session and process group
+
+    def memory_usage(self) -> int | None:
+        """Bytes of memory the dyno's processes use, read from its cgroup; None without one
+        (or without a memory controller)."""
+        return self.cgroup.memory_usage() if self.cgroup is not None else None
 
     def signal(self, signum: int) -> None:
         try:
@@ -243,7 +252,9 @@ async def run_dyno(
         stdin = subprocess.DEVNULL
         outputs = [out_r, err_r]
         child_ends = [stdout, stderr]
+    cgroup: Cgroup | None = None
     try:
+        cgroup = reaper.cgroup(spec.name) if reaper is not None else None
         process = Child.spawn(
             bash_argv(spec.command, spec.cwd),
             stdin=stdin,
@@ -253,15 +264,18 @@ async def run_dyno(
             env=spec.env,
             owner=spec.owner,
             preexec_fn=_take_controlling_tty if spec.tty else None,
+            cgroup=cgroup,
         )
     except BaseException:
         for fd in outputs:
             os.close(fd)
+        if cgroup is not None:
+            cgroup.remove()
         raise
     finally:
         for fd in child_ends:
             os.close(fd)
-    handle = DynoProcess(spec.name, process.pid, time.time())
+    handle = DynoProcess(spec.name, process.pid, time.time(), cgroup)
     if reaper is not None:
         reaper.watch(handle.pgid, (spec.name, spec.env.get("PORT", "")))
     drained = trio.Event()
@@ -290,11 +304,14 @@ async def run_dyno(
                 await process.wait()
             except trio.Cancelled:
                 with trio.CancelScope(shield=True):
-                    await _stop(spec, handle, process, say, hurry, reaper)
+                    await _stop(spec, handle, process, say, hurry, reaper, cgroup)
                 raise
             finally:
                 with trio.CancelScope(shield=True):
-                    await _end_leftovers(handle, say, reaper)
+                    if cgroup is not None:
+                        await _empty(cgroup, say)
+                    else:
+                        await _end_leftovers(handle, say, reaper)
                     # Output still in flight is read to the end; a process that escaped the
                     # group may hold the pipe open, so the wait is bounded.
                     with trio.move_on_after(1.0):
@@ -304,6 +321,8 @@ async def run_dyno(
     finally:
         if reaper is not None:
             reaper.forget(handle.pgid)
+        if cgroup is not None:
+            cgroup.remove()
         if process.returncode is not None:
             say(f"Process exited with status {exit_status(process.returncode)}")
     assert process.returncode is not None
@@ -317,9 +336,13 @@ async def _stop(
     say: Callable[[str], None],
     hurry: trio.Event | None,
     reaper: Reaper | None = None,
+    cgroup: Cgroup | None = None,
 ) -> None:
     say("Stopping all processes with SIGTERM")
-    handle.signal(signal.SIGTERM)
+    if cgroup is not None:  # every process of the dyno, whatever its session
+        cgroup.signal_all(signal.SIGTERM)
+    else:
+        handle.signal(signal.SIGTERM)
     if reaper is not None:  # and the sessions its processes started (dynod/proc/orphans.py)
         kill_groups(reaper.escapees_of(handle.pgid), signal.SIGTERM)
     with trio.move_on_after(spec.stop_timeout):
@@ -327,7 +350,10 @@ async def _stop(
 
             async def group_gone() -> None:
                 await process.wait()
-                await _wait_group_empty(handle.pgid)
+                if cgroup is not None:
+                    await cgroup.wait_empty()
+                else:
+                    await _wait_group_empty(handle.pgid)
                 race.cancel_scope.cancel()
 
             async def hurried() -> None:
@@ -338,7 +364,8 @@ async def _stop(
             race.start_soon(group_gone)
             if hurry is not None:
                 race.start_soon(hurried)
-    if process.returncode is None or group_alive(handle.pgid):
+    alive = cgroup.populated() if cgroup is not None else group_alive(handle.pgid)
+    if process.returncode is None or alive:
         if hurry is None or not hurry.is_set():  # hurried (a second Ctrl-C): no timeout to report
             grace = f"{spec.stop_timeout:g}"
             say(
@@ -346,8 +373,13 @@ async def _stop(
                 f"Process failed to exit within {grace} seconds of SIGTERM"
             )
         say("Stopping all processes with SIGKILL")
-        handle.signal(signal.SIGKILL)
-        await process.wait()
+        if cgroup is not None:
+            cgroup.kill()
+            await process.wait()
+            await cgroup.wait_empty(2.0)  # what survives that is reported with the leftovers
+        else:
+            handle.signal(signal.SIGKILL)
+            await process.wait()
 
 
 async def _wait_group_empty(pgid: int, timeout: float | None = None) -> bool:
@@ -374,6 +406,19 @@ async def _end_leftovers(
     say(f"Killed {len(leftovers)} processes left behind in the dyno (pids {listed})")
     if not await _wait_group_empty(handle.pgid, 2.0):
         say(f"Process group {handle.pgid} survived SIGKILL")
+
+
+async def _empty(cgroup: Cgroup, say: Callable[[str], None]) -> None:
+    """After the main process is gone, nothing of the dyno's cgroup may live on, whatever
+    session or group it is in."""
+    if not cgroup.populated():
+        return
+    leftovers = cgroup.procs()
+    cgroup.kill()
+    listed = ", ".join(map(str, leftovers))
+    say(f"Killed {len(leftovers)} processes left behind in the dyno (pids {listed})")
+    if not await cgroup.wait_empty(2.0):
+        say(f"Processes of cgroup {cgroup.path} survived cgroup.kill")
 
 
 async def watch_orphans(reaper: Reaper, every: float = 0.5) -> None:

@@ -147,9 +147,11 @@ class Launcher(Protocol):
 
 class Processes:
     """The real launcher: dynos are process groups (proc/dyno.py). With `members` (the pids of
-    a dyno, given its leader: its session, its cgroup later), a port is the dyno's only when
-    its own processes hold every socket listening on it (the platform, proc/ports.py); without,
-    anything accepting TCP on it will do (the local runner: its ports are the user's own)."""
+    a dyno given its leader, e.g. its session), a port is the dyno's only when its own
+    processes hold every socket listening on it (the platform, proc/ports.py): a dyno in a
+    cgroup is judged by every process of its cgroup instead, whatever sessions they started;
+    without `members`, anything accepting TCP on it will do (the local runner: its ports are
+    the user's own)."""
 
     def __init__(
         self,
@@ -173,7 +175,9 @@ class Processes:
         members = self.members
         if members is None:
             return Listening.OWN if await _accepts(port) else Listening.NOTHING
-        return await trio.to_thread.run_sync(listening, port, lambda: members(process.pid))
+        cgroup = process.cgroup
+        pids = cgroup.procs if cgroup is not None else lambda: members(process.pid)
+        return await trio.to_thread.run_sync(listening, port, pids)
 
 
 @attrs.define(eq=False)

@@ -3,11 +3,13 @@
 The reaper is a tiny sidecar process in its own session. dynod tells it, over a pipe, which
 process groups are dynos; when the pipe reaches EOF (dynod exited, even by SIGKILL) it sends
 SIGTERM to every group it still knows, and SIGKILL half a second later (its program is
-dynod/proc/reaper_child.py).
+dynod/proc/reaper_child.py). Where dynod makes cgroups (dynod/proc/cgroups.py) it empties
+dynod's cgroups the same way, with `cgroup.kill`, and removes them.
 
 If the reaper dies too (both killed at once), the platform's record of running dyno groups
 (`Reaper(record=…)`, an append-only file in the data directory) lets the next dynod find and end
-what is left before it starts anything.
+what is left before it starts anything; and the trees of cgroups under the same data
+directory's node.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import sys
 import time
 from pathlib import Path
 
+from dynod.core.policy import PIDS_MAX
 from dynod.proc import orphans
+from dynod.proc.cgroups import Cgroup, Tree, tree_base
 
 # The sidecar's program, run by path: under `-I -S` dynod's package is not importable.
 CHILD_PROGRAM = Path(__file__).with_name("reaper_child.py")
@@ -29,9 +33,19 @@ class Reaper:
     """Handle on the sidecar. `watch`/`forget` are cheap synchronous writes to its pipe (and,
     with `record`, to the record file)."""
 
-    def __init__(self, record: Path | None = None) -> None:
+    def __init__(
+        self, record: Path | None = None, *, cgroups: bool = True, pids_max: int = PIDS_MAX
+    ) -> None:
+        """`record`: the data directory's record of running groups. `cgroups`: run dynos and
+        builds in cgroups where dynod can make them (`self.cgroups` says whether it could);
+        `pids_max`, each dyno's limit there."""
         self.record = record
         self.leftovers: list[int] = []  # groups of an earlier dynod this one ended at start
+        self.cgroups: Tree | None = None
+        if cgroups:
+            base = tree_base(record.parent) if record is not None else None
+            self.cgroups = Tree.open(base, pids_max)
+        self.emptied = 0  # processes left in an earlier dynod's cgroups, ended at start
         self._groups: dict[int, int] = {}  # pgid -> its leader's start time
         self._leaders: set[int] = set()  # every watched group (its leader's pid): dynos, builds
         self._dynos: dict[int, tuple[str, str]] = {}  # dyno pgid -> its (DYNO, PORT)
@@ -41,14 +55,24 @@ class Reaper:
         if record is not None:
             self.leftovers = end_leftovers(read_record(record))
             self._rewrite_record()
+            if self.cgroups is not None:
+                self.emptied = self.cgroups.empty_others()
+        roots = [str(root) for root in self.cgroups.roots] if self.cgroups is not None else []
         self._process = subprocess.Popen(
-            [sys.executable, "-I", "-S", str(CHILD_PROGRAM)],
+            [sys.executable, "-I", "-S", str(CHILD_PROGRAM), *roots],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             start_new_session=True,  # out of reach of the terminal's Ctrl-C
         )
         assert self._process.stdin is not None
         self._fd = self._process.stdin.fileno()
+
+    def cgroup(self, label: str, *, dyno: bool = True) -> Cgroup | None:
+        """A new cgroup for dyno (or build) `label`, None where dynod makes no cgroups. A dyno's
+        gets `pids_max`."""
+        if self.cgroups is None:
+            return None
+        return self.cgroups.cgroup(label, pids_max=self.cgroups.pids_max if dyno else None)
 
     def watch(self, pgid: int, identity: tuple[str, str] | None = None) -> None:
         """Watch a group dynod started; `identity`, the (DYNO, PORT) of a dyno's group."""
@@ -92,7 +116,9 @@ class Reaper:
     def sweep(self) -> None:
         """Deal with dynod's adopted orphans (see dynod/proc/orphans.py): reap the dead, tie
         escapees
-        to their dyno (or kill them when their dyno has ended)."""
+        to their dyno (or kill them when their dyno has ended). With cgroups, an escapee stays in
+        its dyno's cgroup and ends with it: only the dead are reaped, and orphans outside the
+        cgroups (a `git gc` dynod ran) are dealt with as before."""
         for group in [g for g in self.escaped if not group_alive(g)]:
             del self.escaped[group]
             self._forget(group)
@@ -108,6 +134,8 @@ class Reaper:
             if info.state in ("Z", "X"):
                 orphans.reap(pid)
                 continue
+            if self.cgroups is not None and self.cgroups.holds(pid):
+                continue  # it ends with its dyno's (or build's) cgroup
             if info.pgrp in self._leaders or info.pgrp in self.escaped:
                 continue  # still in a known group: it ends with that group
             identity = orphans.identity(pid)
@@ -157,10 +185,12 @@ class Reaper:
         if self._process.stdin is not None:
             self._process.stdin.close()
         try:
-            self._process.wait(timeout=2)
+            self._process.wait(timeout=3)
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait()
+        if self.cgroups is not None:
+            self.cgroups.remove()  # the reaper did; unless it was killed
 
     def __enter__(self) -> Reaper:
         return self

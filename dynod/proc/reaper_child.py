@@ -1,15 +1,17 @@
 """The reaper's own program: the sidecar dynod/proc/reaper.py starts, watching dyno groups.
 
-Run as `python -I -S reaper_child.py` (by path: standard library only, no site packages). It
-reads `+PGID` / `-PGID` lines from stdin; at EOF (dynod exited, even by SIGKILL) it sends SIGTERM
-to every group it still knows and to the groups their descendants started, SIGKILL half a second
-later.
+Run as `python -I -S reaper_child.py [CGROUP...]` (by path: standard library only, no site
+packages). It reads `+PGID` / `-PGID` lines from stdin; at EOF (dynod exited, even by SIGKILL) it
+sends SIGTERM to every group it still knows and to the groups their descendants started, and to
+every process in dynod's cgroups (its arguments: the v2 node first, then the v1 ones), SIGKILL
+half a second later (`cgroup.kill` for the cgroups), then removes the cgroups.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 
 GRACE = 0.5  # seconds between SIGTERM and SIGKILL
@@ -75,18 +77,84 @@ def send(groups: set[int], sig: int) -> set[int]:
     return alive
 
 
+def cgroups(node: str) -> list[str]:
+    """The node and every cgroup below it, deepest first."""
+    found: list[str] = []
+    for top, dirs, _ in os.walk(node, topdown=False):
+        found.extend(os.path.join(top, name) for name in dirs)
+    return [*found, node]
+
+
+def populated(node: str) -> bool:
+    try:
+        with open(os.path.join(node, "cgroup.events")) as f:
+            return "populated 1" in f.read()
+    except OSError:
+        return False
+
+
+def terminate(node: str) -> None:
+    """SIGTERM to every process in the cgroups (each list read until it holds no one new)."""
+    for cgroup in cgroups(node):
+        sent: set[int] = set()
+        for _ in range(100):
+            try:
+                with open(os.path.join(cgroup, "cgroup.procs")) as f:
+                    fresh = {int(pid) for pid in f.read().split()} - sent
+            except (OSError, ValueError):
+                break
+            if not fresh:
+                break
+            for pid in fresh:
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except OSError:
+                    pass
+            sent |= fresh
+
+
+def kill_and_remove(nodes: list[str]) -> None:
+    """`cgroup.kill` the v2 node (its whole subtree), wait until it is empty, remove every
+    node's cgroups."""
+    try:
+        with open(os.path.join(nodes[0], "cgroup.kill"), "w") as f:
+            f.write("1")
+    except OSError:
+        pass
+    deadline = time.monotonic() + 2.0
+    while populated(nodes[0]) and time.monotonic() < deadline:
+        time.sleep(NAP)
+    for node in nodes:
+        for cgroup in cgroups(node) if os.path.isdir(node) else ():
+            try:
+                os.rmdir(cgroup)
+            except OSError:
+                pass
+        base = os.path.dirname(node)
+        if os.path.basename(base).startswith("dynod-"):  # a data directory's node, if now empty
+            try:
+                os.rmdir(base)
+            except OSError:
+                pass
+
+
 def main() -> None:
+    nodes = sys.argv[1:]
     groups = read_groups()
     try:
         groups |= descendants(groups)
     except Exception:
         pass
     groups = send(groups, signal.SIGTERM)
+    if nodes:
+        terminate(nodes[0])
     deadline = time.monotonic() + GRACE
-    while groups and time.monotonic() < deadline:
+    while (groups or (nodes and populated(nodes[0]))) and time.monotonic() < deadline:
         time.sleep(NAP)
         groups = send(groups, 0)
     send(groups, signal.SIGKILL)
+    if nodes:
+        kill_and_remove(nodes)
 
 
 if __name__ == "__main__":

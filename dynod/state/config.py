@@ -24,6 +24,7 @@ from dynod.core.policy import (
     BOOT_TIMEOUT,
     CYCLE_AFTER,
     CYCLE_JITTER,
+    PIDS_MAX,
     PLATFORM_LADDER,
     STOP_TIMEOUT,
 )
@@ -222,6 +223,8 @@ class DynosConfig:
     # group of `user`: no app's dyno can read another's config (/proc/PID/environ) or files.
     uid_range: tuple[int, int] | None = _setting((1900000000, 1900065535), _uid_range)
     port_range: PortRange = _setting(PortRange(20000, 29999), _port_range)
+    # Processes and threads each dyno may have, where dynos run in cgroups (README).
+    pids_max: int = _setting(PIDS_MAX, _count)
 
 
 @frozen

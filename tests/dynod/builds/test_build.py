@@ -30,9 +30,10 @@ from dynod.builds.runner import BuildFailed, BuildResult, run_build
 from dynod.builds.source import apply_slugignore, prepare_source, source_id
 from dynod.core.names import STACK
 from dynod.errors import DynodError
+from dynod.proc.reaper import Reaper
 from dynod.slugs.pack import pack_slug
 from dynod.slugs.unpack import unpack_slug
-from tests.helpers import ROOT, pid_alive, wait_until
+from tests.helpers import ROOT, cgroups_used, none_running, pid_alive, wait_until
 
 FIXTURES = ROOT / "fixtures"
 PYTHON_APP = FIXTURES / "python-app"
@@ -727,3 +728,25 @@ def test_a_local_source_is_read_as_the_apps_user(tmp_path: Path) -> None:
             fetch_source(str(app), tmp_path, max_bytes=10, owner=NOBODY)
     finally:
         shutil.rmtree(shared)
+
+
+@pytest.mark.skipif(not cgroups_used(), reason="needs root and cgroup v2 (CI runs as root)")
+def test_escapees_of_a_build_are_gone_when_it_ends(tmp_path: Path) -> None:
+    # A chain handing over to a new session every 50 ms (fixtures/hostile/refork.sh): only the
+    # build's cgroup holds it.
+    marker = f"chain-{os.getpid()}-build"
+    hostile = write_buildpack(
+        tmp_path / "hostile",
+        f'setsid {FIXTURES}/hostile/refork.sh {marker} & echo "-----> left a chain"\n'
+        # until it has handed over: a process of it with no environment
+        "for i in $(seq 100); do\n"
+        f"  for p in $(pgrep -f {marker}); do\n"
+        '    [ -z "$(head -c1 /proc/$p/environ 2>/dev/null)" ] && break 2\n'
+        "  done; sleep 0.05\n"
+        "done",
+    )
+    app = write_app(tmp_path / "app", {"Procfile": "web: x\n"})
+    with Reaper() as reaper:
+        _, lines = build(app, tmp_path / "cache", buildpacks=[str(hostile)], reaper=reaper)
+        assert "-----> left a chain" in lines
+        assert none_running(marker), "the chain outlived its build"

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 import trio
 
 from dynod.core.lifecycle import DynoState
@@ -25,7 +26,8 @@ from dynod.proc.ports import (
     session_members,
     socket_inodes,
 )
-from tests.helpers import PY, Collector
+from dynod.proc.reaper import Reaper
+from tests.helpers import PY, Collector, cgroups_used
 
 TCP = """\
   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
@@ -163,3 +165,27 @@ def test_a_squatted_dyno_crashes_and_comes_up_on_a_fresh_port(tmp_path: Path) ->
         assert "OSError: [Errno 98] Address already in use" in sink.texts("web.1", "app")
         assert source.given_back == [taken, fresh]  # each process's port, once it ended
         assert never_connected(squatter)
+
+
+@pytest.mark.skipif(not cgroups_used(), reason="needs root and cgroup v2 (README, Processes)")
+def test_a_dyno_in_a_cgroup_owns_what_any_of_its_processes_listens_on(tmp_path: Path) -> None:
+    """A listener started in a session of its own (`setsid`) is still the dyno's: its cgroup
+    holds it, so the dyno is up (the session rule alone would call it foreign)."""
+    settings = ManagerSettings(ladder=(60.0,), stop_timeout=2, boot_timeout=10, cycle_after=None)
+    with squatting() as spare:
+        port = spare.getsockname()[1]
+        spare.close()
+        sink = Collector()
+
+        async def main() -> None:
+            with trio.fail_after(20), Reaper() as reaper:
+                launcher = Processes(reaper, members=session_members)
+                manager = Manager(sink, InPlace(tmp_path), settings, launcher=launcher)
+                plan = DynoPlan("web.1", f"setsid {WEB} & exec sleep 60", {}, port=port)
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(manager.run, [plan])
+                    await sink.wait_text("State changed from starting to up")
+                    manager.stop_all()
+
+        trio.run(main)
+        assert "bound" in sink.texts("web.1", "app")

@@ -38,6 +38,7 @@ def test_defaults_are_the_documented_ones() -> None:
     assert dynos.restart_ladder == (0, 1200, 2400, 3600, 10800, 19200)
     assert (dynos.cycle_after, dynos.cycle_jitter) == (86400, 12960)
     assert (dynos.user, dynos.port_range) == ("nobody", PortRange(20000, 29999))
+    assert dynos.pids_max == 256
     assert (config.logplex.history, config.logplex.tail_buffer) == (1500, 1024)
     assert config.logplex.max_line_bytes == 10000
     assert (config.build.slug_warn_mb, config.build.slug_max_mb) == (300, 500)
@@ -192,6 +193,13 @@ def test_bad_port_range(tmp_path: Path, port_range: object) -> None:
     value = f'"{port_range}"' if isinstance(port_range, str) else str(port_range)
     message = error_of(tmp_path, f"[dynos]\nport_range = {value}\n")
     assert '[dynos] port_range must be "FIRST-LAST"' in message
+
+
+def test_pids_max_is_a_whole_number(tmp_path: Path) -> None:
+    assert Config.from_mapping({"dynos": {"pids_max": 512}}).dynos.pids_max == 512
+    assert "[dynos] pids_max must be a whole number >= 1" in error_of(
+        tmp_path, "[dynos]\npids_max = 0\n"
+    )
 
 
 def test_toml_syntax_error_is_one_line(tmp_path: Path) -> None:
