@@ -11,7 +11,6 @@ import contextlib
 import fcntl
 import os
 import secrets
-import shutil
 import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -24,7 +23,7 @@ from dynod.api.server import serve_http
 from dynod.errors import DynodError, UsageError
 from dynod.platform.root import Platform
 from dynod.platform.routing import router_config
-from dynod.platform.runtime import sweep_scratch
+from dynod.platform.runtime import remove_scratch, sweep_scratch
 from dynod.proc.dyno import watch_orphans
 from dynod.proc.reaper import Reaper
 from dynod.state.config import Address, Config, resolve_data_dir
@@ -135,7 +134,7 @@ async def _serve(data_dir: Path, config: Config) -> int:
                 "dynod left running",
                 flush=True,
             )
-        sweep_scratch()
+        await trio.to_thread.run_sync(sweep_scratch, data_dir)  # after their dynos ended
         platform = Platform(config, data_dir, reaper=reaper)
         async with trio.open_nursery() as root:
             root.start_soon(_watch_signals, signals, stopping, platform)
@@ -165,7 +164,8 @@ async def _serve(data_dir: Path, config: Config) -> int:
                 await stopping.wait()
                 work.cancel_scope.cancel()  # every dyno gets SIGTERM and its grace
             root.cancel_scope.cancel()
-        shutil.rmtree(platform.scratch, ignore_errors=True)  # every dyno's is gone
+        # every dyno and build is over: their directories are gone
+        await trio.to_thread.run_sync(remove_scratch, data_dir, platform.scratch)
     return 0
 
 

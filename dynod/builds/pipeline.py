@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import stat
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -25,6 +24,7 @@ import attrs
 import trio
 
 from dynod.errors import DynodError, NotFound
+from dynod.state.dirs import fresh_dir
 from dynod.state.files import atomic_write, heroku_time
 
 SOURCE_DOWNLOAD_TIMEOUT = 300
@@ -179,8 +179,10 @@ def fetch_source(url: str, dest_dir: Path) -> Path:
     return target
 
 
-def scratch(prefix: str) -> Path:
-    return Path(tempfile.mkdtemp(prefix=prefix))
+def scratch(root: Path, prefix: str) -> Path:
+    """One build's fresh private work directory (0700) in dynod's scratch directory `root`
+    (README, "`dynod serve`")."""
+    return fresh_dir(root, prefix, 0o700)
 
 
 @asynccontextmanager

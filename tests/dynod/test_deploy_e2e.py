@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from tests.dynod.slugs.test_slug import GOOD, HOSTILE, make_slug
-from tests.dynod.test_serve import dyno_pids
+from tests.dynod.test_serve import dyno_pids, scratch_of
 from tests.helpers import ROOT, pid_alive, start_serve, stop_serve, wait_until
 
 PY = sys.executable
@@ -229,7 +229,7 @@ def test_deploy_scale_round_robin_config_and_rollback(served: Served) -> None:
 def _dyno_of(served: Served, app_env: str) -> tuple[int, int, int, str]:
     """(pid, uid, gid, directory) of the dyno whose environment holds `app_env` (KEY=value)."""
     assert served.process is not None
-    for pid in dyno_pids(served.process.pid):
+    for pid in dyno_pids(served.data):
         try:
             environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
             status = Path(f"/proc/{pid}/status").read_text()
@@ -386,7 +386,7 @@ def test_kill_9_then_serve_again_brings_everything_back(served: Served) -> None:
     assert served.process is not None
 
     # SIGKILL to dynod alone: its reaper ends every dyno within seconds.
-    pids = dyno_pids(served.process.pid)
+    pids = dyno_pids(served.data)
     assert len(pids) >= 2
     served.process.kill()
     served.process.wait(timeout=10)
@@ -411,8 +411,8 @@ def test_kill_9_then_serve_again_brings_everything_back(served: Served) -> None:
     )
 
     # SIGKILL to dynod and its reaper together: the next dynod finds and ends what they left.
-    pids = dyno_pids(served.process.pid)
-    scratch = Path(tempfile.gettempdir()) / f"dynod-dynos-{served.process.pid}"
+    pids = dyno_pids(served.data)
+    scratch = scratch_of(served.data)
     assert scratch.is_dir()
     os.kill(reaper_of(served.process.pid), signal.SIGKILL)
     served.process.kill()
