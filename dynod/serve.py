@@ -27,6 +27,7 @@ from dynod.platform.runtime import remove_scratch, sweep_scratch
 from dynod.proc.dyno import watch_orphans
 from dynod.proc.reaper import Reaper
 from dynod.state.config import Address, Config, resolve_data_dir
+from dynod.state.dirs import exposed, problem_with
 from dynod.state.files import atomic_write
 
 
@@ -66,7 +67,21 @@ def load_config(options: ServeOptions, data_dir: Path) -> Config:
 
 
 def prepare_data_dir(path: Path) -> Path:
+    """The data directory, made if missing, as a path without symlinks (none can be swapped
+    later), once checked: dynod's own, mode 0700, and no directory above it that another user
+    could change (README, "`dynod serve`")."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = path.resolve()
+    problem = problem_with(path, 0o700)
+    if problem is not None:
+        fix = f"chmod 700 {path}" if "mode" in problem else "give --data a directory of your own"
+        raise DynodError(f"data directory {path} {problem}: {fix}")
+    problem = exposed(path.parent)
+    if problem is not None:
+        raise DynodError(
+            f"data directory {path} is unsafe: {problem}; give --data a directory under "
+            "directories only root or you can change"
+        )
     return path
 
 

@@ -17,6 +17,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from dynod.core.procfile import load_procfile
 from dynod.slugs.pack import pack_slug
 from tests.helpers import ROOT, dynod, pid_alive, spawn_dynod, wait_until
@@ -178,7 +180,7 @@ def test_serve_runs_the_api_deploys_and_stops_its_dynos_on_sigterm(tmp_path: Pat
 
 def test_a_second_signal_hurries_dynos_that_ignore_sigterm(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    data_dir.mkdir()
+    data_dir.mkdir(mode=0o700)
     (data_dir / "dynod.toml").write_text("[dynos]\nstop_timeout = 120\n")
     process, base, token = start(data_dir)
     try:
@@ -292,3 +294,36 @@ def test_planted_scratch_directories_are_never_used(tmp_path: Path) -> None:
         assert not any(any(p.iterdir()) for p in shared.glob("dynod-dynos-*") if p.is_dir())
     finally:
         shutil.rmtree(shared)
+
+
+def test_serve_refuses_a_data_directory_others_could_change(tmp_path: Path) -> None:
+    loose = tmp_path / "loose"
+    loose.mkdir(mode=0o755)
+    loose.chmod(0o755)
+    refused = dynod("serve", "--data", str(loose), "--api", "127.0.0.1:0")
+    assert refused.returncode == 1 and refused.stderr == (
+        f"dynod: data directory {loose} is mode 0755, not 0700: chmod 700 {loose}\n"
+    )
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)  # not sticky: anyone could rename the data directory away
+    (shared / "data").mkdir(mode=0o700)
+    refused = dynod("serve", "--data", str(shared / "data"), "--api", "127.0.0.1:0")
+    assert refused.returncode == 1 and len(refused.stderr.splitlines()) == 1
+    assert (
+        f"data directory {shared / 'data'} is unsafe: {shared} is writable by other users"
+        in refused.stderr
+    )
+    assert not (shared / "data" / "api-token").exists()  # refused before anything was made
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a directory to another user")
+def test_serve_refuses_a_data_directory_of_another_user(tmp_path: Path) -> None:
+    theirs = tmp_path / "theirs"
+    theirs.mkdir(mode=0o700)
+    os.chown(theirs, NOBODY.pw_uid, NOBODY.pw_gid)
+    refused = dynod("serve", "--data", str(theirs), "--api", "127.0.0.1:0")
+    assert refused.returncode == 1 and refused.stderr == (
+        f"dynod: data directory {theirs} is owned by uid {NOBODY.pw_uid}, not by dynod's uid 0: "
+        "give --data a directory of your own\n"
+    )
