@@ -309,6 +309,51 @@ def _builds_as_the_apps_user(served: Served, tmp_path: Path, shared: Path) -> No
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="apps get users of their own only under a root dynod")
+def test_no_other_user_reads_a_pushed_source(served: Served, tmp_path: Path) -> None:
+    """Issue 11: the push hook's temporary directory was 0755 in the shared /tmp, and another
+    app's code copied a victim's source tarball from it during `git push`. Here the pushed app's
+    own buildpack (its uid, not the pusher's) looks for it in the push's temporary directory."""
+    shared = Path(tempfile.mkdtemp(prefix="dynod-test-push-"))  # the push's /tmp: 1777 as /tmp
+    shared.chmod(0o1777)
+    try:
+        pack = shared / "pack"
+        (pack / "bin").mkdir(parents=True)
+        (pack / "bin" / "detect").write_text("#!/bin/sh\necho Peek\n")
+        (pack / "bin" / "compile").write_text(
+            "#!/bin/bash\n"
+            f"for f in {shared}/dynod-push-*/*; do\n"
+            '  [ -f "$f" ] && cat "$f" >/dev/null 2>&1 && echo "       stolen $f"\n'
+            "done\n"
+            'echo "       peeked as $(id -u)"\n'
+        )
+        for path in (pack, pack / "bin", pack / "bin" / "detect", pack / "bin" / "compile"):
+            path.chmod(0o755)
+        source = tmp_path / "victim"
+        source.mkdir()
+        (source / ".buildpacks").write_text(f"{pack}\n")
+        (source / "Procfile").write_text("worker: sleep 600\n")
+        (source / "SECRET_SOURCE").write_text("the victim's code\n")
+        work = repository(tmp_path / "repo", source)
+        served.ok("apps:create", "victim")
+        served.ok("git:remote", "-a", "victim", cwd=work)
+        push = subprocess.run(
+            ["git", "push", "dynod", "main"],
+            cwd=work,
+            env={**os.environ, "TMPDIR": str(shared)},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert push.returncode == 0, push.stderr
+        peeked = re.search(r"remote:        peeked as (\d+)", push.stderr)
+        assert peeked is not None and peeked.group(1) != "0", push.stderr
+        assert "stolen" not in push.stderr, push.stderr
+    finally:
+        shutil.rmtree(shared)
+    served.ok("apps:destroy", "victim", "--confirm", "victim")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="apps get users of their own only under a root dynod")
 def test_no_app_reads_another_apps_config_or_files(served: Served) -> None:
     served.ok("config:set", "PUSHED_SECRET=s3cret", "-a", "pushed")
     eventually(
