@@ -23,7 +23,7 @@ from dynod.api.server import serve_http
 from dynod.errors import DynodError, UsageError
 from dynod.platform.root import Platform
 from dynod.platform.routing import router_config
-from dynod.platform.runtime import remove_scratch, sweep_scratch
+from dynod.platform.runtime import sweep_scratch
 from dynod.proc.dyno import watch_orphans
 from dynod.proc.reaper import Reaper
 from dynod.state.config import Address, Config, resolve_data_dir
@@ -133,7 +133,10 @@ async def serve(options: ServeOptions) -> int:
     data_dir = prepare_data_dir(resolve_data_dir(options.data))
     config = load_config(options, data_dir)
     with data_dir_lock(data_dir):
-        return await _serve(data_dir, config)
+        try:
+            return await _serve(data_dir, config)
+        finally:  # every dyno and build is over: this run's scratch, a failed start's too
+            await trio.to_thread.run_sync(sweep_scratch, data_dir)
 
 
 async def _serve(data_dir: Path, config: Config) -> int:
@@ -179,8 +182,6 @@ async def _serve(data_dir: Path, config: Config) -> int:
                 await stopping.wait()
                 work.cancel_scope.cancel()  # every dyno gets SIGTERM and its grace
             root.cancel_scope.cancel()
-        # every dyno and build is over: their directories are gone
-        await trio.to_thread.run_sync(remove_scratch, data_dir, platform.scratch)
     return 0
 
 

@@ -254,10 +254,11 @@ def scratch_dir(data_dir: Path, *, passable: bool) -> Path:
 
 
 def sweep_scratch(data_dir: Path) -> list[Path]:
-    """Delete the scratch directory an earlier dynod on this data directory left (one killed
-    by SIGKILL cannot delete its own); run at start, after its leftover dynos were ended.
-    Only a directory this dynod's uid made is deleted (never a symlink, never followed): one
-    found at a recorded name but made by someone else is left alone."""
+    """Delete the scratch directory this data directory's record names: at start, what an
+    earlier dynod left (one killed by SIGKILL cannot delete its own), after its leftover
+    dynos were ended; at exit, this run's, however it ended. Only a directory this dynod's
+    uid made is deleted (never a symlink, never followed): one found at a recorded name but
+    made by someone else is left alone."""
     named = []
     with contextlib.suppress(FileNotFoundError):
         recorded = Path((data_dir / _RECORD).read_text().strip())
@@ -272,9 +273,3 @@ def sweep_scratch(data_dir: Path) -> list[Path]:
             swept.append(path)
     (data_dir / _RECORD).unlink(missing_ok=True)
     return swept
-
-
-def remove_scratch(data_dir: Path, path: Path) -> None:
-    """At a clean stop, when every dyno and build is over: this dynod's scratch directory."""
-    shutil.rmtree(path, ignore_errors=True)
-    (data_dir / _RECORD).unlink(missing_ok=True)

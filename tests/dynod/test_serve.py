@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -196,7 +197,20 @@ def test_a_second_signal_hurries_dynos_that_ignore_sigterm(tmp_path: Path) -> No
     assert not any(pid_alive(pid) for pid in pids)
 
 
-def test_serve_refuses_bad_addresses_with_one_line(tmp_path: Path) -> None:
+@pytest.fixture
+def own_tmp(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """TMPDIR for the dynods of one test: a /tmp of their own (1777, in /tmp: every user
+    passes through to it)."""
+    path = Path(tempfile.mkdtemp(prefix="dynod-test-tmp-"))
+    path.chmod(0o1777)
+    monkeypatch.setenv("TMPDIR", str(path))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path)
+
+
+def test_serve_refuses_bad_addresses_with_one_line(tmp_path: Path, own_tmp: Path) -> None:
     usage = dynod("serve", "--data", str(tmp_path / "data"), "--api", "nowhere")
     assert (
         usage.returncode == 2
@@ -226,6 +240,10 @@ def test_serve_refuses_bad_addresses_with_one_line(tmp_path: Path) -> None:
         )
     assert busy.returncode == 1 and len(busy.stderr.splitlines()) == 1, busy.stderr
     assert "for the router" in busy.stderr and "--router HOST:PORT" in busy.stderr
+    # A start that failed leaves no scratch directory behind (a root dynod's is in TMPDIR).
+    assert not (tmp_path / "data" / "scratch.path").exists()
+    assert list((tmp_path / "data" / "scratch").glob("*")) == []
+    assert list(own_tmp.iterdir()) == []
 
 
 NOBODY = pwd.getpwnam("nobody")

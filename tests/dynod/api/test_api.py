@@ -23,7 +23,7 @@ from dynod.api.routes import Api
 from dynod.api.server import serve_http
 from dynod.core.procfile import load_procfile
 from dynod.platform.root import Platform
-from dynod.platform.runtime import remove_scratch
+from dynod.platform.runtime import sweep_scratch
 from dynod.proc.reaper import Reaper
 from dynod.slugs.pack import pack_slug
 from dynod.state.config import Address, Config
@@ -133,7 +133,7 @@ def with_api(tmp_path: Path, scenario: Scenario) -> None:
                     await scenario(Client(port), platform)
                     nursery.cancel_scope.cancel()
             finally:  # the scratch directory `dynod serve` removes when it stops
-                remove_scratch(platform.data_dir, platform.scratch)
+                sweep_scratch(platform.data_dir)
 
     trio.run(main)
 

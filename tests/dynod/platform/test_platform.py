@@ -12,7 +12,7 @@ import trio
 
 from dynod.core.lifecycle import DynoState
 from dynod.platform.root import Platform
-from dynod.platform.runtime import remove_scratch
+from dynod.platform.runtime import sweep_scratch
 from dynod.proc.reaper import Reaper
 from dynod.slugs.pack import pack_slug
 from dynod.state.apps import App
@@ -34,7 +34,7 @@ def with_platform(tmp_path: Path, scenario: Callable[[Platform], Awaitable[None]
                     await scenario(platform)
                     nursery.cancel_scope.cancel()
             finally:  # the scratch directory `dynod serve` removes when it stops
-                remove_scratch(platform.data_dir, platform.scratch)
+                sweep_scratch(platform.data_dir)
 
     trio.run(main)
 

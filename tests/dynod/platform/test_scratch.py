@@ -16,7 +16,7 @@ import pytest
 
 from dynod.builds.pipeline import scratch
 from dynod.errors import DynodError
-from dynod.platform.runtime import remove_scratch, scratch_dir, sweep_scratch
+from dynod.platform.runtime import scratch_dir, sweep_scratch
 
 NOBODY = pwd.getpwnam("nobody")
 ROOT = os.geteuid() == 0
@@ -60,7 +60,7 @@ def test_a_scratch_directory_is_fresh_private_and_in_the_data_directory(data: Pa
     assert (data / "scratch.path").read_text() == f"{first}\n"
     second = scratch_dir(data, passable=False)  # the next run's: another fresh one
     assert second != first and (data / "scratch.path").read_text() == f"{second}\n"
-    remove_scratch(data, second)
+    assert sweep_scratch(data) == [first, second]  # the first's was never recorded by a stop
     assert not second.exists() and not (data / "scratch.path").exists()
 
 
