@@ -214,6 +214,9 @@ class Dynod:
         self.env["DYNOD_DATA"] = str(self.data)
         self.process: subprocess.Popen[bytes] | None = None
         self.url = self.token = ""
+        # Where it makes its dyno directories: what `scratch.path` in its data directory names
+        # (dynod.platform.runtime.scratch_dir), read at each start.
+        self.scratch = Path()
 
     def start(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
@@ -247,16 +250,12 @@ class Dynod:
             )
         self.url = (self.data / "api-url").read_text().strip()
         self.token = (self.data / "api-token").read_text().strip()
+        self.scratch = Path((self.data / "scratch.path").read_text().strip())
 
     @property
     def pid(self) -> int:
         assert self.process is not None
         return self.process.pid
-
-    @property
-    def scratch(self) -> Path:
-        """Where this dynod makes its dyno directories (dynod.platform.runtime.scratch_dir)."""
-        return Path(tempfile.gettempdir()) / f"dynod-dynos-{self.pid}"
 
     def reaper(self) -> int | None:
         """The reaper sidecar: the child running `python -I -S …/reaper_child.py`."""

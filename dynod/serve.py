@@ -11,7 +11,6 @@ import contextlib
 import fcntl
 import os
 import secrets
-import shutil
 import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -28,6 +27,7 @@ from dynod.platform.runtime import sweep_scratch
 from dynod.proc.dyno import watch_orphans
 from dynod.proc.reaper import Reaper
 from dynod.state.config import Address, Config, resolve_data_dir
+from dynod.state.dirs import exposed, problem_with
 from dynod.state.files import atomic_write
 
 
@@ -67,7 +67,21 @@ def load_config(options: ServeOptions, data_dir: Path) -> Config:
 
 
 def prepare_data_dir(path: Path) -> Path:
+    """The data directory, made if missing, as a path without symlinks (none can be swapped
+    later), once checked: dynod's own, mode 0700, and no directory above it that another user
+    could change (README, "`dynod serve`")."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = path.resolve()
+    problem = problem_with(path, 0o700)
+    if problem is not None:
+        fix = f"chmod 700 {path}" if "mode" in problem else "give --data a directory of your own"
+        raise DynodError(f"data directory {path} {problem}: {fix}")
+    problem = exposed(path.parent)
+    if problem is not None:
+        raise DynodError(
+            f"data directory {path} is unsafe: {problem}; give --data a directory under "
+            "directories only root or you can change"
+        )
     return path
 
 
@@ -119,7 +133,10 @@ async def serve(options: ServeOptions) -> int:
     data_dir = prepare_data_dir(resolve_data_dir(options.data))
     config = load_config(options, data_dir)
     with data_dir_lock(data_dir):
-        return await _serve(data_dir, config)
+        try:
+            return await _serve(data_dir, config)
+        finally:  # every dyno and build is over: this run's scratch, a failed start's too
+            await trio.to_thread.run_sync(sweep_scratch, data_dir)
 
 
 async def _serve(data_dir: Path, config: Config) -> int:
@@ -141,7 +158,7 @@ async def _serve(data_dir: Path, config: Config) -> int:
                 "earlier dynod",
                 flush=True,
             )
-        sweep_scratch()
+        await trio.to_thread.run_sync(sweep_scratch, data_dir)  # after their dynos ended
         platform = Platform(config, data_dir, reaper=reaper)
         async with trio.open_nursery() as root:
             root.start_soon(_watch_signals, signals, stopping, platform)
@@ -171,7 +188,6 @@ async def _serve(data_dir: Path, config: Config) -> int:
                 await stopping.wait()
                 work.cancel_scope.cancel()  # every dyno gets SIGTERM and its grace
             root.cancel_scope.cancel()
-        shutil.rmtree(platform.scratch, ignore_errors=True)  # every dyno's is gone
     return 0
 
 

@@ -45,25 +45,35 @@ def _request(url: str, token: str, method: str = "GET", body: Any = None) -> Any
 
 def deploy(app: str, commit: str, data_dir: Path) -> int:
     base, token = _api(data_dir)
+    blob = _request(f"{base}/apps/{app}/sources", token, "POST")["source_blob"]
+    # The tarball goes up through the API from a directory no other user can read (mkdtemp's
+    # 0700), gone before the build starts: another app's dyno never sees the source.
     with tempfile.TemporaryDirectory(prefix="dynod-push-") as scratch:
         tarball = Path(scratch) / f"{commit}.tar.gz"
         subprocess.run(
             ["git", "archive", "--format=tar.gz", "-o", str(tarball), commit], check=True
         )
-        os.chmod(scratch, 0o755)  # the build reads it from dynod's side
-        build = _request(
-            f"{base}/apps/{app}/builds",
-            token,
-            "POST",
-            {"source_blob": {"url": str(tarball), "version": commit}},
-        )
-        follow = urllib.request.Request(
-            build["output_stream_url"], headers={"Authorization": f"Bearer {token}"}
-        )
-        with urllib.request.urlopen(follow, timeout=3600) as stream:
-            for raw in stream:
-                print(raw.decode("utf-8", "replace").rstrip("\n"), flush=True)
-        final = _request(f"{base}/apps/{app}/builds/{build['id']}", token)
+        with tarball.open("rb") as body:
+            upload = urllib.request.Request(
+                blob["put_url"],
+                data=body,
+                method="PUT",
+                headers={"Content-Length": str(tarball.stat().st_size)},
+            )
+            urllib.request.urlopen(upload, timeout=600).close()
+    build = _request(
+        f"{base}/apps/{app}/builds",
+        token,
+        "POST",
+        {"source_blob": {"url": blob["get_url"], "version": commit}},
+    )
+    follow = urllib.request.Request(
+        build["output_stream_url"], headers={"Authorization": f"Bearer {token}"}
+    )
+    with urllib.request.urlopen(follow, timeout=3600) as stream:
+        for raw in stream:
+            print(raw.decode("utf-8", "replace").rstrip("\n"), flush=True)
+    final = _request(f"{base}/apps/{app}/builds/{build['id']}", token)
     if final["status"] != "succeeded":
         print(" !     Push rejected: the build failed (see the output above).", flush=True)
         return 1

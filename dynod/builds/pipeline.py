@@ -29,6 +29,7 @@ import trio
 from dynod.builds.source import TARBALL_SUFFIXES
 from dynod.errors import DynodError, NotFound
 from dynod.proc.child import as_user
+from dynod.state.dirs import fresh_dir
 from dynod.state.files import atomic_write, heroku_time
 
 SOURCE_DOWNLOAD_TIMEOUT = 300
@@ -266,8 +267,10 @@ def _read_as(owner: tuple[int, int], url: str, path: Path, dest_dir: Path, max_b
     return target
 
 
-def scratch(prefix: str) -> Path:
-    return Path(tempfile.mkdtemp(prefix=prefix))
+def scratch(root: Path, prefix: str) -> Path:
+    """One build's fresh private work directory (0700) in dynod's scratch directory `root`
+    (README, "`dynod serve`")."""
+    return fresh_dir(root, prefix, 0o700)
 
 
 @asynccontextmanager

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import trio
 
@@ -36,6 +37,7 @@ class Builds:
         users: DynoUsers,
         settings: BuildConfig,
         *,
+        scratch: Path,
         reaper: Reaper | None,
         spawn: Spawn,
     ) -> None:
@@ -44,6 +46,7 @@ class Builds:
         self.releases = releases
         self.users = users
         self.settings = settings
+        self.scratch = scratch  # dynod's scratch directory: each build's work directory is in it
         self.reaper = reaper
         self.spawn = spawn
         self._stores: dict[str, BuildStore] = {}
@@ -84,7 +87,7 @@ class Builds:
         build: its output says why)."""
         say = output.write
         store = self._store(app)
-        work = scratch("dynod-build-")
+        work = scratch(self.scratch, "build-")
         try:
             reader = self.users.owner(app.id)  # a local path is read as the app's user
             source = await trio.to_thread.run_sync(

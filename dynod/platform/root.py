@@ -54,8 +54,8 @@ class Platform:
         self.reaper = reaper
         self.ports = Ports(config.dynos.port_range)
         self.firewall = Firewall.here()  # dyno ports closed to other users: root and nftables
-        self.scratch = scratch_dir()
         self.users = DynoUsers(config.dynos)
+        self.scratch = scratch_dir(data_dir, passable=self.users.switching)
         # The router's view of every app's web dynos (router.server.serve takes it).
         self.router = TableBackend(sink=self._router_log)
         self.formation = Formation(
@@ -83,6 +83,7 @@ class Platform:
             self.releases,
             self.users,
             config.build,
+            scratch=self.scratch,
             reaper=reaper,
             spawn=self.spawn,
         )

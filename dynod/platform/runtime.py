@@ -3,6 +3,7 @@ dyno manager per app running the formation on the app's current release."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -27,6 +28,7 @@ from dynod.proc.ports import session_members
 from dynod.proc.reaper import Reaper
 from dynod.slugs.store import SlugStore
 from dynod.state.config import DynosConfig, PortRange
+from dynod.state.dirs import exposed, fresh_dir, ours, problem_with
 from dynod.state.ledger import Release
 
 _log = logging.getLogger("dynod.platform")
@@ -255,31 +257,55 @@ class AppRuntime:
         return self.manager.web_dynos()
 
 
-_SCRATCH = "dynod-dynos-"
+_RECORD = "scratch.path"  # in the data directory: the scratch directory of the last dynod
 
 
-def scratch_dir() -> Path:
-    """Where dyno directories live: the system's temporary directory, outside the data dir."""
-    path = Path(tempfile.gettempdir()) / f"{_SCRATCH}{os.getpid()}"
-    path.mkdir(mode=0o711, exist_ok=True)
+def scratch_dir(data_dir: Path, *, passable: bool) -> Path:
+    """This dynod's scratch directory, where its dyno directories and build work directories
+    live: made fresh for this run (never one that existed before: a planted one is never
+    taken), checked, and recorded in `<data>/scratch.path` for the next dynod's sweep (README,
+    "`dynod serve`"). Inside the 0700 data directory (`scratch/<pid>-<random>`, 0700) when
+    dynos run as dynod's own user. When they run as uids of their own (`passable`), which
+    cannot pass through the data directory, `dynod-<random>` in the system's temporary
+    directory, 0711: each dyno passes through to its own directory, and lists or makes nothing."""
+    if passable:
+        parent = Path(tempfile.gettempdir()).resolve()
+        problem = exposed(parent, passable=True)
+        fix = "set TMPDIR to a directory every user can pass through but not change, as /tmp"
+    else:
+        parent = data_dir / "scratch"
+        with contextlib.suppress(FileExistsError):
+            parent.mkdir(mode=0o700)
+        problem = problem_with(parent, 0o700)
+        fix = f"remove {parent} (dynod makes it again)"
+    if problem is not None:
+        raise DynodError(f"cannot make dynod's scratch directory in {parent}: {problem}; {fix}")
+    path = fresh_dir(
+        parent, "dynod-" if passable else f"{os.getpid()}-", 0o711 if passable else 0o700
+    )
+    record = data_dir / f".{_RECORD}.{uuid.uuid4().hex[:12]}"
+    record.write_text(f"{path}\n")  # a hint for the sweep: no fsync on the event loop
+    os.replace(record, data_dir / _RECORD)
     return path
 
 
-def sweep_scratch() -> list[Path]:
-    """Delete the dyno directories of dynods that are no longer running (killed ones leave
-    theirs behind). Run at start, after leftover dynos were ended."""
+def sweep_scratch(data_dir: Path) -> list[Path]:
+    """Delete the scratch directory this data directory's record names: at start, what an
+    earlier dynod left (one killed by SIGKILL cannot delete its own), after its leftover
+    dynos were ended; at exit, this run's, however it ended. Only a directory this dynod's
+    uid made is deleted (never a symlink, never followed): one found at a recorded name but
+    made by someone else is left alone."""
+    named = []
+    with contextlib.suppress(FileNotFoundError):
+        recorded = Path((data_dir / _RECORD).read_text().strip())
+        if recorded.name.startswith("dynod-"):  # a name scratch_dir gives, never `/` or a typo
+            named.append(recorded)
+    if ours(data_dir / "scratch"):
+        named.extend(sorted((data_dir / "scratch").iterdir()))
     swept = []
-    for path in Path(tempfile.gettempdir()).glob(f"{_SCRATCH}*"):
-        pid = path.name[len(_SCRATCH) :]
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid), 0)
-            continue  # that dynod still runs
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            continue
-        shutil.rmtree(path, ignore_errors=True)
-        swept.append(path)
+    for path in named:
+        if path.is_absolute() and ours(path):
+            shutil.rmtree(path, ignore_errors=True)  # fd-based: follows no symlink inside
+            swept.append(path)
+    (data_dir / _RECORD).unlink(missing_ok=True)
     return swept

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from tests.dynod.slugs.test_slug import GOOD, HOSTILE, make_slug
-from tests.dynod.test_serve import dyno_pids
+from tests.dynod.test_serve import dyno_pids, scratch_of
 from tests.helpers import ROOT, pid_alive, start_serve, stop_serve, wait_until
 
 PY = sys.executable
@@ -229,7 +229,7 @@ def test_deploy_scale_round_robin_config_and_rollback(served: Served) -> None:
 def _dyno_of(served: Served, app_env: str) -> tuple[int, int, int, str]:
     """(pid, uid, gid, directory) of the dyno whose environment holds `app_env` (KEY=value)."""
     assert served.process is not None
-    for pid in dyno_pids(served.process.pid):
+    for pid in dyno_pids(served.data):
         try:
             environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
             status = Path(f"/proc/{pid}/status").read_text()
@@ -306,6 +306,51 @@ def _builds_as_the_apps_user(served: Served, tmp_path: Path, shared: Path) -> No
     second = served.ok("deploy", str(source), "-a", "probe", timeout=300)
     assert f"uid={uid} " in second and "cache=2" in second, second  # same user, cache kept
     served.ok("apps:destroy", "probe", "--confirm", "probe")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="apps get users of their own only under a root dynod")
+def test_no_other_user_reads_a_pushed_source(served: Served, tmp_path: Path) -> None:
+    """Issue 11: the push hook's temporary directory was 0755 in the shared /tmp, and another
+    app's code copied a victim's source tarball from it during `git push`. Here the pushed app's
+    own buildpack (its uid, not the pusher's) looks for it in the push's temporary directory."""
+    shared = Path(tempfile.mkdtemp(prefix="dynod-test-push-"))  # the push's /tmp: 1777 as /tmp
+    shared.chmod(0o1777)
+    try:
+        pack = shared / "pack"
+        (pack / "bin").mkdir(parents=True)
+        (pack / "bin" / "detect").write_text("#!/bin/sh\necho Peek\n")
+        (pack / "bin" / "compile").write_text(
+            "#!/bin/bash\n"
+            f"for f in {shared}/dynod-push-*/*; do\n"
+            '  [ -f "$f" ] && cat "$f" >/dev/null 2>&1 && echo "       stolen $f"\n'
+            "done\n"
+            'echo "       peeked as $(id -u)"\n'
+        )
+        for path in (pack, pack / "bin", pack / "bin" / "detect", pack / "bin" / "compile"):
+            path.chmod(0o755)
+        source = tmp_path / "victim"
+        source.mkdir()
+        (source / ".buildpacks").write_text(f"{pack}\n")
+        (source / "Procfile").write_text("worker: sleep 600\n")
+        (source / "SECRET_SOURCE").write_text("the victim's code\n")
+        work = repository(tmp_path / "repo", source)
+        served.ok("apps:create", "victim")
+        served.ok("git:remote", "-a", "victim", cwd=work)
+        push = subprocess.run(
+            ["git", "push", "dynod", "main"],
+            cwd=work,
+            env={**os.environ, "TMPDIR": str(shared)},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert push.returncode == 0, push.stderr
+        peeked = re.search(r"remote:        peeked as (\d+)", push.stderr)
+        assert peeked is not None and peeked.group(1) != "0", push.stderr
+        assert "stolen" not in push.stderr, push.stderr
+    finally:
+        shutil.rmtree(shared)
+    served.ok("apps:destroy", "victim", "--confirm", "victim")
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="apps get users of their own only under a root dynod")
@@ -386,7 +431,7 @@ def test_kill_9_then_serve_again_brings_everything_back(served: Served) -> None:
     assert served.process is not None
 
     # SIGKILL to dynod alone: its reaper ends every dyno within seconds.
-    pids = dyno_pids(served.process.pid)
+    pids = dyno_pids(served.data)
     assert len(pids) >= 2
     served.process.kill()
     served.process.wait(timeout=10)
@@ -411,8 +456,8 @@ def test_kill_9_then_serve_again_brings_everything_back(served: Served) -> None:
     )
 
     # SIGKILL to dynod and its reaper together: the next dynod finds and ends what they left.
-    pids = dyno_pids(served.process.pid)
-    scratch = Path(tempfile.gettempdir()) / f"dynod-dynos-{served.process.pid}"
+    pids = dyno_pids(served.data)
+    scratch = scratch_of(served.data)
     assert scratch.is_dir()
     os.kill(reaper_of(served.process.pid), signal.SIGKILL)
     served.process.kill()

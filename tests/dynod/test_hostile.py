@@ -44,7 +44,7 @@ def marker() -> str:
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Iterator[Path]:
     data = tmp_path / "data"
-    data.mkdir()
+    data.mkdir(mode=0o700)
     (data / "dynod.toml").write_text("[dynos]\nstop_timeout = 1\n")
     yield data
 

@@ -25,6 +25,7 @@ from dynod.api.routes import Api
 from dynod.api.server import serve_http
 from dynod.core.procfile import load_procfile
 from dynod.platform.root import Platform
+from dynod.platform.runtime import sweep_scratch
 from dynod.proc.reaper import Reaper
 from dynod.slugs.pack import pack_slug
 from dynod.state.config import Address, Config
@@ -125,13 +126,16 @@ def with_api(tmp_path: Path, scenario: Scenario) -> None:
     async def main() -> None:
         with trio.fail_after(150), Reaper() as reaper:
             platform = Platform(config, tmp_path / "data", reaper=reaper)
-            async with trio.open_nursery() as nursery:
-                await nursery.start(platform.run)
-                api = Api(platform, TOKEN, "http://127.0.0.1:0")
-                _, port = await nursery.start(serve_http, Address("127.0.0.1", 0), api.handle)
-                api.state.base_url = f"http://127.0.0.1:{port}"
-                await scenario(Client(port), platform)
-                nursery.cancel_scope.cancel()
+            try:
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(platform.run)
+                    api = Api(platform, TOKEN, "http://127.0.0.1:0")
+                    _, port = await nursery.start(serve_http, Address("127.0.0.1", 0), api.handle)
+                    api.state.base_url = f"http://127.0.0.1:{port}"
+                    await scenario(Client(port), platform)
+                    nursery.cancel_scope.cancel()
+            finally:  # the scratch directory `dynod serve` removes when it stops
+                sweep_scratch(platform.data_dir)
 
     trio.run(main)
 

@@ -11,7 +11,7 @@ import trio
 
 from dynod.platform.builds import Builds
 from dynod.platform.releases import Releases
-from dynod.platform.runtime import DynoUsers
+from dynod.platform.runtime import DynoUsers, scratch_dir
 from dynod.slugs.model import Slug
 from dynod.state.apps import App
 from dynod.state.config import BuildConfig, DynosConfig
@@ -41,7 +41,14 @@ def builds_of(stage: Stage, released: list[str | None]) -> tuple[Builds, Release
     )
     users = DynoUsers(DynosConfig(), root=False)
     builds = Builds(
-        stage.apps, stage.slugs, releases, users, BuildConfig(), reaper=None, spawn=stage.spawn
+        stage.apps,
+        stage.slugs,
+        releases,
+        users,
+        BuildConfig(),
+        scratch=scratch_dir(stage.root, passable=False),
+        reaper=None,
+        spawn=stage.spawn,
     )
     return builds, releases
 

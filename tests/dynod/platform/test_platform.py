@@ -12,6 +12,7 @@ import trio
 
 from dynod.core.lifecycle import DynoState
 from dynod.platform.root import Platform
+from dynod.platform.runtime import sweep_scratch
 from dynod.proc.reaper import Reaper
 from dynod.slugs.pack import pack_slug
 from dynod.state.apps import App
@@ -27,10 +28,13 @@ def with_platform(tmp_path: Path, scenario: Callable[[Platform], Awaitable[None]
     async def main() -> None:
         with trio.fail_after(90), Reaper() as reaper:
             platform = Platform(config, tmp_path / "data", reaper=reaper)
-            async with trio.open_nursery() as nursery:
-                await nursery.start(platform.run)
-                await scenario(platform)
-                nursery.cancel_scope.cancel()
+            try:
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(platform.run)
+                    await scenario(platform)
+                    nursery.cancel_scope.cancel()
+            finally:  # the scratch directory `dynod serve` removes when it stops
+                sweep_scratch(platform.data_dir)
 
     trio.run(main)
 
