@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from dynod.core.procfile import load_procfile
+from dynod.platform.runtime import sweep_scratch
 from dynod.slugs.pack import pack_slug
 from tests.dynod.test_serve import SAMPLE, call, start, stop
 from tests.helpers import (
@@ -47,6 +48,7 @@ def data_dir(tmp_path: Path) -> Iterator[Path]:
     data.mkdir(mode=0o700)
     (data / "dynod.toml").write_text("[dynos]\nstop_timeout = 1\n")
     yield data
+    sweep_scratch(data)  # what a dynod killed by the test left (a next start would sweep it)
 
 
 def deploy(tmp_path: Path, base: str, token: str, procfile: str) -> None:
