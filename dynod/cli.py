@@ -185,7 +185,8 @@ def _start(args: argparse.Namespace) -> int:
 
         # The reaper sidecar first: its own start-up (a Python interpreter) then runs on another
         # core while this one imports trio and the dyno manager.
-        with Reaper() as reaper:
+        # No cgroups for the local runner (README, "How a dyno runs"): they are the platform's.
+        with Reaper(cgroups=False) as reaper:
             # Importing makes many objects and no garbage: no collections meanwhile, and what
             # the imports made is then frozen out of every later collection's way.
             gc.disable()

@@ -185,7 +185,7 @@ async def start(
     # terminal printer reads every line of it, losslessly.
     ring = LogRing()
     ring.subscribe(printer.publish)
-    with contextlib.nullcontext(reaper) if reaper is not None else Reaper() as reaper:
+    with contextlib.nullcontext(reaper) if reaper is not None else Reaper(cgroups=False) as reaper:
         manager = Manager(ring, InPlace(root), settings, reaper=reaper)
         status = 0
         async with trio.open_nursery() as nursery:

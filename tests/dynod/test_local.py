@@ -15,7 +15,7 @@ import trio
 import trio.testing
 
 from dynod.logs.printer import TerminalPrinter
-from tests.helpers import PY, ROOT, cgroups_used, dynod, pid_alive, spawn_dynod, wait_until
+from tests.helpers import PY, ROOT, dynod, pid_alive, spawn_dynod, wait_until
 
 LINE = re.compile(r"^\d\d:\d\d:\d\d (\S+) +\| (.*)$")
 
@@ -214,13 +214,10 @@ def test_processes_that_leave_the_dyno_group_stop_with_it(tmp_path: Path) -> Non
     adopted_and_swept(process.pid, daemon_pid(seen))
     status, out, _ = stop(process)
     assert status == 0
-    if cgroups_used():  # the daemon is in the dyno's cgroup: it has the dyno's grace, no more
-        assert ("heroku[web.1]", "Stopping all processes with SIGKILL") in lines(out)
-    else:
-        assert (
-            "heroku[web.1]",
-            "Killed 1 processes that had left the dyno's process group",
-        ) in lines(out)
+    assert (
+        "heroku[web.1]",
+        "Killed 1 processes that had left the dyno's process group",
+    ) in lines(out)
     assert wait_until(lambda: not any(pid_alive(pid) for pid in pids), timeout=3.0), out
 
 
