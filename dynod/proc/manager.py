@@ -73,6 +73,7 @@ class ManagerSettings:
     max_line_bytes: int = MAX_LINE_BYTES
     exit_on_crash: bool = False
     owner: tuple[int, int] | None = None  # the platform's unprivileged dyno user, when root
+    private_tmp: bool = False  # dynos get their own /tmp and /dev/shm (the platform's, as root)
 
 
 @attrs.frozen
@@ -467,6 +468,7 @@ class Manager:
             stop_timeout=self.settings.stop_timeout,
             max_line_bytes=self.settings.max_line_bytes,
             owner=self.settings.owner,
+            private_tmp=self.settings.private_tmp,
         )
 
     def _notify(self) -> None:
