@@ -406,7 +406,11 @@ class Manager:
                 finally:
                     nursery.cancel_scope.cancel()  # the port watch ends with the process
 
-            started: DynoProcess = await nursery.start(process)
+            try:
+                started: DynoProcess = await nursery.start(process)
+            except DynodError as err:  # not started (its own mounts failed): a crash, on the ladder
+                self._say(slot.name, str(err))
+                return 1
             port = slot.port if slot.plan.web else None
             self._feed(slot, Launched(listens=port is not None))
             if port is not None and slot.machine.booting:
