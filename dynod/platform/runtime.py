@@ -182,6 +182,7 @@ def manager_settings(
         cycle_jitter=config.cycle_jitter,
         max_line_bytes=max_line_bytes,
         owner=owner,
+        private_tmp=config.private_tmp,
     )
 
 

@@ -13,7 +13,8 @@ file descriptors, the environment as given):
   working directory is already ours (the local runner's usual case: `dynod start` in the app's
   directory), no user to switch to, no terminal to take;
 - `subprocess.Popen` otherwise (another directory, a dyno user, --tty, a cgroup to start in:
-  the child joins it before exec, so nothing it starts is ever outside; dynod/proc/cgroups.py).
+  the child joins it before exec, so nothing it starts is ever outside; dynod/proc/cgroups.py;
+  mounts of its own: a private /tmp and /dev/shm, dynod/proc/mounts.py).
 (One difference remains: glibc's posix_spawn leaves its two internal signals, 32 and 33,
 ignored in the child, as in every program it starts; glibc re-arms them when it uses them.)
 """
@@ -29,7 +30,9 @@ from typing import Any
 
 import trio
 
+from dynod.errors import DynodError
 from dynod.proc.cgroups import Cgroup
+from dynod.proc.mounts import Mounts
 
 # Python ignores these; a program started by Popen gets them back at their defaults.
 _DEFAULT_SIGNALS = tuple(
@@ -65,30 +68,41 @@ class Child:
         owner: tuple[int, int] | None = None,
         preexec_fn: Callable[[], None] | None = None,
         cgroup: Cgroup | None = None,
+        mounts: Mounts | None = None,
     ) -> Child:
-        """Start `argv` in a session of its own (and in `cgroup`). stdin/stdout/stderr: file
-        descriptors, or subprocess.DEVNULL for stdin."""
+        """Start `argv` in a session of its own (and in `cgroup`, with `mounts` of its own).
+        stdin/stdout/stderr: file descriptors, or subprocess.DEVNULL for stdin."""
         if (
             owner is None
             and preexec_fn is None
             and cgroup is None
+            and mounts is None
             and hasattr(os, "posix_spawn")
             and _is_cwd(cwd)
         ):
             return cls(_posix_spawn(argv, stdin, stdout, stderr, env))
-        if cgroup is not None:  # it joins, then becomes owner (as_user's work) and goes on
-            preexec_fn, owner = joining(cgroup, owner, preexec_fn), None
-        popen = subprocess.Popen(
-            argv,
-            stdin=stdin,
-            stdout=stdout,
-            stderr=stderr,
-            cwd=cwd,
-            env=dict(env),
-            start_new_session=True,
-            preexec_fn=preexec_fn,
-            **as_user(owner),
-        )
+        if cgroup is not None or mounts is not None:  # joins, mounts, becomes owner, goes on
+            preexec_fn, owner = joining(cgroup, owner, preexec_fn, mounts=mounts), None
+        try:
+            popen = subprocess.Popen(
+                argv,
+                stdin=stdin,
+                stdout=stdout,
+                stderr=stderr,
+                cwd=cwd,
+                env=dict(env),
+                start_new_session=True,
+                preexec_fn=preexec_fn,
+                **as_user(owner),
+            )
+        except subprocess.SubprocessError:  # preexec_fn failed; Popen keeps no more than that
+            if mounts is None:
+                raise
+            raise DynodError(
+                "could not give the process a private /tmp and /dev/shm (a mount namespace of"
+                " its own), so it was not started; set [dynos] private_tmp = false to run"
+                " dynos without"
+            ) from None
         return cls(popen.pid, popen)
 
     def poll(self) -> int | None:
@@ -128,15 +142,22 @@ def as_user(owner: tuple[int, int] | None) -> dict[str, Any]:
 
 
 def joining(
-    cgroup: Cgroup, owner: tuple[int, int] | None, then: Callable[[], None] | None = None
+    cgroup: Cgroup | None,
+    owner: tuple[int, int] | None,
+    then: Callable[[], None] | None = None,
+    *,
+    mounts: Mounts | None = None,
 ) -> Callable[[], None]:
-    """Popen's preexec_fn to start in `cgroup` as `owner` (pass no user to Popen), then run
-    `then` (in the child, after setsid). The child joins while still root, before it becomes
-    `owner`: a dyno user may not move itself into a cgroup. The user switch is done as
-    `as_user` would have Popen do it."""
+    """Popen's preexec_fn to start in `cgroup` (and `mounts`) as `owner` (pass no user to
+    Popen), then run `then` (in the child, after setsid). The child joins and mounts while
+    still root, before it becomes `owner`: a dyno user may not move itself into a cgroup nor
+    mount. The user switch is done as `as_user` would have Popen do it."""
 
     def prepare() -> None:
-        cgroup.join()
+        if cgroup is not None:
+            cgroup.join()
+        if mounts is not None:
+            mounts.enter()
         if owner is not None:
             os.setgroups([])
             os.setregid(owner[1], owner[1])

@@ -26,6 +26,7 @@ from dynod.core.logline import APP, HEROKU, LogSink
 from dynod.core.names import MAX_LINE_BYTES
 from dynod.proc.cgroups import Cgroup
 from dynod.proc.child import Child
+from dynod.proc.mounts import available, plan
 from dynod.proc.orphans import become_subreaper, kill_groups
 from dynod.proc.reaper import Reaper, group_alive, live_group_members
 
@@ -55,6 +56,7 @@ class DynoSpec:
     stop_timeout: float = 30.0
     max_line_bytes: int = MAX_LINE_BYTES
     owner: tuple[int, int] | None = None  # (uid, gid) to run as: a root dynod's dyno user
+    private_tmp: bool = False  # its own /tmp and /dev/shm, where dynod can (proc/mounts.py)
 
 
 def dyno_env(
@@ -265,6 +267,7 @@ async def run_dyno(
             owner=spec.owner,
             preexec_fn=_take_controlling_tty if spec.tty else None,
             cgroup=cgroup,
+            mounts=plan(str(spec.cwd)) if spec.private_tmp and available() else None,
         )
     except BaseException:
         for fd in outputs:

@@ -73,6 +73,7 @@ class ManagerSettings:
     max_line_bytes: int = MAX_LINE_BYTES
     exit_on_crash: bool = False
     owner: tuple[int, int] | None = None  # the platform's unprivileged dyno user, when root
+    private_tmp: bool = False  # dynos get their own /tmp and /dev/shm (the platform's, as root)
 
 
 @attrs.frozen
@@ -405,7 +406,11 @@ class Manager:
                 finally:
                     nursery.cancel_scope.cancel()  # the port watch ends with the process
 
-            started: DynoProcess = await nursery.start(process)
+            try:
+                started: DynoProcess = await nursery.start(process)
+            except DynodError as err:  # not started (its own mounts failed): a crash, on the ladder
+                self._say(slot.name, str(err))
+                return 1
             port = slot.port if slot.plan.web else None
             self._feed(slot, Launched(listens=port is not None))
             if port is not None and slot.machine.booting:
@@ -467,6 +472,7 @@ class Manager:
             stop_timeout=self.settings.stop_timeout,
             max_line_bytes=self.settings.max_line_bytes,
             owner=self.settings.owner,
+            private_tmp=self.settings.private_tmp,
         )
 
     def _notify(self) -> None:

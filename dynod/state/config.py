@@ -225,6 +225,8 @@ class DynosConfig:
     port_range: PortRange = _setting(PortRange(20000, 29999), _port_range)
     # Processes and threads each dyno may have, where dynos run in cgroups (README).
     pids_max: int = _setting(PIDS_MAX, _count)
+    # When dynod is root, each dyno gets a mount namespace with its own /tmp and /dev/shm.
+    private_tmp: bool = _setting(True, _flag)
 
 
 @frozen

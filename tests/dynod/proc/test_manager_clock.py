@@ -19,6 +19,7 @@ import trio.testing
 from dynod.core.lifecycle import DynoState
 from dynod.core.logline import HEROKU, LogSink
 from dynod.core.policy import cycle_delay
+from dynod.errors import DynodError
 from dynod.proc.dyno import DynoProcess, DynoSpec
 from dynod.proc.manager import DynoPlan, InPlace, Manager, ManagerSettings
 from dynod.proc.ports import Listening
@@ -275,3 +276,33 @@ async def test_one_offs_go_through_the_table_and_are_listed_while_they_run(
         "Process exited with status 0",
         "State changed from up to complete",
     ]
+
+
+class RefusingFirst(FakeProcesses):
+    """Refuses the first start as a dyno whose mounts cannot be made is refused."""
+
+    async def run(
+        self,
+        spec: DynoSpec,
+        sink: LogSink,
+        hurry: trio.Event,
+        task_status: trio.TaskStatus[DynoProcess],
+    ) -> int:
+        if not self.launches:
+            self.launches.append(FakeProcess("refused", trio.current_time()))
+            raise DynodError("could not give the process a private /tmp")
+        return await super().run(spec, sink, hurry, task_status)
+
+
+@pytest.mark.trio
+async def test_a_refused_start_is_a_crash_not_the_managers_end(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    fake, sink = RefusingFirst(), Collector()
+    manager = Manager(sink, InPlace(tmp_path), NO_CYCLE, launcher=fake)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(manager.run, [DynoPlan("worker.1", "run", {})])
+        await fake.launched("worker.1", 1)
+        assert manager.slots["worker.1"].last_status == 1
+        assert "could not give the process a private /tmp" in sink.texts("worker.1", HEROKU)
+        manager.stop_all()

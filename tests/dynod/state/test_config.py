@@ -245,3 +245,11 @@ def test_uid_range_or_one_user_for_every_app(tmp_path: Path) -> None:
     config = Config.from_toml(write(tmp_path, '[dynos]\nuid_range = "2000-2009"\n'))
     assert config.dynos.uid_range == (2000, 2009)
     assert Config.from_toml(write(tmp_path, '[dynos]\nuid_range = ""\n')).dynos.uid_range is None
+
+
+def test_private_tmp_is_true_or_false(tmp_path: Path) -> None:
+    assert Config().dynos.private_tmp is True
+    assert Config.from_mapping({"dynos": {"private_tmp": False}}).dynos.private_tmp is False
+    assert "[dynos] private_tmp must be true or false" in error_of(
+        tmp_path, "[dynos]\nprivate_tmp = 1\n"
+    )
