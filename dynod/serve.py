@@ -25,6 +25,7 @@ from dynod.platform.root import Platform
 from dynod.platform.routing import router_config
 from dynod.platform.runtime import sweep_scratch
 from dynod.proc.dyno import watch_orphans
+from dynod.proc.mounts import available as mounts_available
 from dynod.proc.reaper import Reaper
 from dynod.state.config import Address, Config, resolve_data_dir
 from dynod.state.dirs import exposed, problem_with
@@ -159,6 +160,8 @@ async def _serve(data_dir: Path, config: Config) -> int:
                 flush=True,
             )
         await trio.to_thread.run_sync(sweep_scratch, data_dir)  # after their dynos ended
+        if config.dynos.private_tmp:  # tried once, in a child: off the loop, before any dyno
+            await trio.to_thread.run_sync(mounts_available)
         platform = Platform(config, data_dir, reaper=reaper)
         async with trio.open_nursery() as root:
             root.start_soon(_watch_signals, signals, stopping, platform)
