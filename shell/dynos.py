@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import signal
+import sys
+import threading
 from typing import Any
 from urllib.parse import quote
 
@@ -141,9 +145,20 @@ def logs(ctx: Context, parsed: Parsed) -> None:
             raise UsageError(f"-s takes app or heroku, not `{source}`")
         body["source"] = source
     session = ctx.api.post(app_path(app, "/log-sessions"), body)
+    ending = parsed.on("tail") and threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, _end_tail) if ending else None
     try:
         ctx.copy_stream(ctx.api.stream(str(session.get("logplex_url"))))
-    except KeyboardInterrupt:
-        if not parsed.on("tail"):
-            raise
-        # Ctrl-C is how a tail ends: a normal, quiet exit.
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _end_tail(_signum: int, _frame: object) -> None:
+    """Ctrl-C is how a tail ends: a normal, quiet exit, at once. Not as a KeyboardInterrupt:
+    CPython drops an exception raised while a finalizer runs, and the tail would go on."""
+    try:
+        sys.stdout.flush()
+    except (OSError, RuntimeError):  # a write cut short by the signal: nothing more to show
+        pass
+    os._exit(0)
