@@ -5,7 +5,9 @@
 Run it by hand, under the lock the other benches take (the machine is shared):
 
     flock /tmp/dynod-bench.lock python3 bench/durable.py
-    flock /tmp/dynod-bench.lock python3 bench/durable.py --checkout /work/wt-before
+    flock /tmp/dynod-bench.lock python3 bench/durable.py --checkout ../dynod-before
+
+(../dynod-before: e.g. `git worktree add ../dynod-before b3b047a`, with its own `.venv`.)
 
 It starts `DIR/.venv/bin/dynod serve` (DIR is --checkout, this repository by default) on a
 scratch data directory with random ports on 127.0.0.1, deploys a tiny Procfile app (a
