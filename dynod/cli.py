@@ -173,58 +173,44 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 def _start(args: argparse.Namespace) -> int:
     # A stop asked for while starting up (Ctrl-C, SIGTERM, SIGHUP before the signal watcher
-    # listens) is only noted here and honoured as soon as the watcher runs: a KeyboardInterrupt
-    # raised mid-import can be swallowed by the interpreter (an import lock's callback), and the
-    # stop would be lost. trio leaves SIGINT alone when a handler other than Python's is set.
+    # listens) is only noted here and honoured as soon as the watcher runs, never raised as a
+    # KeyboardInterrupt: one raised mid-import can be swallowed by the interpreter (an import
+    # lock's callback) and the stop lost, one raised in a trio task escapes as a traceback.
+    # trio leaves SIGINT alone when a handler other than Python's is set.
     early: list[int] = []
     for sig in STOP_SIGNALS:
         signal.signal(sig, lambda signum, _frame: early.append(signum))
-    try:
-        colour = sys.stdout.isatty() and not args.no_color and "NO_COLOR" not in os.environ
-        from dynod.proc.reaper import Reaper
+    colour = sys.stdout.isatty() and not args.no_color and "NO_COLOR" not in os.environ
+    from dynod.proc.reaper import Reaper
 
-        # The reaper sidecar first: its own start-up (a Python interpreter) then runs on another
-        # core while this one imports trio and the dyno manager.
-        # No cgroups for the local runner (README, "How a dyno runs"): they are the platform's.
-        with Reaper(cgroups=False) as reaper:
-            # Importing makes many objects and no garbage: no collections meanwhile, and what
-            # the imports made is then frozen out of every later collection's way.
-            gc.disable()
-            try:
-                import trio
+    # The reaper sidecar first: its own start-up (a Python interpreter) then runs on another
+    # core while this one imports trio and the dyno manager.
+    # No cgroups for the local runner (README, "How a dyno runs"): they are the platform's.
+    with Reaper(cgroups=False) as reaper:
+        # Importing makes many objects and no garbage: no collections meanwhile, and what
+        # the imports made is then frozen out of every later collection's way.
+        gc.disable()
+        try:
+            import trio
 
-                from dynod import local
-            finally:
-                gc.freeze()
-                gc.enable()
-            options = local.StartOptions(
-                procfile=args.procfile,
-                env_files=args.env,
-                formation=args.formation,
-                concurrency=args.concurrency,
-                port=args.port,
-                stop_timeout=args.timeout,
-                exit_on_crash=args.exit_on_crash,
-                colour=colour,
-                clean_env=args.clean_env,
-                tty=args.tty,
-                router_port=args.router,
-            )
-            return trio.run(local.start, options, sys.stdout, reaper, early)
-    except BaseException as err:
-        # Ctrl-C while starting up, before the signal watcher listens: a requested stop all
-        # the same (the reaper ends whatever had started), so no traceback and status 0. trio
-        # raises it in whichever task ran, so it may come wrapped in the nurseries' groups.
-        if _only_interrupts(err):
-            return 0
-        raise
-
-
-def _only_interrupts(err: BaseException) -> bool:
-    """True for a KeyboardInterrupt, or exception groups holding nothing else."""
-    if isinstance(err, BaseExceptionGroup):
-        return all(_only_interrupts(inner) for inner in err.exceptions)
-    return isinstance(err, KeyboardInterrupt)
+            from dynod import local
+        finally:
+            gc.freeze()
+            gc.enable()
+        options = local.StartOptions(
+            procfile=args.procfile,
+            env_files=args.env,
+            formation=args.formation,
+            concurrency=args.concurrency,
+            port=args.port,
+            stop_timeout=args.timeout,
+            exit_on_crash=args.exit_on_crash,
+            colour=colour,
+            clean_env=args.clean_env,
+            tty=args.tty,
+            router_port=args.router,
+        )
+        return trio.run(local.start, options, sys.stdout, reaper, early)
 
 
 def _dispatch(args: argparse.Namespace) -> int:

@@ -128,8 +128,11 @@ def test_300_slow_unauthenticated_bodies_keep_no_real_client_out() -> None:
     head = b"POST /apps HTTP/1.1\r\nHost: api\r\nContent-Length: 1000000\r\n\r\n"
     answers: list[bytes] = []
     port = 0
+    dribbling = 0  # attackers whose head is sent and whose body is on its way
+    all_in = trio.Event()
 
     async def attacker() -> None:
+        nonlocal dribbling
         while True:  # as soon as one connection ends, another takes its place
             try:
                 stream = await trio.open_tcp_stream("127.0.0.1", port)
@@ -139,6 +142,9 @@ def test_300_slow_unauthenticated_bodies_keep_no_real_client_out() -> None:
             async with stream:
                 try:
                     await stream.send_all(head)
+                    dribbling += 1
+                    if dribbling == 300:
+                        all_in.set()
                     while True:
                         await stream.send_all(b"x")
                         with trio.move_on_after(0.3):
@@ -170,7 +176,7 @@ def test_300_slow_unauthenticated_bodies_keep_no_real_client_out() -> None:
                 async with trio.open_nursery() as attackers:
                     for _ in range(300):
                         attackers.start_soon(attacker)
-                    await trio.sleep(1.0)  # every attacker in, its body dribbling
+                    await all_in.wait()  # every attacker in, its body dribbling
                     for _ in range(20):
                         with trio.move_on_after(5):
                             answers.append(await real_request())
