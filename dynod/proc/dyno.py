@@ -26,7 +26,7 @@ from dynod.core.logline import APP, HEROKU, LogSink
 from dynod.core.names import MAX_LINE_BYTES
 from dynod.proc.cgroups import Cgroup
 from dynod.proc.child import Child
-from dynod.proc.mounts import available, plan
+from dynod.proc.mounts import Mounts, Overlay, available, plan
 from dynod.proc.orphans import become_subreaper, kill_groups
 from dynod.proc.reaper import Reaper, group_alive, live_group_members
 
@@ -57,6 +57,14 @@ class DynoSpec:
     max_line_bytes: int = MAX_LINE_BYTES
     owner: tuple[int, int] | None = None  # (uid, gid) to run as: a root dynod's dyno user
     private_tmp: bool = False  # its own /tmp and /dev/shm, where dynod can (proc/mounts.py)
+    overlay: Overlay | None = None  # its directory an overlay of the slug's tree (proc/mounts.py)
+
+
+def _mounts(spec: DynoSpec) -> Mounts | None:
+    tmp = spec.private_tmp and available()
+    if not tmp and spec.overlay is None:
+        return None
+    return plan(str(spec.cwd), tmp=tmp, overlay=spec.overlay)
 
 
 def dyno_env(
@@ -258,7 +266,10 @@ async def run_dyno(
     try:
         cgroup = reaper.cgroup(spec.name) if reaper is not None else None
         process = Child.spawn(
-            bash_argv(spec.command, spec.cwd),
+            # An overlay's files are seen only inside the dyno: its slug's tree has them too.
+            bash_argv(
+                spec.command, Path(os.fsdecode(spec.overlay.lower)) if spec.overlay else spec.cwd
+            ),
             stdin=stdin,
             stdout=stdout,
             stderr=stderr,
@@ -267,7 +278,7 @@ async def run_dyno(
             owner=spec.owner,
             preexec_fn=_take_controlling_tty if spec.tty else None,
             cgroup=cgroup,
-            mounts=plan(str(spec.cwd)) if spec.private_tmp and available() else None,
+            mounts=_mounts(spec),
         )
     except BaseException:
         for fd in outputs:
