@@ -354,12 +354,20 @@ class Dynod:
             for d in mine
         )
 
+    def dyno_dirs(self) -> int:
+        """How many dynos have a directory: each has one (`web.1-…`), and beside it one for its
+        overlay's layers (`web.1-….overlay`) when it is an overlay."""
+        names = os.listdir(self.scratch)
+        return max(
+            sum(n.endswith(".overlay") for n in names), sum(".overlay" not in n for n in names)
+        )
+
     def settle(self, app: str, kind: str, count: int) -> None:
         """Wait until the app runs `count` dynos of `kind` and the stopped ones' directories
         are gone."""
         wait_for(lambda: self.all_up(app, kind, count), 180, f"{app} back to {kind}={count}")
         wait_for(
-            lambda: len(os.listdir(self.scratch)) <= count,
+            lambda: self.dyno_dirs() <= count,
             120,
             "the stopped dynos' directories to be deleted",
         )
