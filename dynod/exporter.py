@@ -256,9 +256,19 @@ def _summary(options: ExportOptions, target: Path, plan: ExportPlan) -> str:
             f"systemctl enable --now {plan.app}.target"
         )
     if options.format == "kubernetes":
+        job = f"job/{plan.app}-release-{plan.slug_sha256[:10]}"
+        first = f"kubectl apply -f {where}/00-secret-config.json"
+        if plan.addons:
+            first += f" -f {where}/01-secret-addons.json"  # filled in by then
+        wait = ""
+        if plan.release_command is not None:
+            first += f" -f {where}/10-job-release.json"
+            limit = int(plan.release_timeout)
+            wait = f" && kubectl wait --for=condition=complete --timeout={limit}s {job}"
         return (
             f"Wrote Kubernetes manifests for {plan.app} to {where}.\n"
-            f"Upload {where}/slug.tgz to {options.slug_url}, then: kubectl apply -f {where}"
+            f"Upload {where}/slug.tgz to {options.slug_url}, then: {first}{wait}"
+            f" && kubectl apply -f {where}"
         )
     formation = ",".join(f"{t}={plan.count(t)}" for t in plan.types)
     honcho = formation + (",release=0" if plan.release_command else "")

@@ -5,6 +5,7 @@ run by `dynod start`, honcho and foreman (README, "dynod export")."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import shutil
@@ -13,6 +14,9 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
+import urllib.request
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -169,6 +173,7 @@ def test_kubernetes_manifests_match_the_official_schemas(data_dir: Path, tmp_pat
         "shop.example.com",
     )
     assert done.returncode == 0, done.stderr
+    assert "kubectl wait --for=condition=complete --timeout=3600s job/shop-release-" in done.stdout
     manifests = {p.name: json.loads(p.read_text()) for p in sorted(out.glob("*.json"))}
     assert list(manifests) == [
         "00-secret-config.json",
@@ -202,6 +207,58 @@ def test_kubernetes_manifests_match_the_official_schemas(data_dir: Path, tmp_pat
     assert job["containers"][0]["command"][2].endswith("python3 release.py")
     rule = manifests["31-ingress-web.json"]["spec"]["rules"][0]
     assert rule["host"] == "shop.example.com"
+
+
+def unescaped(element: str) -> str:
+    """A container's command element as Kubernetes hands it over: `$$` is one `$`."""
+    return element.replace("$$", "$")
+
+
+def test_the_pod_fetches_checks_and_runs_the_slug(data_dir: Path, tmp_path: Path) -> None:
+    """The init container's script and the web container's command, run here as the pod runs
+    them: the slug downloaded over HTTP, its checksum checked, unpacked, and served from."""
+    out = tmp_path / "k8s"
+    url = "https://slugs.example.com/shop.tgz"
+    done = export("kubernetes", str(out), "--app", "shop", "--data", str(data_dir),
+                  "--slug-url", url)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    pod = json.loads((out / "20-deployment-web.json").read_text())["spec"]["template"]["spec"]
+    fetch = pod["initContainers"][0]
+    mount = tmp_path / "volume"
+    mount.mkdir()
+    script = unescaped(fetch["command"][2]).replace("/tmp/slug.tgz", str(tmp_path / "dl.tgz"))
+    script = script.replace(" /slug ", f" {mount} ")
+    env = {e["name"]: e["value"] for e in fetch["env"]}
+    assert env["SLUG_URL"] == url
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(out))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        env["SLUG_URL"] = f"http://127.0.0.1:{server.server_address[1]}/slug.tgz"
+        bad = subprocess.run(["sh", "-c", script], env={**env, "SLUG_SHA256": "0" * 64},
+                             capture_output=True, timeout=30)  # fmt: skip
+        assert bad.returncode != 0 and not any(mount.iterdir())
+        good = subprocess.run(["sh", "-c", script], env=env, capture_output=True, timeout=30)
+        server.shutdown()
+    assert good.returncode == 0, good
+    app = mount / "app"
+    assert (app / "web.py").read_bytes() == (SAMPLE / "web.py").read_bytes()
+
+    container = pod["containers"][0]
+    secret = json.loads((out / "00-secret-config.json").read_text())["stringData"]
+    port = free_base()
+    dyno_env = {**secret, "POD_NAME": "shop-web-abc"}
+    for item in container["env"]:
+        if "value" in item:
+            dyno_env[item["name"]] = item["value"].replace("$(POD_NAME)", "shop-web-abc")
+    dyno_env.update(PORT=str(port), HOME=str(app))  # the pod's /app, here
+    web = subprocess.Popen([unescaped(c) for c in container["command"]], cwd=app, env=dyno_env)
+    try:
+        assert wait_until(lambda: not _free(port), timeout=20)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as answer:
+            assert answer.read() == b"Hello from web.shop-web-abc (hello world)\n"
+    finally:
+        web.terminate()
+        web.wait(timeout=30)
 
 
 @pytest.mark.parametrize(
@@ -340,3 +397,10 @@ def test_the_procfile_pair_runs_alike(procfile_export: Path, tmp_path: Path, run
     assert seen["web.1"]["PORT"] == str(base) and seen["web.2"]["PORT"] == str(base + 1)
     assert seen["worker.1"]["PORT"] == str(base + 100)
     assert wait_until(lambda: not processes_in(run_dir), timeout=10), output
+
+
+def test_help_names_the_formats_and_the_two_sources() -> None:
+    done = export("--help")
+    assert done.returncode == 0
+    for word in ("systemd,kubernetes,procfile", "--app APP", "[DIR]", "--slug-url", "--user"):
+        assert word in done.stdout, word
