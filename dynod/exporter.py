@@ -250,8 +250,16 @@ def _write(options: ExportOptions, target: Path, chosen: _Release, out: TextIO) 
 def _summary(options: ExportOptions, target: Path, plan: ExportPlan) -> str:
     where = str(target)
     if options.format == "systemd":
+        hidden = [d for d in ("/tmp", "/home", "/root") if target.is_relative_to(d)]
+        note = ""
+        if hidden and options.user is None:
+            note = (
+                f"Note: DynamicUser=yes hides {hidden[0]} from the service: move OUT (under /srv,"
+                " say) or give --user.\n"
+            )
         return (
-            f"Wrote systemd units for {plan.app} to {where} (the app unpacked in {where}/app).\n"
+            note + f"Wrote systemd units for {plan.app} to {where} (the app unpacked in "
+            f"{where}/app).\n"
             f"Install: systemctl link {where}/*.service {where}/{plan.app}.target && "
             f"systemctl enable --now {plan.app}.target"
         )

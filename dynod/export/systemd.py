@@ -104,7 +104,11 @@ def _release_unit(
         "KillMode=mixed",
         f"SyslogIdentifier={app}-release",
     ]
-    unit = [f"Description={app} release phase (dynod export)", "After=network.target"]
+    unit = [
+        f"Description={app} release phase (dynod export)",
+        f"PartOf={app}.target",  # restarting the target runs the release command again
+        "After=network.target",
+    ]
     return _unit([("Unit", unit), ("Service", service)])
 
 

@@ -99,6 +99,7 @@ def test_systemd_units_pass_systemd_analyze_verify(data_dir: Path, tmp_path: Pat
     done = export("systemd", str(out), "--app", "shop", "--data", str(data_dir))
     assert done.returncode == 0, done.stderr
     assert tree(data_dir) == before
+    assert "Note: DynamicUser=yes hides /tmp from the service" in done.stdout
     assert sorted(p.name for p in out.iterdir()) == [
         "app",
         "shop-release.service",
