@@ -122,7 +122,32 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--router", metavar="HOST:PORT", help="where the router listens (default 127.0.0.1:8080)"
     )
+    _add_export(commands)
     return parser
+
+
+def _add_export(commands: argparse._SubParsersAction[_Parser]) -> None:
+    export = commands.add_parser(
+        "export",
+        help="write what systemd, Kubernetes or foreman needs to run an app's release",
+        description="Export a deployed app's current release (--app) or a directory built on "
+        "the spot to systemd units, Kubernetes manifests, or a Procfile and .env (README, "
+        "'dynod export').",
+    )
+    export.add_argument("format", choices=("systemd", "kubernetes", "procfile"))
+    export.add_argument("out", type=Path, metavar="OUT", help="a new or empty directory")
+    export.add_argument("dir", nargs="?", type=Path, metavar="DIR", help="an app to build")
+    export.add_argument("--app", help="a deployed app of `dynod serve`'s data directory")
+    export.add_argument("--data", type=Path, help="data directory (default $DYNOD_DATA, else XDG)")
+    export.add_argument("-m", "--formation", metavar="FORMATION", help="web=2,worker=1 instead")
+    export.add_argument("--name", help="the app's name for DIR (default: its directory's)")
+    export.add_argument(
+        "-b", "--buildpack", action="append", default=[], help="build DIR with this buildpack"
+    )
+    export.add_argument("--user", help="systemd: run as this user (default DynamicUser=yes)")
+    export.add_argument("--slug-url", help="kubernetes: where the cluster fetches slug.tgz")
+    export.add_argument("--image", help="kubernetes: the dynos' image (default heroku/heroku:24)")
+    export.add_argument("--host", help="kubernetes: an Ingress for web on this host")
 
 
 # Libraries that may log chatter at INFO; dynod's own loggers are all under `dynod`.
@@ -241,6 +266,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from dynod import serve  # the platform's imports are not for the local runner to pay
 
         return serve.main(serve.options(args.config, args.data, args.api, args.router))
+    if args.command == "export":
+        from dynod import exporter
+
+        return exporter.export(exporter.options(args))
     raise UsageError(f"unknown command {args.command}")
 
 

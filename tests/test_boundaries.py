@@ -1,9 +1,9 @@
 """The import boundaries of the house, read from the `ast` of every module (docs/architecture.md).
 
 - `dynod.core` is pure: no trio, h11 or other I/O modules, and nothing of dynod but itself and
-  `dynod.errors`.
+  `dynod.errors`; so is `dynod.export` (rendering), which sees only `dynod.core` below it.
 - dynod's rooms are layered; a room imports only rooms below it (or itself):
-  core < state < logs < proc < slugs < builds < platform < api < the entry points
+  core < export < state < logs < proc < slugs < builds < platform < api < the entry points
   (`dynod.cli`, `dynod.local`, `dynod.serve`). `dynod.errors` is a leaf every room may raise.
 - `router` and `shell` import nothing of `dynod`; `shell` nothing of `router` either (it speaks
   HTTP), and `router` nothing of `shell`.
@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-LAYERS = ["core", "state", "logs", "proc", "slugs", "builds", "platform", "api"]
+LAYERS = ["core", "export", "state", "logs", "proc", "slugs", "builds", "platform", "api"]
+PURE = ("core", "export")  # rooms of pure functions: no trio, no I/O
 ENTRY = "entry"  # dynod/cli.py, local.py, serve.py, __init__.py
 IO_MODULES = {
     "trio", "h11", "asyncio", "subprocess", "socket", "shutil", "tempfile", "threading",
@@ -76,8 +77,8 @@ def violations(package: str) -> list[str]:
             if package != "dynod":
                 continue
             mine = room_of(here)
-            if mine == "core" and top in IO_MODULES:
-                found.append(f"{where}: dynod.core is pure (no trio, no I/O)")
+            if mine in PURE and top in IO_MODULES:
+                found.append(f"{where}: dynod.{mine} is pure (no trio, no I/O)")
             if top in ("router", "shell") and mine not in ("platform", "api", ENTRY):
                 found.append(f"{where}: only the platform, the API and entry points see {top}")
             if top != "dynod":

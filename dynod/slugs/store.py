@@ -34,15 +34,43 @@ def _boot_id() -> str:
         return "this-boot"  # elsewhere the tree cache is not reset by a reboot
 
 
-class SlugStore:
-    """Slugs under `root`: `slugs/<id>.json` records, `blobs/<hex>.tar.gz` contents stored once
-    per checksum, and `trees/<boot id>/<hex>/` checked, unpacked trees that dynos are copied
-    from. Trees are unpacked without fsync, so they are trusted only within one boot."""
+class SlugReader:
+    """The slugs under `root` read without changing anything there (another dynod may own the
+    store): records and stored contents."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         self._records = self.root / "slugs"
         self._blobs = self.root / "blobs"
+
+    def get(self, slug_id: str) -> Slug:
+        try:
+            record = self._records / f"{_slug_id(slug_id)}.json"
+        except ValueError:
+            raise DynodError(f"no slug {slug_id!r}: slug ids look like {uuid.uuid4()}") from None
+        try:
+            data = json.loads(record.read_bytes())
+        except FileNotFoundError:
+            raise DynodError(f"no slug {slug_id}; deploy again to make one") from None
+        try:
+            return Slug.from_json(data)
+        except (ValueError, TypeError, KeyError) as err:
+            raise DynodError(f"slug record {record} is damaged ({err}); deploy again") from None
+
+    def blob_path(self, slug: Slug) -> Path:
+        return self._blob(slug.checksum)
+
+    def _blob(self, checksum: str) -> Path:
+        return self._blobs / f"{_hex_of(checksum)}.tar.gz"
+
+
+class SlugStore(SlugReader):
+    """Slugs under `root`: `slugs/<id>.json` records, `blobs/<hex>.tar.gz` contents stored once
+    per checksum, and `trees/<boot id>/<hex>/` checked, unpacked trees that dynos are copied
+    from. Trees are unpacked without fsync, so they are trusted only within one boot."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        super().__init__(root)
         self.trees = self.root / "trees"
         self._trees = self.trees / _boot_id()
         self._unpacking: dict[str, threading.Lock] = {}  # tree name -> held while unpacking it
@@ -94,26 +122,6 @@ class SlugStore:
         slug = Slug(new_id, checksum, sink.count, types, commit)
         atomic_write(record, json.dumps(slug.to_json(), sort_keys=True).encode(), mode=0o600)
         return slug
-
-    def get(self, slug_id: str) -> Slug:
-        try:
-            record = self._records / f"{_slug_id(slug_id)}.json"
-        except ValueError:
-            raise DynodError(f"no slug {slug_id!r}: slug ids look like {uuid.uuid4()}") from None
-        try:
-            data = json.loads(record.read_bytes())
-        except FileNotFoundError:
-            raise DynodError(f"no slug {slug_id}; deploy again to make one") from None
-        try:
-            return Slug.from_json(data)
-        except (ValueError, TypeError, KeyError) as err:
-            raise DynodError(f"slug record {record} is damaged ({err}); deploy again") from None
-
-    def blob_path(self, slug: Slug) -> Path:
-        return self._blob(slug.checksum)
-
-    def _blob(self, checksum: str) -> Path:
-        return self._blobs / f"{_hex_of(checksum)}.tar.gz"
 
     def verify(self, slug: Slug) -> None:
         """Heroku's R17: the stored content must still hash to the slug's checksum."""

@@ -188,13 +188,7 @@ class AppStore:
         return ledger
 
     def formation(self, app: App) -> dict[str, int]:
-        path = self.dir(app) / "formation.json"
-        if not path.exists():
-            return {}
-        data = json.loads(path.read_text())
-        if not isinstance(data, dict):
-            raise Damaged(f"{path} is damaged: expected an object of process type counts")
-        return {str(name): int(count) for name, count in data.items()}
+        return read_formation(self.dir(app))
 
     async def save_formation(self, app: App, formation: Mapping[str, int]) -> None:
         data = json.dumps(dict(formation)).encode()
@@ -205,3 +199,31 @@ class AppStore:
             name = f"{random.choice(_WORDS)}-{random.choice(_NOUNS)}-{random.randint(10000, 99999)}"
             if name not in self._names:
                 return name
+
+
+def read_formation(app_dir: Path) -> dict[str, int]:
+    """An app's formation as its directory holds it ({} before the first deploy)."""
+    path = app_dir / "formation.json"
+    if not path.exists():
+        return {}
+    data = json.loads(path.read_text())
+    if not isinstance(data, dict):
+        raise Damaged(f"{path} is damaged: expected an object of process type counts")
+    return {str(name): int(count) for name, count in data.items()}
+
+
+def peek_app(data_dir: Path, name: str) -> tuple[App, Path]:
+    """The app called `name` and its directory, read without changing anything under
+    `data_dir` (a running `dynod serve` may own it: `dynod export` reads it so)."""
+    root = data_dir / "apps"
+    entries = sorted(root.iterdir()) if root.is_dir() else []
+    for entry in entries:
+        if entry.name.startswith(".") or not (entry / "app.json").is_file():
+            continue  # an app being created or destroyed
+        app = _load_app(entry / "app.json")
+        if app.name == name:
+            return app, entry
+    raise NotFound(
+        f"Couldn't find that app: {name} in {data_dir}. Check the name with `dyno apps`, "
+        "or name the data directory with --data."
+    )
