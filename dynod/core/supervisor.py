@@ -121,7 +121,9 @@ class Wait:
 
 @frozen
 class Stop:
-    """Stop the running process (its exit comes back as Exited)."""
+    """Stop the running process (its exit comes back as Exited); `hurry`: SIGKILL at once."""
+
+    hurry: bool = False
 
 
 @frozen
@@ -152,6 +154,7 @@ class Rules:
     cycle_after: float | None = CYCLE_AFTER  # None: never cycle (the local runner)
     cycle_jitter: float = CYCLE_JITTER
     exit_on_crash: bool = False
+    memory_kill: bool = True  # False: past twice the quota is only R14 (the local runner's)
 
 
 def memory_line(mb: float, quota_mb: float) -> str:
@@ -232,10 +235,10 @@ class Supervisor:
             case MemorySampled(mb=mb, quota_mb=quota):
                 if self.running and mb > quota:
                     out.append(Log(memory_line(mb, quota)))
-                    if mb > 2 * quota:
+                    if mb > 2 * quota and self.rules.memory_kill:
                         out.append(Log("Error R15 (Memory quota vastly exceeded)"))
                         self.booting = False
-                        out.append(Stop())  # its exit is a crash, on the ladder
+                        out.append(Stop(hurry=True))  # its exit is a crash, on the ladder
                     else:
                         out.append(Log("Error R14 (Memory quota exceeded)"))
         return out

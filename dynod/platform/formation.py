@@ -15,6 +15,7 @@ from dynod.core.supervisor import Restart
 from dynod.errors import DynodError, Invalid, NotFound
 from dynod.platform.routing import feed_router
 from dynod.platform.runtime import AppRuntime
+from dynod.proc.memory import MemorySample
 from dynod.slugs.model import Slug
 from dynod.slugs.store import SlugStore
 from dynod.state.apps import App, AppStore
@@ -44,6 +45,7 @@ class DynoInfo:
     updated_at: str
     release_version: int | None
     size: str = "standard-1X"
+    memory: MemorySample | None = None  # its last sample (proc/memory.py)
 
 
 class Formation:
@@ -187,6 +189,7 @@ class Formation:
                 slot.state.value,
                 heroku_time(slot.updated_at),
                 version,
+                memory=slot.memory,
             )
             for slot in runtime.manager.slots.values()
         ]
@@ -198,6 +201,7 @@ class Formation:
                 slot.state.value,
                 heroku_time(slot.updated_at),
                 slot.plan.release_version,
+                memory=slot.memory,
             )
             for slot in runtime.manager.one_offs.values()
             if slot.plan.type == "run"  # the release phase's dyno is not listed, as on Heroku

@@ -24,6 +24,7 @@ from dynod.errors import DynodError, NotFound
 from dynod.logs.logplex import LogRing
 from dynod.platform.firewall import Firewall
 from dynod.proc.manager import DynoPlan, DynoSlot, Manager, ManagerSettings, Processes
+from dynod.proc.memory import memory_settings
 from dynod.proc.ports import session_members
 from dynod.proc.reaper import Reaper
 from dynod.slugs.store import SlugStore
@@ -183,6 +184,7 @@ def manager_settings(
         max_line_bytes=max_line_bytes,
         owner=owner,
         private_tmp=config.private_tmp,
+        **memory_settings(config, kill=True),
     )
 
 
