@@ -300,6 +300,8 @@ def dyno_json(platform: Platform, app: App, dyno: DynoInfo) -> dict[str, Any]:
         "created_at": dyno.updated_at,
         "updated_at": dyno.updated_at,
         "memory": memory_json(dyno.memory),
+        "exit_status": dyno.exit_status,
+        "next_start_at": dyno.next_start_at,
     }
 
 

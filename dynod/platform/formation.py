@@ -46,6 +46,8 @@ class DynoInfo:
     release_version: int | None
     size: str = "standard-1X"
     memory: MemorySample | None = None  # its last sample (proc/memory.py)
+    exit_status: int | None = None  # its last exit
+    next_start_at: str | None = None  # crashed: when the ladder starts it again
 
 
 class Formation:
@@ -190,6 +192,8 @@ class Formation:
                 heroku_time(slot.updated_at),
                 version,
                 memory=slot.memory,
+                exit_status=slot.last_status,
+                next_start_at=heroku_time(slot.next_start) if slot.next_start else None,
             )
             for slot in runtime.manager.slots.values()
         ]
@@ -202,6 +206,7 @@ class Formation:
                 heroku_time(slot.updated_at),
                 slot.plan.release_version,
                 memory=slot.memory,
+                exit_status=slot.last_status,
             )
             for slot in runtime.manager.one_offs.values()
             if slot.plan.type == "run"  # the release phase's dyno is not listed, as on Heroku

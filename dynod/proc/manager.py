@@ -206,6 +206,7 @@ class DynoSlot:
     timer: trio.CancelScope | None = None  # the pending boot, cycle or ladder timer
     hurry: trio.Event | None = None  # set: its current process is killed without grace (R15)
     memory: MemorySample | None = None  # its last memory sample: what `ps --json` shows
+    next_start: float | None = None  # crashed: wall clock of its next start on the ladder
 
     @property
     def name(self) -> str:
@@ -373,6 +374,8 @@ class Manager:
                         slot.timer.cancel()
                     slot.timer = trio.CancelScope()
                     slot.nursery.start_soon(self._timer, slot, slot.timer, delay, then)
+                    if isinstance(then, BackoffOver):
+                        slot.next_start = time.time() + delay
                 case Stop(hurry=hurry):
                     if hurry and slot.hurry is not None:
                         slot.hurry.set()
@@ -385,6 +388,8 @@ class Manager:
                     self.stop_all()
         if slot.state is not before:
             slot.updated_at = time.time()
+            if slot.state is not DynoState.CRASHED:
+                slot.next_start = None
             self._notify()
 
     async def _timer(
