@@ -50,11 +50,13 @@ from dynod.core.supervisor import (
     Restart,
     RestartRequested,
     Rules,
+    SleepRequested,
     Start,
     Stop,
     StopRequested,
     Supervisor,
     Wait,
+    WakeRequested,
 )
 from dynod.errors import DynodError
 from dynod.proc.dyno import DynoProcess, DynoSpec, dyno_env, run_dyno
@@ -248,6 +250,7 @@ class Manager:
         self.hurry = trio.Event()  # set: stop sequences skip their grace and SIGKILL at once
         self.changed = trio.Event()  # replaced after every state change (router, tests, ps)
         self.crash: tuple[str, int] | None = None  # with exit_on_crash: who crashed, status
+        self.sleeping = False  # the app sleeps: its formation dynos are idle, new ones too
         self._nursery: trio.Nursery | None = None
 
     # ----- the formation
@@ -307,6 +310,21 @@ class Manager:
                 slot.plan = plan
                 self.restart_dyno(plan.name)
 
+    def sleep(self) -> None:
+        """Every formation dyno stops and stays idle until `wake` (README, "Sleeping")."""
+        self.sleeping = True
+        for slot in list(self.slots.values()):
+            self._feed(slot, SleepRequested())
+
+    def wake(self) -> bool:
+        """Start the idle dynos again; False when the app was not asleep."""
+        if not self.sleeping:
+            return False
+        self.sleeping = False
+        for slot in list(self.slots.values()):
+            self._feed(slot, WakeRequested())
+        return True
+
     def web_dynos(self) -> list[DynoSlot]:
         return [slot for slot in self.slots.values() if slot.plan.web]
 
@@ -339,7 +357,10 @@ class Manager:
             RestartLadder(settings.ladder, settings.clean_after),
             self.rng,
             one_off=one_off,
-            lifecycle=Lifecycle(DynoState.STARTING, trio.current_time()),
+            lifecycle=Lifecycle(
+                DynoState.IDLE if self.sleeping and not one_off else DynoState.STARTING,
+                trio.current_time(),
+            ),
         )
         return DynoSlot(plan, machine, time.time())
 
