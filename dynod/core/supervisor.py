@@ -309,8 +309,8 @@ class Supervisor:
         out.append(Wait(self.ladder.crashed(now), BackoffOver()))
 
     def _restart(self, out: list[Action], why: Restart, now: float) -> None:
-        if self.one_off:
-            return  # one-offs are never restarted
+        if self.one_off or self.state is _S.IDLE:
+            return  # one-offs are never restarted; an idle dyno starts when its app wakes
         out.append(Log(why.value))
         if self.state is _S.UP:
             self._move(out, _S.STARTING, now)

@@ -174,9 +174,9 @@ class Formation:
         runtime = self.runtimes.get(app.id)
         if runtime is None:
             return
-        if wake:
-            self.wake(app)
         runtime.apply(self.current(app), self.process_types(app), self.apps.formation(app))
+        if wake:
+            self.wake(app)  # after: idle dynos take their new plans, then start once, on them
         self.notify()
         if prune:
             self.prune_soon()

@@ -322,7 +322,8 @@ class Manager:
             return False
         self.sleeping = False
         for slot in list(self.slots.values()):
-            self._feed(slot, WakeRequested())
+            if slot.nursery is not None:  # else its supervision, about to begin, wakes it
+                self._feed(slot, WakeRequested())
         return True
 
     def web_dynos(self) -> list[DynoSlot]:
@@ -370,6 +371,8 @@ class Manager:
             try:
                 async with trio.open_nursery() as slot.nursery:
                     self._feed(slot, Begin())
+                    if slot.state is DynoState.IDLE and not self.sleeping:
+                        self._feed(slot, WakeRequested())  # made asleep, woken since
                     await trio.sleep_forever()
             finally:
                 slot.nursery = None

@@ -16,6 +16,8 @@ from dynod.core.supervisor import (
     Exited,
     Launched,
     Log,
+    Restart,
+    RestartRequested,
     Rules,
     SleepRequested,
     Start,
@@ -90,6 +92,15 @@ def test_a_dyno_made_asleep_starts_nothing_until_woken() -> None:
     sup = Supervisor(NO_CYCLE, lifecycle=Lifecycle(S.IDLE, 0.0))
     assert sup.handle(Begin(), 0.0) == []
     assert sup.handle(WakeRequested(), 5.0)[-1] == Start()
+
+
+def test_an_idle_dyno_ignores_restarts_and_cycles_until_woken() -> None:
+    sup = up()
+    sup.handle(SleepRequested(), 1.0)
+    sup.handle(Exited(143), 1.5)
+    assert sup.handle(RestartRequested(), 2.0) == []
+    assert sup.handle(RestartRequested(Restart.STOP), 2.0) == []
+    assert sup.state is S.IDLE
 
 
 def test_one_offs_never_sleep() -> None:

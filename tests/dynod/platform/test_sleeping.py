@@ -140,6 +140,16 @@ async def test_an_eco_app_sleeps_after_30_minutes_and_wakes(
             await reaches(manager, "web.1", DynoState.UP)
             await reaches(manager, "web.2", DynoState.UP)
 
+            await reaches(manager, "web.2", DynoState.IDLE)
+            launches = len(fake.launches)
+            slug = stage.slug(sample_files(), TYPES)
+            await release(stage, app, slug, {"NEW": "1"})
+            await formation.released(app, slug)  # a release wakes it: each dyno starts once
+            await reaches(manager, "web.1", DynoState.UP)
+            await reaches(manager, "web.2", DynoState.UP)
+            assert len(fake.launches) == launches + 2
+            assert "Restarting" not in heroku_lines(stage, app)
+
             await formation.scale(app, {}, {"web": "standard-1X"})  # opts out
             await trio.sleep(3 * 30 * MINUTE)
             assert states(formation, app) == ["up", "up"]
