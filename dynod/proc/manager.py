@@ -3,7 +3,8 @@
 One supervisor for both modes. `dynod start` runs dynos in place (the app directory, a short
 restart ladder); `dynod serve` runs them from slugs. The difference is a Workspace (where a
 dyno's directory comes from) and ManagerSettings, never a second supervisor. The decisions are
-core/supervisor.py's; this module feeds it what real processes do and performs its actions.
+core/supervisor.py's; this module feeds it what real processes do (exits, ports, memory samples
+from proc/memory.py, the app's sleep and wake) and performs its actions.
 Every timing decision reads trio's clock (so a MockClock drives it); the wall clock only stamps
 log lines and what `ps` shows.
 """
