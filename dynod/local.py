@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn, TextIO
+from typing import Any, NoReturn, TextIO
 
 import attrs
 import trio
@@ -169,6 +169,7 @@ async def start(
         cycle_after=None,
         tty=options.tty,
         exit_on_crash=options.exit_on_crash,
+        **local_memory(root),
     )
     names = [plan.name for plan in plans] + ([release.name] if release else [])
     if options.router_port is not None:
@@ -199,6 +200,23 @@ async def start(
                 status = await _run_app(manager, release, plans)
             nursery.cancel_scope.cancel()
     return status
+
+
+def local_memory(root: Path) -> dict[str, Any]:
+    """The memory rules of `dynod start`: `[dynos]` memory keys from the app's dynod.toml (beside
+    the Procfile), else the data directory's. Without a quota set there, 512 MB each and only
+    warnings (R14), never a kill (R15)."""
+    from dynod.state.config import Config, resolve_data_dir
+
+    for path in (root / "dynod.toml", resolve_data_dir() / "dynod.toml"):
+        if path.is_file():
+            from dynod.proc.memory import memory_settings
+
+            try:
+                return memory_settings(Config.from_toml(path).dynos, kill=False)
+            except DynodError as err:
+                raise UsageError(str(err)) from None
+    return {"memory_kill": False}
 
 
 def _port_free(port: int) -> bool:

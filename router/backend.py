@@ -61,6 +61,9 @@ class TableBackend:
     any_host: str | None = None
     sink: Callable[[str, str], None] | None = None
     on_wake: Callable[[str], None] | None = None
+    # Called with the app's name at each lookup (a request arrived, or one held while dynos
+    # boot looks again): how dynod knows an app is not idle while requests wait for it.
+    on_request: Callable[[str], None] | None = None
     _tables: dict[str, AppTable] = attrs.field(factory=dict, init=False)
 
     def update(self, app: str, dynos: Iterable[WebDyno]) -> None:
@@ -76,7 +79,10 @@ class TableBackend:
             old.changed.set()
 
     def lookup(self, name: str) -> AppTable | None:
-        return self._tables.get(self.any_host if self.any_host is not None else name)
+        table = self._tables.get(self.any_host if self.any_host is not None else name)
+        if table is not None and self.on_request is not None:
+            self.on_request(table.app)
+        return table
 
     def wake(self, app: str) -> None:
         if self.on_wake is not None:

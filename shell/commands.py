@@ -76,6 +76,15 @@ TABLE: tuple[Command, ...] = (
         json=True,
     ),
     Command(
+        "ps:type",
+        "show or set dyno sizes: eco (all types) or web=eco; eco apps sleep when idle",
+        dynos.ps_type,
+        (Arg("SIZE", required=False, many=True),),
+        json=True,
+        details="An app whose dynos are all eco (or free) sleeps after 30 minutes without a "
+        "request and wakes on the next one; `dyno ps:type standard-1X` keeps it awake.",
+    ),
+    Command(
         "ps:restart",
         "restart all dynos, one process type or one dyno",
         dynos.restart,

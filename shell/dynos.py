@@ -16,7 +16,7 @@ from shell.apps import app_path
 from shell.context import Context
 from shell.errors import UsageError
 from shell.grammar import Parsed
-from shell.output import ps_lines, size_name
+from shell.output import columns, header, ps_lines, size_name
 
 SCALE = re.compile(r"([A-Za-z0-9_-]+?)([=+-])(\d+)(?::([A-Za-z0-9_-]+))?")
 LOG_SOURCES = ("app", "heroku")
@@ -81,6 +81,40 @@ def scale(ctx: Context, parsed: Parsed) -> None:
         ctx.json(changed)
     else:
         ctx.say(f"Scaling dynos on {app}... done, now running {_formation_text(changed)}")
+
+
+def parse_sizes(words: list[str], types: list[str]) -> list[dict[str, str]]:
+    """`eco` (every process type) or `web=eco worker=basic` as formation size updates."""
+    updates: dict[str, str] = {}
+    for word in (part for w in words for part in w.split(",") if part):
+        kind, _, size = word.rpartition("=")
+        if not size or (kind and not SCALE.fullmatch(f"{kind}=1")):
+            raise UsageError(
+                f"cannot read `{word}`: give a size for every type (`dyno ps:type eco`) or "
+                "TYPE=SIZE (`dyno ps:type web=standard-1X`)"
+            )
+        for name in [kind] if kind else types:
+            updates[name] = size
+    return [{"type": kind, "size": size} for kind, size in updates.items()]
+
+
+def ps_type(ctx: Context, parsed: Parsed) -> None:
+    """`ps:type`: show each process type's size, or set them (`eco` sleeps: README)."""
+    app = ctx.app(parsed)
+    words = parsed.args("SIZE")
+    if words:
+        types = [str(e.get("type")) for e in ctx.api.list(app_path(app, "/formation"))]
+        if not types:
+            raise UsageError(f"{app} has no process types yet: deploy it first (`dyno deploy`)")
+        ctx.api.patch(app_path(app, "/formation"), {"updates": parse_sizes(words, types)})
+    formation = sorted(ctx.api.list(app_path(app, "/formation")), key=lambda e: str(e.get("type")))
+    if parsed.on("json"):
+        ctx.json(formation)
+        return
+    rows = [
+        [str(e.get("type")), size_name(e.get("size")), str(e.get("quantity"))] for e in formation
+    ]
+    ctx.lines([header("Process Types"), *columns([["Type", "Size", "Qty"], *rows])])
 
 
 def _target_path(app: str, target: str) -> str:

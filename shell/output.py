@@ -113,6 +113,7 @@ def ps_lines(dynos: Sequence[Mapping[str, Any]], now: float, tz: tzinfo | None =
         ]
         block += [
             f"{d.get('name')}: {d.get('state')} {format_time(d.get('updated_at'), now, tz)}"
+            f"{crash_note(d, now)}"
             for d in group
         ]
         blocks.append(block)
@@ -122,6 +123,27 @@ def ps_lines(dynos: Sequence[Mapping[str, Any]], now: float, tz: tzinfo | None =
             lines.append("")
         lines += block
     return lines
+
+
+def crash_note(dyno: Mapping[str, Any], now: float) -> str:
+    """What `ps` adds to a crashed dyno: its exit status and when the ladder starts it again."""
+    if dyno.get("state") != "crashed":
+        return ""
+    status = dyno.get("exit_status")
+    note = f": exit status {status}" if isinstance(status, int) else ""
+    when = parse_time(dyno.get("next_start_at"))
+    if when is None:
+        return note
+    left = int(when.timestamp() - now)
+    if left <= 0:
+        due = "now"
+    elif left < 60:
+        due = f"in ~ {left}s"
+    elif left < 3600:
+        due = f"in ~ {left // 60}m"
+    else:
+        due = f"in ~ {left // 3600}h {left % 3600 // 60}m"
+    return f"{note}, next start {due}" if note else f": next start {due}"
 
 
 def _dyno_order(dyno: Mapping[str, Any]) -> tuple[str, int]:

@@ -164,16 +164,21 @@ async def formation_info(call: Call) -> Response:
 
 
 async def _scale(call: Call, app: App, updates: list[Any]) -> list[dict[str, Any]]:
-    counts = call.platform.apps.formation(app)
     wanted: dict[str, object] = {}
+    sizes: dict[str, object] = {}  # `ps:type eco`: a size-only update
     for update in updates:
         if not isinstance(update, dict) or not isinstance(update.get("type"), str):
             raise invalid(
                 'Each update needs a process type and a quantity: {"type": "web", "quantity": 2}.'
             )
         kind = update["type"]
-        wanted[kind] = update.get("quantity", counts.get(kind, 0))  # a size-only update
-    scaled = await call.platform.formation.scale(app, wanted)
+        if update.get("quantity") is not None:
+            wanted[kind] = update["quantity"]
+        if update.get("size") is not None:
+            sizes[kind] = update["size"]
+        if kind not in wanted and kind not in sizes:
+            raise invalid(f'The update of {kind} needs a "quantity" or a "size".')
+    scaled = await call.platform.formation.scale(app, wanted, sizes)
     return [formation_json(app, entry) for entry in scaled]
 
 

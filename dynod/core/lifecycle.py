@@ -26,10 +26,11 @@ class DynoState(str, enum.Enum):  # noqa: UP042 - str() and f-strings must keep 
 _S = DynoState
 TRANSITIONS: Mapping[DynoState, frozenset[DynoState]] = MappingProxyType(
     {
-        _S.STARTING: frozenset({_S.UP, _S.CRASHED, _S.DOWN, _S.COMPLETE}),
+        # -> idle: the app sleeps, whatever each of its dynos was doing.
+        _S.STARTING: frozenset({_S.UP, _S.CRASHED, _S.DOWN, _S.IDLE, _S.COMPLETE}),
         # up -> starting is a restart or a daily cycle.
         _S.UP: frozenset({_S.STARTING, _S.CRASHED, _S.DOWN, _S.IDLE, _S.COMPLETE}),
-        _S.CRASHED: frozenset({_S.STARTING, _S.DOWN}),
+        _S.CRASHED: frozenset({_S.STARTING, _S.DOWN, _S.IDLE}),
         _S.DOWN: frozenset({_S.STARTING}),
         _S.IDLE: frozenset({_S.STARTING, _S.DOWN}),
         _S.COMPLETE: frozenset(),  # terminal: a finished one-off is never started again

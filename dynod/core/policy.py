@@ -25,6 +25,9 @@ BOOT_TIMEOUT = 60.0  # R10: a web dyno must bind its $PORT within a minute of la
 STOP_TIMEOUT = 30.0  # SIGTERM's grace before SIGKILL
 CLEAN_AFTER = 600.0  # a run this long forgets the crashes before it
 LOCAL_CLEAN_AFTER = 60.0  # `dynod start`'s clean run
+MEMORY_SAMPLE = 20.0  # how often each dyno's memory is read
+MEMORY_QUOTA_MB = 512.0  # standard-1X: R14 above it, R15 (killed) above twice it
+IDLE_AFTER = 1800.0  # an eco app sleeps after 30 minutes without a request
 PIDS_MAX = 256  # processes and threads in a dyno's cgroup: Heroku's standard-1X limit
 
 

@@ -1,9 +1,10 @@
 """The dyno supervisor's decisions, sans-I/O: events in, actions out, with an injected clock.
 
 One Supervisor per dyno holds its Lifecycle and RestartLadder. `handle(event, now)` takes what
-happened (an exit, a boot timeout, a restart, a cycle, a memory sample) at `now`, plain seconds
-from whatever clock the driver uses, and returns what to do: start, wait, stop, say a line
-(Heroku's wording), or give up. proc/manager.py performs the actions on real processes.
+happened (an exit, a boot timeout, a restart, a cycle, a memory sample, the app's sleep) at
+`now`, plain seconds from whatever clock the driver uses, and returns what to do: start, wait,
+stop, say a line (Heroku's wording), or give up. proc/manager.py performs the actions on real
+processes.
 """
 
 from __future__ import annotations
@@ -84,6 +85,16 @@ class StopRequested:
 
 
 @frozen
+class SleepRequested:
+    """The app sleeps (no request for `[dynos] idle_after`): stop, and stay idle."""
+
+
+@frozen
+class WakeRequested:
+    """A request (or a scale, restart or release) wakes the sleeping app: start again."""
+
+
+@frozen
 class MemorySampled:
     mb: float
     quota_mb: float
@@ -100,6 +111,8 @@ Event = (
     | BackoffOver
     | StopRequested
     | MemorySampled
+    | SleepRequested
+    | WakeRequested
 )
 
 
@@ -121,7 +134,9 @@ class Wait:
 
 @frozen
 class Stop:
-    """Stop the running process (its exit comes back as Exited)."""
+    """Stop the running process (its exit comes back as Exited); `hurry`: SIGKILL at once."""
+
+    hurry: bool = False
 
 
 @frozen
@@ -152,6 +167,7 @@ class Rules:
     cycle_after: float | None = CYCLE_AFTER  # None: never cycle (the local runner)
     cycle_jitter: float = CYCLE_JITTER
     exit_on_crash: bool = False
+    memory_kill: bool = True  # False: past twice the quota is only R14 (the local runner's)
 
 
 def memory_line(mb: float, quota_mb: float) -> str:
@@ -184,10 +200,11 @@ class Supervisor:
             return out  # done for good: a late exit, timer or request changes nothing
         match event:
             case Begin():
-                self._start(out)
+                if self.state is not _S.IDLE:  # made asleep (its app slept when dynod stopped)
+                    self._start(out)
             case Launched(listens=listens):
-                if self.pending is not None:
-                    pass  # a restart came first: this process is already being stopped
+                if self.pending is not None or self.state is _S.IDLE:
+                    pass  # a restart (or sleep) came first: this process is being stopped
                 elif listens and not self.one_off:
                     self.booting = True
                     out.append(Wait(self.rules.boot_timeout, BootTimedOut()))
@@ -229,13 +246,31 @@ class Supervisor:
                     out.append(Stop())  # its exit, once down, changes nothing
                 self.running = self.booting = False
                 out.append(Finish())
+            case SleepRequested():
+                if not self.one_off and self.state in (_S.UP, _S.STARTING, _S.CRASHED):
+                    # Heroku's words: the dyno goes "down"; `ps` shows it idle.
+                    out += [Log("Idling"), Log(f"State changed from {self.state.value} to down")]
+                    self._move(out, _S.IDLE, now, say=False)
+                    self.pending = None
+                    self.booting = False
+                    if self.running:
+                        out.append(Stop())
+            case WakeRequested():
+                if self.state is _S.IDLE:
+                    out += [Log("Unidling"), Log("State changed from down to starting")]
+                    self._move(out, _S.STARTING, now, say=False)
+                    self.ladder.reset()
+                    if self.running:  # still stopping from its sleep: start once it has ended
+                        self.pending = Restart.RESTART
+                    else:
+                        self._start(out)
             case MemorySampled(mb=mb, quota_mb=quota):
                 if self.running and mb > quota:
                     out.append(Log(memory_line(mb, quota)))
-                    if mb > 2 * quota:
+                    if mb > 2 * quota and self.rules.memory_kill:
                         out.append(Log("Error R15 (Memory quota vastly exceeded)"))
                         self.booting = False
-                        out.append(Stop())  # its exit is a crash, on the ladder
+                        out.append(Stop(hurry=True))  # its exit is a crash, on the ladder
                     else:
                         out.append(Log("Error R14 (Memory quota exceeded)"))
         return out
@@ -264,6 +299,8 @@ class Supervisor:
             self.ladder.reset()
             self._start(out)
             return
+        if self.state is _S.IDLE:
+            return  # stopped by its app's sleep: it stays idle
         self.last_status = status
         self._move(out, _S.CRASHED, now)
         if self.rules.exit_on_crash:
@@ -272,8 +309,8 @@ class Supervisor:
         out.append(Wait(self.ladder.crashed(now), BackoffOver()))
 
     def _restart(self, out: list[Action], why: Restart, now: float) -> None:
-        if self.one_off:
-            return  # one-offs are never restarted
+        if self.one_off or self.state is _S.IDLE:
+            return  # one-offs are never restarted; an idle dyno starts when its app wakes
         out.append(Log(why.value))
         if self.state is _S.UP:
             self._move(out, _S.STARTING, now)

@@ -11,10 +11,12 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 import attrs
 import trio
 
+from dynod.core.sizes import DEFAULT_SIZE, shown, size_of
 from dynod.core.supervisor import Restart
 from dynod.errors import DynodError, Invalid, NotFound
 from dynod.platform.routing import feed_router
 from dynod.platform.runtime import AppRuntime
+from dynod.proc.memory import MemorySample
 from dynod.slugs.model import Slug
 from dynod.slugs.store import SlugStore
 from dynod.state.apps import App, AppStore
@@ -32,7 +34,7 @@ class FormationEntry:
     type: str
     quantity: int
     command: str
-    size: str = "standard-1X"
+    size: str = DEFAULT_SIZE
 
 
 @attrs.frozen
@@ -43,7 +45,10 @@ class DynoInfo:
     state: str
     updated_at: str
     release_version: int | None
-    size: str = "standard-1X"
+    size: str = DEFAULT_SIZE
+    memory: MemorySample | None = None  # its last sample (proc/memory.py)
+    exit_status: int | None = None  # its last exit
+    next_start_at: str | None = None  # crashed: when the ladder starts it again
 
 
 class Formation:
@@ -71,6 +76,7 @@ class Formation:
         self.spawn = spawn
         self.runtimes: dict[str, AppRuntime] = {}
         self.changed = trio.Event()
+        self.woke_at: dict[str, float] = {}  # app id -> trio time it last woke from sleep
         self._scaling: defaultdict[str, trio.Lock] = defaultdict(trio.Lock)  # by app id
 
     # ----- each app's runtime
@@ -79,6 +85,7 @@ class Formation:
         """The app's dyno manager, and its feed of the router, in `nursery` (with no dynos
         until `apply`)."""
         runtime = self.make_runtime(app)
+        runtime.manager.sleeping = self.apps.formation_record(app).idle  # asleep when dynod stopped
         self.runtimes[app.id] = runtime
         await nursery.start(runtime.manager.run, [])
         nursery.start_soon(self._route, runtime, app.name)
@@ -110,32 +117,46 @@ class Formation:
         return dict(self.slugs.get(slug_id).process_types) if slug_id else {}
 
     def entries(self, app: App) -> list[FormationEntry]:
-        counts = self.apps.formation(app)
+        record = self.apps.formation_record(app)
         return [
-            FormationEntry(kind, counts.get(kind, 0), command)
+            FormationEntry(
+                kind,
+                record.quantities.get(kind, 0),
+                command,
+                record.sizes.get(kind, DEFAULT_SIZE),
+            )
             for kind, command in self.process_types(app).items()
             if kind != "release"
         ]
 
-    async def scale(self, app: App, updates: Mapping[str, object]) -> list[FormationEntry]:
-        """Set quantities (a number, or a string: "2", "+1", "-1"); all checked before any
-        applies."""
+    async def scale(
+        self, app: App, updates: Mapping[str, object], sizes: Mapping[str, object] | None = None
+    ) -> list[FormationEntry]:
+        """Set quantities (a number, or a string: "2", "+1", "-1") and sizes (`ps:type`); all
+        checked before any applies."""
+        sizes = sizes or {}
         async with self._scaling[app.id]:
             types = self.process_types(app)
             counts = self.apps.formation(app)
             new = dict(counts)
-            for kind, quantity in updates.items():
+            for kind in [*updates, *sizes]:
                 if kind not in types or kind == "release":
                     raise NotFound(
                         f"Couldn't find that process type ({kind}): the app's types are "
                         f"{', '.join(t for t in types if t != 'release') or 'none yet'}."
                     )
+            for kind, quantity in updates.items():
                 new[kind] = _quantity(quantity, counts.get(kind, 0), kind)
-            await self.apps.save_formation(app, new)
-        scaled = " ".join(f"{kind}@{new[kind]}:Standard-1X" for kind in updates)
+            resized = {kind: size_of(size) for kind, size in sizes.items()}
+            await self.apps.save_formation(app, new, resized)
+        named = [*updates, *(kind for kind in sizes if kind not in updates)]
+        entries = {entry.type: entry for entry in self.entries(app)}
+        scaled = " ".join(
+            f"{kind}@{entries[kind].quantity}:{shown(entries[kind].size)}" for kind in named
+        )
         self.log(app, f"Scaled to {scaled} by user {self.user}")
         self.apply(app)
-        return [entry for entry in self.entries(app) if entry.type in updates]
+        return [entry for entry in entries.values() if entry.type in named]
 
     async def released(self, app: App, slug: Slug | None) -> None:
         """A release became current: run the formation on it (the first deploy's formation is
@@ -147,11 +168,15 @@ class Formation:
                     await self.apps.save_formation(app, first)
         self.apply(app)
 
-    def apply(self, app: App, *, prune: bool = True) -> None:
+    def apply(self, app: App, *, prune: bool = True, wake: bool = True) -> None:
+        """Run the formation on the current release; a scale or release wakes a sleeping app
+        (`wake`; not when dynod starts: an app asleep then stays asleep)."""
         runtime = self.runtimes.get(app.id)
         if runtime is None:
             return
         runtime.apply(self.current(app), self.process_types(app), self.apps.formation(app))
+        if wake:
+            self.wake(app)  # after: idle dynos take their new plans, then start once, on them
         self.notify()
         if prune:
             self.prune_soon()
@@ -174,11 +199,22 @@ class Formation:
         self.changed.set()
         self.changed = trio.Event()
 
+    def wake(self, app: App) -> bool:
+        """Wake a sleeping app at once (its durable record follows); False if it was awake."""
+        runtime = self.runtimes.get(app.id)
+        if runtime is None or not runtime.manager.wake():
+            return False
+        self.woke_at[app.id] = trio.current_time()
+        self.spawn(lambda: self.apps.save_idle(app, False), "recording that an app woke")
+        self.notify()
+        return True
+
     # ----- dynos
 
     def dynos(self, app: App) -> list[DynoInfo]:
         runtime = self.runtimes[app.id]
         version = runtime.release.version if runtime.release else None
+        sizes = self.apps.formation_record(app).sizes
         listed = [
             DynoInfo(
                 slot.name,
@@ -187,6 +223,10 @@ class Formation:
                 slot.state.value,
                 heroku_time(slot.updated_at),
                 version,
+                sizes.get(slot.plan.type, DEFAULT_SIZE),
+                memory=slot.memory,
+                exit_status=slot.last_status,
+                next_start_at=heroku_time(slot.next_start) if slot.next_start else None,
             )
             for slot in runtime.manager.slots.values()
         ]
@@ -198,6 +238,8 @@ class Formation:
                 slot.state.value,
                 heroku_time(slot.updated_at),
                 slot.plan.release_version,
+                memory=slot.memory,
+                exit_status=slot.last_status,
             )
             for slot in runtime.manager.one_offs.values()
             if slot.plan.type == "run"  # the release phase's dyno is not listed, as on Heroku
@@ -207,7 +249,10 @@ class Formation:
     def restart(self, app: App, target: str | None = None) -> None:
         """All dynos, one process type (`web`) or one dyno (`web.1`)."""
         manager = self.runtimes[app.id].manager
-        for name in self._targets(app, target):
+        names = self._targets(app, target)
+        if self.wake(app):
+            return  # woken: every dyno starts afresh
+        for name in names:
             manager.restart_dyno(name)
 
     def stop(self, app: App, target: str) -> None:

@@ -32,6 +32,7 @@ from dynod.platform.runtime import (
     manager_settings,
     scratch_dir,
 )
+from dynod.platform.sleeping import Sleeping
 from dynod.proc.reaper import Reaper
 from dynod.slugs.store import SlugStore
 from dynod.state.apps import App, AppStore
@@ -57,7 +58,9 @@ class Platform:
         self.users = DynoUsers(config.dynos)
         self.scratch = scratch_dir(data_dir, passable=self.users.switching)
         # The router's view of every app's web dynos (router.server.serve takes it).
-        self.router = TableBackend(sink=self._router_log)
+        self.router = TableBackend(
+            sink=self._router_log, on_wake=self._wake, on_request=self._request
+        )
         self.formation = Formation(
             self.apps,
             self.slugs,
@@ -88,6 +91,9 @@ class Platform:
             spawn=self.spawn,
         )
         self.one_offs = OneOffs(self.formation, spawn=self.spawn)
+        self.sleeping = Sleeping(
+            self.apps, self.formation, idle_after=config.dynos.idle_after, spawn=self.spawn
+        )
         self._nursery: trio.Nursery | None = None
 
     # ----- lifetime
@@ -111,8 +117,9 @@ class Platform:
                 await self.releases.interrupted(app)
                 await trio.to_thread.run_sync(ensure_repo, self.data_dir, app.name)
                 await self.formation.start(app, nursery)
-                self.formation.apply(app, prune=False)
+                self.formation.apply(app, prune=False, wake=False)  # asleep stays asleep
             self.formation.prune_soon()  # once for all apps, not once per app
+            nursery.start_soon(self.sleeping.watch)
             task_status.started()
             await trio.sleep_forever()
 
@@ -149,7 +156,19 @@ class Platform:
     def _router_log(self, app_name: str, text: str) -> None:
         app = self.apps.by_name(app_name)
         if app is not None:
+            self.sleeping.request(app)  # a request ended: its idle time starts now
             self.log(app, text, dyno="router", source=HEROKU)
+
+    def _request(self, app_name: str) -> None:
+        app = self.apps.by_name(app_name)
+        if app is not None:
+            self.sleeping.request(app)  # a request arrived (or waits): the app is not idle
+
+    def _wake(self, app_name: str) -> None:
+        """The router holds a request for a sleeping app: wake it (README, "Sleeping")."""
+        app = self.apps.by_name(app_name)
+        if app is not None:
+            self.sleeping.wake(app)
 
     # ----- apps
 

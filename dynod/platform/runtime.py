@@ -31,6 +31,7 @@ from dynod.proc.manager import (
     ManagerSettings,
     Processes,
 )
+from dynod.proc.memory import memory_settings
 from dynod.proc.mounts import Overlay, overlays_work
 from dynod.proc.ports import session_members
 from dynod.proc.reaper import Reaper
@@ -242,6 +243,7 @@ def manager_settings(
         max_line_bytes=max_line_bytes,
         owner=owner,
         private_tmp=config.private_tmp,
+        **memory_settings(config, kill=True),
     )
 
 

@@ -244,7 +244,8 @@ async def run_dyno(
     """Run one dyno to completion and return its exit status (128 + N for signal N).
 
     Cancellation stops it: SIGTERM to the group, `spec.stop_timeout` of grace (cut short when
-    `hurry` is set), then SIGKILL. Every process left in the group is killed and reported.
+    `hurry` is set; none when it is set already, as for R15), then SIGKILL.
+    Every process left in the group is killed and reported.
     """
 
     def say(text: str) -> None:
@@ -352,6 +353,36 @@ async def _stop(
     reaper: Reaper | None = None,
     cgroup: Cgroup | None = None,
 ) -> None:
+    if hurry is None or not hurry.is_set():  # hurried from the start (R15): SIGKILL at once
+        await _terminate(spec, handle, process, say, hurry, reaper, cgroup)
+    alive = cgroup.populated() if cgroup is not None else group_alive(handle.pgid)
+    if process.returncode is None or alive:
+        if hurry is None or not hurry.is_set():  # hurried (a second Ctrl-C): no timeout to report
+            grace = f"{spec.stop_timeout:g}"
+            say(
+                "Error R12 (Exit timeout) -> "
+                f"Process failed to exit within {grace} seconds of SIGTERM"
+            )
+        say("Stopping all processes with SIGKILL")
+        if cgroup is not None:
+            cgroup.kill()
+            await process.wait()
+            await cgroup.wait_empty(2.0)  # what survives that is reported with the leftovers
+        else:
+            handle.signal(signal.SIGKILL)
+            await process.wait()
+
+
+async def _terminate(
+    spec: DynoSpec,
+    handle: DynoProcess,
+    process: Child,
+    say: Callable[[str], None],
+    hurry: trio.Event | None,
+    reaper: Reaper | None,
+    cgroup: Cgroup | None,
+) -> None:
+    """SIGTERM to every process of the dyno, then its grace (cut short by `hurry`)."""
     say("Stopping all processes with SIGTERM")
     if cgroup is not None:  # every process of the dyno, whatever its session
         cgroup.signal_all(signal.SIGTERM)
@@ -378,22 +409,6 @@ async def _stop(
             race.start_soon(group_gone)
             if hurry is not None:
                 race.start_soon(hurried)
-    alive = cgroup.populated() if cgroup is not None else group_alive(handle.pgid)
-    if process.returncode is None or alive:
-        if hurry is None or not hurry.is_set():  # hurried (a second Ctrl-C): no timeout to report
-            grace = f"{spec.stop_timeout:g}"
-            say(
-                "Error R12 (Exit timeout) -> "
-                f"Process failed to exit within {grace} seconds of SIGTERM"
-            )
-        say("Stopping all processes with SIGKILL")
-        if cgroup is not None:
-            cgroup.kill()
-            await process.wait()
-            await cgroup.wait_empty(2.0)  # what survives that is reported with the leftovers
-        else:
-            handle.signal(signal.SIGKILL)
-            await process.wait()
 
 
 async def _wait_group_empty(pgid: int, timeout: float | None = None) -> bool:

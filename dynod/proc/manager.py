@@ -3,7 +3,8 @@
 One supervisor for both modes. `dynod start` runs dynos in place (the app directory, a short
 restart ladder); `dynod serve` runs them from slugs. The difference is a Workspace (where a
 dyno's directory comes from) and ManagerSettings, never a second supervisor. The decisions are
-core/supervisor.py's; this module feeds it what real processes do and performs its actions.
+core/supervisor.py's; this module feeds it what real processes do (exits, ports, memory samples
+from proc/memory.py, the app's sleep and wake) and performs its actions.
 Every timing decision reads trio's clock (so a MockClock drives it); the wall clock only stamps
 log lines and what `ps` shows.
 """
@@ -28,6 +29,8 @@ from dynod.core.policy import (
     CLEAN_AFTER,
     CYCLE_AFTER,
     CYCLE_JITTER,
+    MEMORY_QUOTA_MB,
+    MEMORY_SAMPLE,
     PLATFORM_LADDER,
     STOP_TIMEOUT,
     RestartLadder,
@@ -44,17 +47,21 @@ from dynod.core.supervisor import (
     GiveUp,
     Launched,
     Log,
+    MemorySampled,
     Restart,
     RestartRequested,
     Rules,
+    SleepRequested,
     Start,
     Stop,
     StopRequested,
     Supervisor,
     Wait,
+    WakeRequested,
 )
 from dynod.errors import DynodError
 from dynod.proc.dyno import DynoProcess, DynoSpec, dyno_env, run_dyno
+from dynod.proc.memory import MemoryProbe, MemorySample, MemorySampler
 from dynod.proc.mounts import Overlay
 from dynod.proc.ports import Listening, listening
 from dynod.proc.reaper import Reaper
@@ -75,6 +82,13 @@ class ManagerSettings:
     exit_on_crash: bool = False
     owner: tuple[int, int] | None = None  # the platform's unprivileged dyno user, when root
     private_tmp: bool = False  # dynos get their own /tmp and /dev/shm (the platform's, as root)
+    memory_sample: float | None = MEMORY_SAMPLE  # seconds between samples; None: never
+    memory_quota_mb: float = MEMORY_QUOTA_MB  # each dyno's, unless its type has its own
+    memory_quotas: Mapping[str, float] = attrs.field(factory=dict)  # by process type
+    memory_kill: bool = True  # R15 past twice the quota; False: R14 only (the local runner)
+
+    def quota_of(self, kind: str) -> float:
+        return self.memory_quotas.get(kind, self.memory_quota_mb)
 
 
 @attrs.frozen
@@ -203,6 +217,9 @@ class DynoSlot:
     nursery: trio.Nursery | None = None  # the dyno's process and timer tasks
     run_scope: trio.CancelScope | None = None  # the current process's lifetime
     timer: trio.CancelScope | None = None  # the pending boot, cycle or ladder timer
+    hurry: trio.Event | None = None  # set: its current process is killed without grace (R15)
+    memory: MemorySample | None = None  # its last memory sample: what `ps --json` shows
+    next_start: float | None = None  # crashed: wall clock of its next start on the ladder
 
     @property
     def name(self) -> str:
@@ -228,11 +245,15 @@ class Manager:
         rng: random.Random | None = None,
         launcher: Launcher | None = None,
         ports: PortSource | None = None,
+        memory: MemorySampler | None = None,
     ) -> None:
         self.sink = sink
         self.workspace = workspace
         self.settings = settings
         self.launcher: Launcher = launcher or Processes(reaper)
+        if memory is None and isinstance(self.launcher, Processes):
+            memory = MemoryProbe(self.launcher.reaper)  # fakes sample nothing unless given one
+        self.memory = memory
         self.ports = ports  # None: every plan has its fixed port, or none
         self.rng = rng or random.Random()
         self.slots: dict[str, DynoSlot] = {}
@@ -240,6 +261,7 @@ class Manager:
         self.hurry = trio.Event()  # set: stop sequences skip their grace and SIGKILL at once
         self.changed = trio.Event()  # replaced after every state change (router, tests, ps)
         self.crash: tuple[str, int] | None = None  # with exit_on_crash: who crashed, status
+        self.sleeping = False  # the app sleeps: its formation dynos are idle, new ones too
         self._nursery: trio.Nursery | None = None
 
     # ----- the formation
@@ -299,6 +321,22 @@ class Manager:
                 slot.plan = plan
                 self.restart_dyno(plan.name)
 
+    def sleep(self) -> None:
+        """Every formation dyno stops and stays idle until `wake` (README, "Sleeping")."""
+        self.sleeping = True
+        for slot in list(self.slots.values()):
+            self._feed(slot, SleepRequested())
+
+    def wake(self) -> bool:
+        """Start the idle dynos again; False when the app was not asleep."""
+        if not self.sleeping:
+            return False
+        self.sleeping = False
+        for slot in list(self.slots.values()):
+            if slot.nursery is not None:  # else its supervision, about to begin, wakes it
+                self._feed(slot, WakeRequested())
+        return True
+
     def web_dynos(self) -> list[DynoSlot]:
         return [slot for slot in self.slots.values() if slot.plan.web]
 
@@ -326,11 +364,15 @@ class Manager:
                 cycle_after=settings.cycle_after,
                 cycle_jitter=settings.cycle_jitter,
                 exit_on_crash=settings.exit_on_crash,
+                memory_kill=settings.memory_kill,
             ),
             RestartLadder(settings.ladder, settings.clean_after),
             self.rng,
             one_off=one_off,
-            lifecycle=Lifecycle(DynoState.STARTING, trio.current_time()),
+            lifecycle=Lifecycle(
+                DynoState.IDLE if self.sleeping and not one_off else DynoState.STARTING,
+                trio.current_time(),
+            ),
         )
         return DynoSlot(plan, machine, time.time())
 
@@ -340,6 +382,8 @@ class Manager:
             try:
                 async with trio.open_nursery() as slot.nursery:
                     self._feed(slot, Begin())
+                    if slot.state is DynoState.IDLE and not self.sleeping:
+                        self._feed(slot, WakeRequested())  # made asleep, woken since
                     await trio.sleep_forever()
             finally:
                 slot.nursery = None
@@ -365,7 +409,11 @@ class Manager:
                         slot.timer.cancel()
                     slot.timer = trio.CancelScope()
                     slot.nursery.start_soon(self._timer, slot, slot.timer, delay, then)
-                case Stop():
+                    if isinstance(then, BackoffOver):
+                        slot.next_start = time.time() + delay
+                case Stop(hurry=hurry):
+                    if hurry and slot.hurry is not None:
+                        slot.hurry.set()
                     if slot.run_scope is not None:
                         slot.run_scope.cancel()
                 case Finish():
@@ -375,6 +423,8 @@ class Manager:
                     self.stop_all()
         if slot.state is not before:
             slot.updated_at = time.time()
+            if slot.state is not DynoState.CRASHED:
+                slot.next_start = None
             self._notify()
 
     async def _timer(
@@ -408,13 +458,24 @@ class Manager:
 
     async def _launch(self, slot: DynoSlot, spec: DynoSpec) -> int:
         result: list[int] = []
+        hurry = slot.hurry = trio.Event()  # the manager's hurry, or this dyno's own (R15)
+        # Passes the manager's hurry on while the process stops (its stop is a cancellation).
+        forward = trio.CancelScope(shield=True)
         async with trio.open_nursery() as nursery:
 
             async def process(task_status: trio.TaskStatus[DynoProcess]) -> None:
                 try:
-                    result.append(await self.launcher.run(spec, self.sink, self.hurry, task_status))
+                    result.append(await self.launcher.run(spec, self.sink, hurry, task_status))
                 finally:
-                    nursery.cancel_scope.cancel()  # the port watch ends with the process
+                    forward.cancel()
+                    nursery.cancel_scope.cancel()  # the watches end with the process
+
+            async def hurried() -> None:
+                with forward:
+                    await self.hurry.wait()
+                    hurry.set()
+
+            nursery.start_soon(hurried)
 
             try:
                 started: DynoProcess = await nursery.start(process)
@@ -425,7 +486,22 @@ class Manager:
             self._feed(slot, Launched(listens=port is not None))
             if port is not None and slot.machine.booting:
                 nursery.start_soon(self._watch_port, slot, port, started)
+            if self.memory is not None and self.settings.memory_sample is not None:
+                nursery.start_soon(self._watch_memory, slot, self.memory, started)
         return result[0] if result else 137
+
+    async def _watch_memory(
+        self, slot: DynoSlot, memory: MemorySampler, process: DynoProcess
+    ) -> None:
+        """Every `memory_sample` seconds, the dyno's memory to its supervisor (R14, R15)."""
+        assert self.settings.memory_sample is not None
+        quota = self.settings.quota_of(slot.plan.type)
+        while True:
+            await trio.sleep(self.settings.memory_sample)
+            mb = await memory.sample(process)
+            if mb is not None:
+                slot.memory = MemorySample(mb, quota, time.time())
+                self._feed(slot, MemorySampled(mb, quota))
 
     async def _watch_port(self, slot: DynoSlot, port: int, process: DynoProcess) -> None:
         """A web dyno is up once its PORT is listened on; on the platform, by its own processes

@@ -13,7 +13,7 @@ import random
 import re
 import shutil
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +87,39 @@ class App:
         return cls(**{f.name: data[f.name] for f in attrs.fields(cls) if f.name in data})
 
 
+@frozen
+class FormationRecord:
+    """An app's formation.json: `{"web": 1}` (quantities alone, as dynod always wrote it), or
+    `{"quantities": {...}, "sizes": {...}, "idle": true}` once a size or sleep is recorded."""
+
+    quantities: Mapping[str, int] = attrs.field(factory=dict)
+    sizes: Mapping[str, str] = attrs.field(factory=dict)
+    idle: bool = False
+
+    def to_json(self) -> dict[str, object]:
+        if not self.sizes and not self.idle:
+            return dict(self.quantities)
+        return {"quantities": dict(self.quantities), "sizes": dict(self.sizes), "idle": self.idle}
+
+
+def _load_formation(path: Path) -> FormationRecord:
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict):
+            raise TypeError("not an object")
+        if isinstance(data.get("quantities"), dict):
+            return FormationRecord(
+                {str(k): int(v) for k, v in data["quantities"].items()},
+                {str(k): str(v) for k, v in data.get("sizes", {}).items()},
+                bool(data.get("idle", False)),
+            )
+        return FormationRecord({str(name): int(count) for name, count in data.items()})
+    except (OSError, ValueError, TypeError, AttributeError) as err:
+        raise Damaged(
+            f"{path} is damaged ({err}): expected an object of process type counts"
+        ) from None
+
+
 def _load_app(path: Path) -> App:
     try:
         return App.from_json(json.loads(path.read_text()))
@@ -108,6 +141,7 @@ class AppStore:
         self._names: dict[str, str] = {}  # name -> id
         self._ledgers: dict[str, Ledger] = {}
         self._creating: set[str] = set()  # names of apps being written, taken already
+        self._formation_locks: dict[str, trio.Lock] = {}  # one formation writer per app
         for entry in self.root.iterdir():
             if entry.name.startswith("."):  # a create or destroy that a crash interrupted
                 shutil.rmtree(entry, ignore_errors=True)
@@ -190,9 +224,36 @@ class AppStore:
     def formation(self, app: App) -> dict[str, int]:
         return read_formation(self.dir(app))
 
-    async def save_formation(self, app: App, formation: Mapping[str, int]) -> None:
-        data = json.dumps(dict(formation)).encode()
-        await trio.to_thread.run_sync(atomic_write, self.dir(app) / "formation.json", data)
+    def formation_record(self, app: App) -> FormationRecord:
+        """Quantities by process type, sizes set by `ps:type`, and whether the app sleeps."""
+        path = self.dir(app) / "formation.json"
+        if not path.exists():
+            return FormationRecord()
+        return _load_formation(path)
+
+    async def save_formation(
+        self, app: App, formation: Mapping[str, int], sizes: Mapping[str, str] | None = None
+    ) -> None:
+        """Set the quantities, and the size of the process types in `sizes` (the others keep
+        theirs), in one write."""
+        await self._change_formation(
+            app,
+            lambda record: attrs.evolve(
+                record, quantities=formation, sizes={**record.sizes, **(sizes or {})}
+            ),
+        )
+
+    async def save_idle(self, app: App, idle: bool) -> None:
+        """Record that the app sleeps (or not): it stays asleep across a restart of dynod."""
+        await self._change_formation(app, lambda record: attrs.evolve(record, idle=idle))
+
+    async def _change_formation(
+        self, app: App, change: Callable[[FormationRecord], FormationRecord]
+    ) -> None:
+        async with self._formation_locks.setdefault(app.id, trio.Lock()):
+            record = change(self.formation_record(app))
+            data = json.dumps(record.to_json()).encode()
+            await trio.to_thread.run_sync(atomic_write, self.dir(app) / "formation.json", data)
 
     def _invent_name(self) -> str:
         while True:
@@ -206,10 +267,7 @@ def read_formation(app_dir: Path) -> dict[str, int]:
     path = app_dir / "formation.json"
     if not path.exists():
         return {}
-    data = json.loads(path.read_text())
-    if not isinstance(data, dict):
-        raise Damaged(f"{path} is damaged: expected an object of process type counts")
-    return {str(name): int(count) for name, count in data.items()}
+    return dict(_load_formation(path).quantities)
 
 
 def peek_app(data_dir: Path, name: str) -> tuple[App, Path]:

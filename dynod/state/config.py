@@ -24,6 +24,9 @@ from dynod.core.policy import (
     BOOT_TIMEOUT,
     CYCLE_AFTER,
     CYCLE_JITTER,
+    IDLE_AFTER,
+    MEMORY_QUOTA_MB,
+    MEMORY_SAMPLE,
     PIDS_MAX,
     PLATFORM_LADDER,
     STOP_TIMEOUT,
@@ -185,6 +188,37 @@ def _uid_range(value: object) -> tuple[int, int] | None:
     )
 
 
+@frozen
+class MemoryQuota:
+    """`[dynos] memory_quota_mb`: MB for every dyno (`memory_quota_mb = 1024`), or per process
+    type (`[dynos.memory_quota_mb]` then `web = 256`), the types not named keeping 512."""
+
+    default: float = MEMORY_QUOTA_MB
+    types: tuple[tuple[str, float], ...] = ()
+
+    def by_type(self) -> dict[str, float]:
+        return dict(self.types)
+
+
+def _megabytes(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise _Invalid("a positive number of MB")
+    return float(value)
+
+
+def _memory_quota(value: object) -> MemoryQuota | None:
+    if value is None or isinstance(value, MemoryQuota):
+        return value
+    try:
+        if isinstance(value, Mapping):
+            return MemoryQuota(types=tuple((str(k), _megabytes(v)) for k, v in value.items()))
+        return MemoryQuota(_megabytes(value))
+    except _Invalid:
+        raise _Invalid(
+            "a positive number of MB (512), or a table of MB by process type (web = 256)"
+        ) from None
+
+
 def _setting(default: Any, check: Callable[[object], Any]) -> Any:
     """An attrs field whose default is `default` and whose dynod.toml values go through `check`."""
     return field(default=default, metadata={"check": check})
@@ -227,6 +261,12 @@ class DynosConfig:
     pids_max: int = _setting(PIDS_MAX, _count)
     # When dynod is root, each dyno gets a mount namespace with its own /tmp and /dev/shm.
     private_tmp: bool = _setting(True, _flag)
+    # Each dyno's memory is read this often; above its quota R14, above twice R15 (README).
+    memory_sample: float = _setting(MEMORY_SAMPLE, _seconds)
+    # Not set (None): 512 MB each; `dynod start` then only warns (R14), never kills (R15).
+    memory_quota_mb: MemoryQuota | None = _setting(None, _memory_quota)
+    # An app of eco (or free) dynos sleeps after this long without a request (README).
+    idle_after: float = _setting(IDLE_AFTER, _seconds)
 
 
 @frozen

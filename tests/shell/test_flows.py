@@ -171,3 +171,30 @@ def test_rollback_defaults_to_the_release_before_the_current_one(
     assert run(ctx, ["releases:rollback", "-a", "demo"]) == 0, err.getvalue()
     assert out.getvalue() == "Rolling back demo to v3... done, v6\n"
     assert fake_api.requests("POST", "/apps/demo/releases")[0].json() == {"release": "r3"}
+
+
+def test_ps_type_sets_every_type_or_one_and_shows_the_sizes(
+    fake_api: FakeApi, tmp_path: Path
+) -> None:
+    formation = [
+        {"type": "worker", "quantity": 0, "size": "eco"},
+        {"type": "web", "quantity": 1, "size": "eco"},
+    ]
+    fake_api.json("GET", "/apps/demo/formation", formation)
+    fake_api.json("PATCH", "/apps/demo/formation", formation)
+    ctx, out, _ = context(fake_api, tmp_path)
+    assert run(ctx, ["ps:type", "eco", "-a", "demo"]) == 0
+    patches = [seen.json() for seen in fake_api.seen if seen.method == "PATCH"]
+    assert patches == [
+        {"updates": [{"type": "worker", "size": "eco"}, {"type": "web", "size": "eco"}]}
+    ]
+    assert out.getvalue().splitlines() == [
+        "=== Process Types",
+        "Type    Size  Qty",
+        "web     Eco   1",
+        "worker  Eco   0",
+    ]
+    assert run(ctx, ["ps:type", "web=standard-1X", "-a", "demo"]) == 0
+    patches = [seen.json() for seen in fake_api.seen if seen.method == "PATCH"]
+    assert patches[-1] == {"updates": [{"type": "web", "size": "standard-1X"}]}
+    assert run(ctx, ["ps:type", "web=", "-a", "demo"]) == 2

@@ -16,9 +16,9 @@ PAIRS = list(itertools.product(DynoState, repeat=2))
 def test_the_table() -> None:
     assert set(TRANSITIONS) == set(DynoState)
     assert TRANSITIONS == {
-        S.STARTING: {S.UP, S.CRASHED, S.DOWN, S.COMPLETE},
+        S.STARTING: {S.UP, S.CRASHED, S.DOWN, S.IDLE, S.COMPLETE},
         S.UP: {S.STARTING, S.CRASHED, S.DOWN, S.IDLE, S.COMPLETE},
-        S.CRASHED: {S.STARTING, S.DOWN},
+        S.CRASHED: {S.STARTING, S.DOWN, S.IDLE},
         S.DOWN: {S.STARTING},
         S.IDLE: {S.STARTING, S.DOWN},
         S.COMPLETE: set(),

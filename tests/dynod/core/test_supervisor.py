@@ -267,7 +267,7 @@ def test_r15_memory_quota_vastly_exceeded_restarts_on_the_ladder() -> None:
     assert sup.handle(MemorySampled(1100.0, 512.0), 1.0) == [
         Log("Process running mem=1100M(214.8%)"),
         Log("Error R15 (Memory quota vastly exceeded)"),
-        Stop(),
+        Stop(hurry=True),
     ]
     assert sup.handle(Exited(137), 1.5) == [
         Log("State changed from up to crashed"),
@@ -279,3 +279,12 @@ def test_memory_samples_of_a_stopped_process_are_ignored() -> None:
     sup = up()
     sup.handle(Exited(1), 1.0)
     assert sup.handle(MemorySampled(4096.0, 512.0), 1.5) == []
+
+
+def test_without_memory_kill_twice_the_quota_is_only_r14() -> None:
+    sup = up(Rules(cycle_after=None, memory_kill=False))
+    assert sup.handle(MemorySampled(1100.0, 512.0), 1.0) == [
+        Log("Process running mem=1100M(214.8%)"),
+        Log("Error R14 (Memory quota exceeded)"),
+    ]
+    assert sup.state is S.UP

@@ -51,6 +51,7 @@ class FakeProcesses:
         self.running: dict[str, FakeProcess] = {}
         self.launches: list[FakeProcess] = []
         self.bound: set[int] = set()
+        self.hurried: list[str] = []  # dynos stopped without grace (R15)
         self.changed = trio.Event()
 
     async def run(
@@ -68,6 +69,8 @@ class FakeProcesses:
         try:
             await process.exited.wait()
         except trio.Cancelled:
+            if hurry.is_set():
+                self.hurried.append(spec.name)
             sink.publish(HEROKU, spec.name, ["Stopping all processes with SIGTERM"], 0.0)
             sink.publish(HEROKU, spec.name, ["Process exited with status 143"], 0.0)
             raise
