@@ -64,8 +64,8 @@ def keys() -> KeyBindings:
 
     @bindings.add("c-c")
     def _interrupt(event: KeyPressEvent) -> None:
-        """Ctrl-C clears the line; typed ahead after Enter, it finds the prompt already done
-        (prompt_toolkit's own binding would then fail): the command gets it instead."""
+        """Ctrl-C clears the line; typed ahead just after Enter, it finds the prompt done
+        (prompt_toolkit's own binding would then fail) and is let go."""
         if not event.app.is_done:
             event.app.exit(exception=KeyboardInterrupt(), style="class:aborting")
 
@@ -145,13 +145,12 @@ class Shell:
                         text = self.session.prompt(self.prompt())
                     finally:
                         self.above.hold()
+                if not self.line(text):
+                    self.stop_tail()
+                    return 0
             except KeyboardInterrupt:  # Ctrl-C: the line is cleared, a tail ends
                 self.stop_tail(say=True)
-                continue
             except EOFError:  # Ctrl-D
-                self.stop_tail()
-                return 0
-            if not self.line(text):
                 self.stop_tail()
                 return 0
 
@@ -174,10 +173,9 @@ class Shell:
         """Run one line; False when it says to leave."""
         try:
             return self.execute(text) >= 0
-        except KeyboardInterrupt:  # Ctrl-C during a command: back to the prompt
+        except KeyboardInterrupt:  # Ctrl-C during a command: back to the prompt, a tail ends
             print(file=self.out, flush=True)
-            self.stop_tail(say=True)
-            return True
+            raise
         finally:
             self.live.expire(self.app)
 

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -253,3 +254,49 @@ def test_lines_on_standard_input_run_in_order(platform: Platform) -> None:
         timeout=60,
     )
     assert failed.returncode == 2 and failed.stderr.count("\n") == 1
+
+
+def test_a_dynod_that_never_answers_hangs_nothing(tmp_path: Path) -> None:
+    """Connections accepted and read, never answered: the background gives up on its own (and
+    says so once), and Ctrl-C takes a command waiting on it back to the prompt."""
+    asked = threading.Event()
+    held: list[socket.socket] = []
+
+    def never_answer(listener: socket.socket) -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:  # closed: the test is over
+                return
+            held.append(connection)
+            connection.settimeout(5)
+            try:
+                if b"/apps/hung-app/config-vars" in connection.recv(65536):
+                    asked.set()  # the command itself (the background never asks this)
+            except OSError:
+                pass
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        threading.Thread(target=never_answer, args=(silent,), daemon=True).start()
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        env = {**client_env(tmp_path, tmp_path), "DYNOD_API_URL": url}
+        terminal = Terminal([PY, "-m", "shell.cli"], env=env, cwd=tmp_path)
+        try:
+            terminal.shows(r"^dyno>$")
+            terminal.expect(rf"dyno: dynod is not answering at {url}")
+            terminal.send("config -a hung-app\r")
+            terminal.until(asked.is_set, "the command's request")
+            terminal.send(CTRL_C)
+            terminal.shows(r"^dyno>$")
+            terminal.send("help use\r")
+            terminal.expect("Usage: use APP")
+            terminal.shows(r"^dyno>$")
+            terminal.send(CTRL_D)
+            assert terminal.wait() == 0
+        finally:
+            terminal.close()
+            silent.shutdown(socket.SHUT_RDWR)
+            for connection in held:
+                connection.close()
