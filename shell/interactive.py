@@ -19,7 +19,6 @@ from prompt_toolkit.completion import ThreadedCompleter
 from prompt_toolkit.formatted_text import StyleAndTextTuples
 from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from prompt_toolkit.key_binding import KeyBindings, KeyPressEvent
-from prompt_toolkit.patch_stdout import patch_stdout
 from prompt_toolkit.styles import Style
 
 from shell import git
@@ -30,7 +29,7 @@ from shell.completion import ShellCompleter
 from shell.context import Context
 from shell.errors import Failure
 from shell.live import Live
-from shell.tail import Above, Tail
+from shell.tail import Above, Tail, above_prompt
 from shell.toolbar import toolbar
 
 HISTORY = "shell-history"  # in the data directory, beside api-url and api-token
@@ -139,12 +138,8 @@ class Shell:
         self.live.get(("apps",))  # the first Tab finds them already here
         while True:
             try:
-                with patch_stdout():
-                    self.above.show(sys.stdout)
-                    try:
-                        text = self.session.prompt(self.prompt())
-                    finally:
-                        self.above.hold()
+                with above_prompt(self.above):
+                    text = self.session.prompt(self.prompt())
                 if not self.line(text):
                     self.stop_tail()
                     return 0

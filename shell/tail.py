@@ -1,7 +1,7 @@
 """Output from the interactive shell's background: `Above` prints lines above the prompt while
-it shows and holds them while a command has the terminal (so `run bash` is never written
-into); `Tail` follows a log session in a thread of its own, into `Above`, until it is stopped
-(Ctrl-C at the prompt), which shuts its socket so no connection is left behind."""
+it shows (`above_prompt`) and holds them while a command has the terminal (so `run bash` is
+never written into); `Tail` follows a log session in a thread of its own, into `Above`, until
+it is stopped (Ctrl-C at the prompt), which shuts its socket so no connection is left behind."""
 
 from __future__ import annotations
 
@@ -9,14 +9,21 @@ import codecs
 import http.client
 import os
 import socket
+import sys
 import threading
 from collections import deque
-from typing import TextIO
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TextIO, cast
+
+from prompt_toolkit.patch_stdout import StdoutProxy
 
 from shell.api import Api
 from shell.errors import ApiError
 
 HELD = 10_000  # lines kept while a command runs; older ones are dropped (and counted)
+FLUSH_PAUSE = 0.05  # seconds between two batches printed above the prompt (a command waits
+# for the last batch's pause before it runs: prompt_toolkit's own 0.2 s was felt)
 
 
 class Above:
@@ -51,6 +58,21 @@ class Above:
             if len(self._held) == self._held.maxlen:
                 self._dropped += 1
             self._held.append(text)
+
+
+@contextmanager
+def above_prompt(above: Above) -> Iterator[None]:
+    """While the prompt shows, stdout, stderr and `above`'s lines print above it (as
+    prompt_toolkit's patch_stdout, with a shorter pause between batches)."""
+    with StdoutProxy(sleep_between_writes=FLUSH_PAUSE) as proxy:
+        saved = sys.stdout, sys.stderr
+        sys.stdout = sys.stderr = cast(TextIO, proxy)
+        above.show(sys.stdout)
+        try:
+            yield
+        finally:
+            above.hold()
+            sys.stdout, sys.stderr = saved
 
 
 class Tail:

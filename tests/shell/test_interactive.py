@@ -154,12 +154,11 @@ def test_a_tailed_line_appears_above_the_prompt(platform: Platform, shell: Termi
     shell.send("logs -t -n 1\r")
     shell.expect("Following the logs above the prompt")
     prompt_row(shell)
-    shell.send("run:detached echo tail-marker-1\r")
-    shell.expect(r"Running `echo tail-marker-1`")
+    shell.send("ps:scale w")  # half typed when the line arrives: it stays, below the line
+    shell.shows(r"^dyno pty-app> ps:scale w$")
+    assert platform.dyno("run:detached", "echo", "tail-marker-1", "-a", APP).returncode == 0
     line = shell.shows(r"app\[run\.\d+\]: tail-marker-1$")
-    assert line < prompt_row(shell), "the log line is above the prompt"
-
-    shell.send("ps:scale w")  # typed while lines arrive: the line being typed stays whole
+    assert line < shell.shows(r"^dyno pty-app> ps:scale w$"), "the log line is above the prompt"
     shell.send(CTRL_C)
     shell.expect("Stopped following the logs.")
     prompt_row(shell)
