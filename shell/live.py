@@ -37,15 +37,23 @@ def _fetch(api: Api, key: Key) -> Any:
         return sorted(str(app.get("name")) for app in api.list("/apps"))
     path = app_path(key[1])
     if kind == "dynos":
-        return api.list(path + "/dynos")
+        return _objects(api.list(path + "/dynos"))
     if kind == "formation":
-        return api.list(path + "/formation")
+        return _objects(api.list(path + "/formation"))
     if kind == "config":
-        return sorted(api.get(path + "/config-vars") or {})
+        values = api.get(path + "/config-vars")
+        if not isinstance(values, dict):
+            raise ValueError("config vars are not an object")
+        return sorted(values)
     if kind == "releases":
         listed = api.list(path + "/releases", range=range_header(limit=RELEASES), follow=False)
-        return sorted(listed, key=lambda r: r.get("version") or 0, reverse=True)
+        return sorted(_objects(listed), key=lambda r: int(r.get("version") or 0), reverse=True)
     raise ValueError(f"no such key {key}")
+
+
+def _objects(items: list[Any]) -> list[dict[str, Any]]:
+    """The JSON objects of a listing (the toolbar and completion read no other shape)."""
+    return [item for item in items if isinstance(item, dict)]
 
 
 KINDS = ("dynos", "formation", "config", "releases")
@@ -144,6 +152,9 @@ class Live:
                 return Entry(old.value if old else None, self._clock(), old.error if old else None)
             self._health(True, api.base_url)
             return Entry(None, self._clock(), error.message)
+        except (AttributeError, TypeError, ValueError):  # a shape this client does not know
+            self._health(True, api.base_url)
+            return Entry(None, self._clock(), "dynod's answer is not one this client reads")
         self._health(True, api.base_url)
         return Entry(value, self._clock())
 

@@ -59,7 +59,10 @@ def toolbar_text(live: Live, app: str | None) -> str:
         return f"{app}: {error}"
     if formation is None or dynos is None or releases is None:
         return f"{app}: …"
-    return f"{app}: {formation_text(formation, dynos, releases)}"
+    try:
+        return f"{app}: {formation_text(formation, dynos, releases)}"
+    except (TypeError, ValueError):  # a quantity that is not a number: say so, never crash
+        return f"{app}: dynod's formation is not one this client reads"
 
 
 def toolbar(live: Live, app: Callable[[], str | None]) -> Callable[[], str]:

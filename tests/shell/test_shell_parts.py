@@ -101,6 +101,28 @@ def test_toolbar_text(live: Live) -> None:
     assert wait_until(lambda: toolbar_text(live, None) == picked)
 
 
+def test_an_answer_of_another_shape_leaves_the_cache_working(fake_api: FakeApi) -> None:
+    fake_api.json("GET", "/apps", ["not an app"])
+    fake_api.json("GET", "/apps/odd/formation", ["not an entry", {"type": "web", "quantity": 1}])
+    fake_api.json("GET", "/apps/odd/dynos", [])
+    fake_api.json("GET", "/apps/odd/releases", [7])
+    cache = Live(lambda: Api(fake_api.url, None), lambda _note: None, lambda: None)
+    cache.start()
+    try:
+        assert cache.get(("apps",), wait=5) is None
+        assert cache.error(("apps",)) == "dynod's answer is not one this client reads"
+        assert wait_until(lambda: toolbar_text(cache, "odd") == "odd: web 0/1 up")
+        fake_api.json("GET", "/apps/odd/formation", [{"type": "web", "quantity": "lots"}])
+        cache.expire("odd")
+        unread = "odd: dynod's formation is not one this client reads"
+        assert wait_until(lambda: toolbar_text(cache, "odd") == unread)
+        script(fake_api)
+        cache.expire(None)
+        assert wait_until(lambda: cache.get(("apps",)) == ["blog", "shop"]), "it goes on"
+    finally:
+        cache.close()
+
+
 def test_dynod_away_is_said_once_and_back_once(fake_api: FakeApi) -> None:
     script(fake_api)
     notes: list[str] = []
