@@ -123,6 +123,17 @@ class Terminal:
         self.until(lambda: self.row(compiled) >= 0, f"line {pattern!r} on the screen", timeout)
         return self.row(compiled)
 
+    def ready(self, pattern: str, timeout: float = 15.0) -> int:
+        """Wait until the cursor's line matches `pattern` (a prompt waiting for keys, not an
+        earlier one left on the screen); its row."""
+        compiled = re.compile(pattern)
+        self.until(
+            lambda: compiled.search(self.cursor_line()) is not None,
+            f"the cursor on a line {pattern!r}",
+            timeout,
+        )
+        return int(self.screen.cursor.y)
+
     def row(self, pattern: re.Pattern[str]) -> int:
         return next((i for i, line in enumerate(self.lines()) if pattern.search(line)), -1)
 

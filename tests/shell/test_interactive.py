@@ -4,6 +4,7 @@ person types and what the screen shows (README.md, "The interactive shell")."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -91,9 +92,11 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
 
 @pytest.fixture
 def shell(platform: Platform) -> Iterator[Terminal]:
+    # No history from earlier tests: its grey suggestions would show on the typed line.
+    (platform.data / "shell-history").unlink(missing_ok=True)
     terminal = platform.shell()
     try:
-        terminal.shows(r"^dyno>")
+        terminal.ready(r"^dyno>$")
         yield terminal
     finally:
         terminal.close()
@@ -101,23 +104,23 @@ def shell(platform: Platform) -> Iterator[Terminal]:
 
 def prompt_row(terminal: Terminal, app: str = APP) -> int:
     """The row of the prompt, ready for keys (nothing typed yet)."""
-    return terminal.shows(rf"^dyno {app}>$")
+    return terminal.ready(rf"^dyno {app}>$")
 
 
 def test_completes_an_app_and_a_dyno_and_shows_the_formation(shell: Terminal) -> None:
     shell.send("use pty-")
-    shell.shows(r"^dyno> use pty-$")
+    shell.ready(r"^dyno> use pty-$")
     shell.send(TAB)
-    shell.shows(r"^dyno> use pty-app$")
+    shell.ready(r"^dyno> use pty-app$")
     shell.send("\r")
     prompt_row(shell)
     toolbar = shell.shows(rf"^ {APP}: web 1/1 up · v\d+$")
     assert toolbar == len(shell.lines()) - 1, "the toolbar is the bottom line"
 
     shell.send("ps:restart web.")
-    shell.shows(r"^dyno pty-app> ps:restart web\.$")
+    shell.ready(r"^dyno pty-app> ps:restart web\.$")
     shell.send(TAB)
-    shell.shows(r"^dyno pty-app> ps:restart web\.1$")
+    shell.ready(r"^dyno pty-app> ps:restart web\.1$")
     shell.send("\r")
     shell.expect(rf"Restarting web\.1 dyno on {APP}\.\.\. done")
     prompt_row(shell)
@@ -137,13 +140,13 @@ def test_errors_keep_the_prompt_and_exit_leaves_with_0(shell: Terminal) -> None:
         shell.send(line + "\r")
         found = shell.expect(r"\n(dyno: [^\n]*)\n")
         assert found.group(1).startswith(error), line
-        shell.shows(r"^dyno>$")
+        shell.ready(r"^dyno>$")
     shell.send("help use\r")
     shell.expect(r"Usage: use APP")
-    shell.shows(r"^dyno>$")
+    shell.ready(r"^dyno>$")
     shell.send("help\r")
     shell.expect(r"use +pick the app")
-    shell.shows(r"^dyno>$")
+    shell.ready(r"^dyno>$")
     shell.send("exit\r")
     assert shell.wait() == 0
 
@@ -155,10 +158,10 @@ def test_a_tailed_line_appears_above_the_prompt(platform: Platform, shell: Termi
     shell.expect("Following the logs above the prompt")
     prompt_row(shell)
     shell.send("ps:scale w")  # half typed when the line arrives: it stays, below the line
-    shell.shows(r"^dyno pty-app> ps:scale w$")
+    shell.ready(r"^dyno pty-app> ps:scale w$")
     assert platform.dyno("run:detached", "echo", "tail-marker-1", "-a", APP).returncode == 0
     line = shell.shows(r"app\[run\.\d+\]: tail-marker-1$")
-    assert line < shell.shows(r"^dyno pty-app> ps:scale w$"), "the log line is above the prompt"
+    assert line < shell.ready(r"^dyno pty-app> ps:scale w$"), "the log line is above the prompt"
     shell.send(CTRL_C)
     shell.expect("Stopped following the logs.")
     prompt_row(shell)
@@ -172,13 +175,36 @@ def test_a_tailed_line_appears_above_the_prompt(platform: Platform, shell: Termi
     assert shell.wait() == 0
 
 
+def test_log_lines_wait_while_a_command_has_the_terminal(shell: Terminal) -> None:
+    """What the background prints is held while a command runs (as `run bash` needs), and
+    shown above the prompt once it is back."""
+    shell.send(f"use {APP}\r")
+    prompt_row(shell)
+    shell.send("logs -t -n 0\r")
+    shell.expect("Following the logs above the prompt")
+    prompt_row(shell)
+    shell.send(f"deploy {ROOT / 'fixtures' / 'sample'}\r")
+    shell.expect(r"Uploading sample")
+    during = shell.expect(rf"Released v\d+ of {APP}", timeout=120)
+    dated = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[^\n]* (app|heroku)\[")
+    assert not dated.search(shell.text(), 0, during.end()), "no log line during the deploy"
+    shell.expect(r"heroku\[web\.1\]: State changed from starting to up", timeout=60)
+    prompt_row(shell)
+    shell.send(CTRL_C)
+    shell.expect("Stopped following the logs.")
+    prompt_row(shell)
+    shell.send(CTRL_D)
+    assert shell.wait() == 0
+
+
 def test_history_survives_a_restart(platform: Platform) -> None:
+    (platform.data / "shell-history").unlink(missing_ok=True)
     first = platform.shell()
     try:
-        first.shows(r"^dyno>")
+        first.ready(r"^dyno>$")
         first.send("help exit\r")
         first.expect("Usage: exit")
-        first.shows(r"^dyno>$")
+        first.ready(r"^dyno>$")
         first.send(CTRL_D)
         assert first.wait() == 0
     finally:
@@ -187,11 +213,11 @@ def test_history_survives_a_restart(platform: Platform) -> None:
     assert kept.stat().st_mode & 0o777 == 0o600, "typed config vars stay private"
     second = platform.shell()
     try:
-        second.shows(r"^dyno>$")
+        second.ready(r"^dyno>$")
         second.send(UP)
-        second.shows(r"^dyno> help exit$")
+        second.ready(r"^dyno> help exit$")
         second.send(CTRL_C)  # clears the line (Ctrl-D leaves only from an empty one)
-        second.shows(r"^dyno>$")
+        second.ready(r"^dyno>$")
         second.send(CTRL_D)
         assert second.wait() == 0
     finally:
@@ -207,21 +233,21 @@ def test_dynod_going_away_and_coming_back(tmp_path: Path) -> None:
     here = Platform(data, home)
     terminal = here.shell()
     try:
-        terminal.shows(r"^dyno>$")
+        terminal.ready(r"^dyno>$")
         terminal.send("apps\r")
         terminal.expect("You have no apps")
-        terminal.shows(r"^dyno>$")
+        terminal.ready(r"^dyno>$")
         stop_serve(server)
         terminal.expect(r"dyno: dynod is not answering at http://127\.0\.0\.1:\d+")
         terminal.shows(r"^ dynod is not answering at ")  # the toolbar says so too
         terminal.send("apps\r")
         terminal.expect(r"\ndyno: cannot reach dynod at [^\n]*\n")
-        terminal.shows(r"^dyno>$")
+        terminal.ready(r"^dyno>$")
         server = serve(data, port, tmp_path / "serve.log")
         terminal.expect(r"dyno: dynod is back at http://127\.0\.0\.1:\d+")
         terminal.send("apps:create back-again\r")
         terminal.expect(r"Creating back-again\.\.\. done")
-        terminal.shows(r"^dyno>$")
+        terminal.ready(r"^dyno>$")
         assert terminal.text().count("dyno: dynod is not answering") == 1
         terminal.send(CTRL_D)
         assert terminal.wait() == 0
@@ -283,15 +309,15 @@ def test_a_dynod_that_never_answers_hangs_nothing(tmp_path: Path) -> None:
         env = {**client_env(tmp_path, tmp_path), "DYNOD_API_URL": url}
         terminal = Terminal([PY, "-m", "shell.cli"], env=env, cwd=tmp_path)
         try:
-            terminal.shows(r"^dyno>$")
+            terminal.ready(r"^dyno>$")
             terminal.expect(rf"dyno: dynod is not answering at {url}")
             terminal.send("config -a hung-app\r")
             terminal.until(asked.is_set, "the command's request")
             terminal.send(CTRL_C)
-            terminal.shows(r"^dyno>$")
+            terminal.ready(r"^dyno>$")
             terminal.send("help use\r")
             terminal.expect("Usage: use APP")
-            terminal.shows(r"^dyno>$")
+            terminal.ready(r"^dyno>$")
             terminal.send(CTRL_D)
             assert terminal.wait() == 0
         finally:
