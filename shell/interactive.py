@@ -34,6 +34,7 @@ from shell.toolbar import toolbar
 
 HISTORY = "shell-history"  # in the data directory, beside api-url and api-token
 REDRAW = 1.0  # seconds between toolbar redraws (each reads the cache, which fetches when old)
+STOP_WAIT = 1.0  # seconds a stopped tail's thread is given to end (its socket is shut at once)
 BUILTINS = (
     ("use", "pick the app commands act on (shown in the prompt)"),
     ("exit", "leave the shell (Ctrl-D too)"),
@@ -136,18 +137,20 @@ class Shell:
             print(note, file=self.err, flush=True)
         self.live.start()
         self.live.get(("apps",))  # the first Tab finds them already here
-        while True:
-            try:
-                with above_prompt(self.above):
-                    text = self.session.prompt(self.prompt())
-                if not self.line(text):
-                    self.stop_tail()
+        try:
+            while True:
+                try:
+                    with above_prompt(self.above):
+                        text = self.session.prompt(self.prompt())
+                    if not self.line(text):
+                        return 0
+                except KeyboardInterrupt:  # Ctrl-C: the line is cleared, a tail ends
+                    self.stop_tail(say=True)
+                except EOFError:  # Ctrl-D
                     return 0
-            except KeyboardInterrupt:  # Ctrl-C: the line is cleared, a tail ends
-                self.stop_tail(say=True)
-            except EOFError:  # Ctrl-D
-                self.stop_tail()
-                return 0
+        finally:
+            self.stop_tail()
+            self.live.close()
 
     def script(self, lines: TextIO) -> int:
         """Standard input is not a terminal: run its lines in order (`use` carries over);
@@ -229,6 +232,7 @@ class Shell:
         if self.tail is None:
             return
         self.tail.stop()
+        self.tail.join(STOP_WAIT)  # no line of it comes after this
         self.tail = None
         if say:
             print("Stopped following the logs.", file=self.err, flush=True)
