@@ -7,7 +7,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -157,9 +157,16 @@ class Api:
                 content_type = response.getheader("Content-Type", "")
                 raise _error(response.status, response.reason, _decode(raw, content_type))
 
-    def stream(self, url: str, *, accept: str = "text/plain") -> Iterator[bytes]:
+    def stream(
+        self,
+        url: str,
+        *,
+        accept: str = "text/plain",
+        opened: Callable[[http.client.HTTPResponse], None] | None = None,
+    ) -> Iterator[bytes]:
         """GET a stream (build output, a log session) and yield its bytes as they arrive, until
-        the server ends it. No read timeout: a quiet `logs --tail` is still alive."""
+        the server ends it. No read timeout: a quiet `logs --tail` is still alive. `opened` is
+        given the response once the stream flows (the shell ends a tail by its socket)."""
         with self._open("GET", url, {"Accept": accept}, None, None) as response:
             if response.status >= 400:
                 raw = self._read(response)
@@ -168,6 +175,8 @@ class Api:
                     response.reason,
                     _decode(raw, response.getheader("Content-Type", "")),
                 )
+            if opened is not None:
+                opened(response)
             while True:
                 try:
                     chunk = response.read1(65536)

@@ -1,6 +1,6 @@
 """The `dyno` entry point: `dyno COMMAND …` runs one command of the table and exits with its
-status (0 done, 1 refused or failed, 2 usage). `dyno` alone is reserved for the interactive
-shell, which is not built yet."""
+status (0 done, 1 refused or failed, 2 usage). `dyno` alone is the interactive shell
+(shell/interactive.py)."""
 
 from __future__ import annotations
 
@@ -19,12 +19,9 @@ def main(argv: list[str] | None = None) -> int:
         print(overview(TABLE))
         return 0
     if not words:
-        print(
-            "dyno: the interactive shell is not built yet: run `dyno COMMAND` "
-            "(`dyno help` lists them)",
-            file=sys.stderr,
-        )
-        return 2
+        from shell import interactive  # prompt_toolkit only where it is used
+
+        return interactive.main(os.environ, Path.cwd())
     ctx = Context(env=os.environ, cwd=Path.cwd(), out=sys.stdout, err=sys.stderr)
     try:
         return run(ctx, words)

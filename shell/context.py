@@ -1,6 +1,6 @@
 """What a command runs with: the environment and directory it was started in, where its output
 goes, the API client, and which app it acts on. One-shot `dyno` builds one per command; the
-interactive shell will keep one and set `current_app` (`use APP`)."""
+interactive shell makes one per command line, with its `current_app` (`use APP`)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,9 @@ class Context:
     err: TextIO
     current_app: str | None = None
     clock: Callable[[], float] = time.time
+    # Where `logs --tail` sends its stream URL instead of following it here (the interactive
+    # shell follows it in the background, above its prompt); None: follow it until Ctrl-C.
+    follow: Callable[[str], None] | None = None
     _api: Api | None = None
 
     @property

@@ -179,6 +179,9 @@ def logs(ctx: Context, parsed: Parsed) -> None:
             raise UsageError(f"-s takes app or heroku, not `{source}`")
         body["source"] = source
     session = ctx.api.post(app_path(app, "/log-sessions"), body)
+    if parsed.on("tail") and ctx.follow is not None:
+        ctx.follow(str(session.get("logplex_url")))
+        return
     ending = parsed.on("tail") and threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, _end_tail) if ending else None
     try:
