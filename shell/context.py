@@ -39,12 +39,13 @@ class Context:
             self._api = Api.from_env(self.env)
         return self._api
 
-    def aim(self, parsed: Parsed) -> None:
-        """Before each command: a running `dynod start` at or above the current directory is
-        the one to talk to, unless the command names an app (`-a`, the shell's `use APP`,
-        `DYNO_APP`) or an API (`DYNOD_API_URL`): those reach dynod serve."""
+    def aim(self, parsed: Parsed | None = None) -> None:
+        """Before each command (and before the shell reads the API between commands, without
+        `parsed`): a running `dynod start` at or above the current directory is the one to
+        talk to, unless the command names an app (`-a`, the shell's `use APP`, `DYNO_APP`) or
+        an API (`DYNOD_API_URL`): those reach dynod serve."""
         named = (
-            parsed.value("app")
+            (parsed.value("app") if parsed is not None else None)
             or self.current_app
             or self.env.get("DYNO_APP")
             or self.env.get("DYNOD_API_URL")

@@ -5,6 +5,7 @@ place, the same app name, and the rules for what each side trusts (README, "Stee
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 from pathlib import Path
@@ -16,6 +17,10 @@ from dynod.api.unix import RUN_DIR, SOCKET_NAME, Unsteerable, claim_socket
 from dynod.errors import Conflict, DynodError
 from dynod.local import LOCAL_APP
 from shell import local
+from shell.commands import TABLE
+from shell.context import Context
+from shell.errors import UsageError
+from shell.grammar import find, parse
 
 
 def test_both_sides_agree_on_the_place_the_name_and_the_urls() -> None:
@@ -79,3 +84,34 @@ def test_an_app_directory_that_cannot_hold_the_socket_is_unsteerable(tmp_path: P
     with pytest.raises(Unsteerable, match="cannot make"):
         with claim_socket(tmp_path / "file"):
             pass
+
+
+@pytest.mark.parametrize(
+    ("env", "words", "current", "local_run"),
+    [
+        ({}, [], None, True),
+        ({}, ["-a", "shop"], None, False),
+        ({}, [], "shop", False),  # the shell's `use shop`
+        ({"DYNO_APP": "shop"}, [], None, False),
+        ({"DYNOD_API_URL": "http://127.0.0.1:5050"}, [], None, False),
+    ],
+)
+def test_naming_an_app_or_an_api_goes_past_the_local_run(
+    tmp_path: Path, env: dict[str, str], words: list[str], current: str | None, local_run: bool
+) -> None:
+    root = tmp_path / "shop"
+    root.mkdir()
+    ctx = Context(env=env, cwd=root, out=io.StringIO(), err=io.StringIO(), current_app=current)
+    with claim_socket(root):
+        parsed = parse(find(TABLE, "ps"), words)
+        ctx.aim(parsed)
+        assert isinstance(ctx.api, local.LocalApi) is local_run
+        if "DYNOD_API_URL" in env:  # an API named, no app: dynod serve asks for one
+            with pytest.raises(UsageError, match="no app given"):
+                ctx.app(parsed)
+        else:
+            assert ctx.app(parsed) == "shop"
+        ctx.aim()  # between commands (the shell's toolbar): the same, without a command's -a
+        assert isinstance(ctx.api, local.LocalApi) is (local_run or words != [])
+    ctx.aim()
+    assert ctx.local is None
