@@ -10,6 +10,7 @@ import re
 import signal
 import socket
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,15 +34,22 @@ def app_dir(tmp_path: Path) -> Path:
     return root
 
 
-def client_env(tmp_path: Path) -> dict[str, str]:
-    """The user's environment without anything naming an app or an API; a data directory with
-    no dynod serve in it."""
+SERVE_URL = "http://127.0.0.1:9"  # where the data directory says dynod serve is: nothing there
+
+
+def client_env(cwd: Path) -> dict[str, str]:
+    """The user's environment without anything naming an app or an API, and a data directory
+    that points at a dynod serve (which does not answer)."""
     env = {
         key: value
         for key, value in os.environ.items()
         if key not in ("DYNOD_API_URL", "DYNOD_API_TOKEN", "DYNO_APP", "DYNOD_DATA")
     }
-    env["DYNOD_DATA"] = str(tmp_path / "no-serve")
+    shop = next(path for path in (cwd, *cwd.parents) if path.name == "shop")
+    data = shop.parent / "data"  # beside the app directory
+    data.mkdir(exist_ok=True)
+    (data / "api-url").write_text(SERVE_URL)
+    env["DYNOD_DATA"] = str(data)
     return env
 
 
@@ -130,8 +138,8 @@ def test_naming_an_app_or_an_api_reaches_dynod_serve(
     assert dyno(app_dir, "ps").returncode == 0
     elsewhere = dyno(app_dir, "ps", "-a", "shop")
     assert elsewhere.returncode == 1
-    assert "cannot reach dynod at http://127.0.0.1:5050" in elsewhere.stderr
-    env = dict(client_env(app_dir), DYNOD_API_URL="http://127.0.0.1:9")
+    assert f"cannot reach dynod at {SERVE_URL}" in elsewhere.stderr
+    env = dict(client_env(app_dir), DYNOD_API_URL="http://127.0.0.1:7")
     explicit = subprocess.run(
         [PY, "-m", "shell.cli", "ps", "-a", "shop"],
         cwd=app_dir,
@@ -140,7 +148,7 @@ def test_naming_an_app_or_an_api_reaches_dynod_serve(
         text=True,
         timeout=30,
     )
-    assert "cannot reach dynod at http://127.0.0.1:9" in explicit.stderr
+    assert "cannot reach dynod at http://127.0.0.1:7" in explicit.stderr
 
     create = dyno(app_dir, "apps:create", "other")  # not a local run's to do: it says where
     assert create.returncode == 1
@@ -183,22 +191,30 @@ def test_logs_tail_of_a_type_and_a_detached_one_off(
 ) -> None:
     read_until(run, "| pid=", count=2)
     tail = subprocess.Popen(
-        [PY, "-m", "shell.cli", "logs", "--tail", "-p", "web", "-n", "0"],
+        [PY, "-m", "shell.cli", "logs", "--tail", "-p", "web", "-n", "1"],
         cwd=app_dir,
         env=client_env(app_dir),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+    deadline = threading.Timer(20, tail.kill)  # a line that never comes ends the read
+    deadline.start()
     try:
-        assert dyno(app_dir, "ps:restart").returncode == 0  # web.1 and worker.1 print anew
         assert tail.stdout is not None
-        line = tail.stdout.readline()
-        while not re.search(r"app\[web\.1\]: pid=\d+$", line.rstrip("\n")):
-            assert line, tail.stderr.read() if tail.stderr else ""
-            assert "web.1]: " in line  # -p web: web.1's lines only
+        first = tail.stdout.readline()  # web.1's latest line: the tail is open
+        old = re.search(r"app\[web\.1\]: pid=(\d+)$", first.rstrip("\n"))
+        assert old, first
+        assert dyno(app_dir, "ps:restart").returncode == 0  # web.1 and worker.1 print anew
+        while True:
             line = tail.stdout.readline()
+            assert "web.1]: " in line  # -p web: web.1's lines only, until its new pid
+            new = re.search(r"app\[web\.1\]: pid=(\d+)$", line.rstrip("\n"))
+            if new:
+                assert new.group(1) != old.group(1)
+                break
     finally:
+        deadline.cancel()
         tail.send_signal(signal.SIGINT)  # Ctrl-C ends a tail
         assert tail.wait(timeout=10) == 0
 
