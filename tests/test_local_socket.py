@@ -115,3 +115,12 @@ def test_naming_an_app_or_an_api_goes_past_the_local_run(
         assert isinstance(ctx.api, local.LocalApi) is (local_run or words != [])
     ctx.aim()
     assert ctx.local is None
+
+
+def test_a_symlinked_run_directory_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "elsewhere").mkdir(mode=0o700)
+    (tmp_path / RUN_DIR).symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(DynodError, match=r"\.dynod is not a directory: remove it"):
+        with claim_socket(tmp_path):
+            pass
+    assert list((tmp_path / "elsewhere").iterdir()) == []

@@ -18,16 +18,13 @@ from dynod.errors import Conflict, DynodError
 RUN_DIR = ".dynod"
 SOCKET_NAME = "api.sock"
 PROBE_TIMEOUT = 1.0  # a live run's socket that does not take a connection within this is busy
-_UNIX_PATH_MAX = 100  # sun_path holds 108 bytes on Linux, 104 on macOS: longer paths go via fd
+_UNIX_PATH_MAX = 100  # sun_path holds 108 bytes on Linux, 104 on macOS
+_PROC_FD = "/proc/self/fd"
 
 
 class Unsteerable(Exception):
     """The app directory cannot hold the socket (read-only, not the user's to write): the run
     goes on without its API, and says why once."""
-
-
-def socket_path(root: Path) -> Path:
-    return root / RUN_DIR / SOCKET_NAME
 
 
 @contextmanager
@@ -36,86 +33,98 @@ def claim_socket(root: Path) -> Iterator[socket.socket]:
     until the block ends (by return, exception or a stop signal's unwinding): then it is
     removed, with its directory when nothing else is in it. Raises DynodError for a path
     another user owns and Conflict for a live run's socket (another `dynod start` here);
-    Unsteerable when the directory cannot be made."""
+    Unsteerable when the directory cannot be made. Everything in `.dynod` is done through a
+    descriptor of the directory once checked, so swapping it meanwhile changes nothing."""
     run_dir = root / RUN_DIR
-    dir_fd = _private_dir(run_dir)
+    fd = _private_dir(run_dir)
     try:
         try:
-            fcntl.flock(dir_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise _live(root) from None
-        final = run_dir / SOCKET_NAME
-        _check_old_socket(root, final, dir_fd)
+        _check_old_socket(root, run_dir, fd)
         temporary = f".{SOCKET_NAME}.{os.getpid()}"
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            _unlink(run_dir / temporary)
-            listener.bind(_address(run_dir, temporary, dir_fd))
+            _unlink(temporary, fd)
+            listener.bind(_address(run_dir, temporary, fd))
             # Nobody else can reach the 0700 directory between the bind and this chmod.
-            os.chmod(run_dir / temporary, 0o600)
+            os.chmod(temporary, 0o600, dir_fd=fd)
             listener.listen(64)
-            os.replace(run_dir / temporary, final)  # over a stale socket, at once
-            made = os.lstat(final)
+            # Over a stale socket, at once.
+            os.replace(temporary, SOCKET_NAME, src_dir_fd=fd, dst_dir_fd=fd)
+            made = os.lstat(SOCKET_NAME, dir_fd=fd)
             try:
                 yield listener
             finally:
-                _remove(final, made)
-                _remove_dir(run_dir)
+                _remove(made, fd)
+                _remove_dir(run_dir, fd)
         finally:
             listener.close()
-            _unlink(run_dir / temporary)
+            _unlink(temporary, fd)
     finally:
-        os.close(dir_fd)  # and the lock with it
+        os.close(fd)  # and the lock with it
 
 
 def _private_dir(run_dir: Path) -> int:
     """`.dynod`, made 0700 (or checked: a directory of this user's, set to 0700); a descriptor
-    of it, to lock and to reach it by a short path."""
+    of it, to lock and to work in."""
+    made = False
     try:
         os.mkdir(run_dir, 0o700)
-        (run_dir / ".gitignore").write_text("# dynod start's socket: not for git\n*\n")
+        made = True
     except FileExistsError:
         pass
     except OSError as err:
         raise Unsteerable(f"cannot make {run_dir} ({err.strerror})") from None
-    info = os.lstat(run_dir)
-    if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
-        raise DynodError(
-            f"{run_dir} is not a directory: remove it, dynod start keeps its socket there"
-        )
-    if info.st_uid != os.geteuid():
-        raise DynodError(
-            f"{run_dir} belongs to uid {info.st_uid}, not to you (uid {os.geteuid()}): "
-            "remove it, or run dynod start as its owner"
-        )
-    fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
+        fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as err:
+        info = os.lstat(run_dir)
+        if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+            raise DynodError(
+                f"{run_dir} is not a directory: remove it, dynod start keeps its socket there"
+            ) from None
+        _check_owner(run_dir, info)
+        raise Unsteerable(f"cannot open {run_dir} ({err.strerror})") from None
+    try:
+        info = os.fstat(fd)
+        _check_owner(run_dir, info)
         if stat.S_IMODE(info.st_mode) != 0o700:
             os.fchmod(fd, 0o700)
+        if made:
+            ignore = os.open(".gitignore", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=fd)
+            with open(ignore, "w") as out:
+                out.write("# dynod start's socket: not for git\n*\n")
     except BaseException:
         os.close(fd)
         raise
     return fd
 
 
-def _check_old_socket(root: Path, path: Path, dir_fd: int) -> None:
-    """A socket left at `path` may be replaced only when it is this user's and dead (its run
-    was killed: connecting is refused)."""
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(info.st_mode):
-        raise DynodError(f"{path} is not a socket: remove it, dynod start keeps its socket there")
+def _check_owner(path: Path, info: os.stat_result) -> None:
     if info.st_uid != os.geteuid():
         raise DynodError(
             f"{path} belongs to uid {info.st_uid}, not to you (uid {os.geteuid()}): "
             "remove it, or run dynod start as its owner"
         )
+
+
+def _check_old_socket(root: Path, run_dir: Path, fd: int) -> None:
+    """A socket left in `.dynod` may be replaced only when it is this user's and dead (its run
+    was killed: connecting is refused)."""
+    try:
+        info = os.lstat(SOCKET_NAME, dir_fd=fd)
+    except FileNotFoundError:
+        return
+    path = run_dir / SOCKET_NAME
+    if not stat.S_ISSOCK(info.st_mode):
+        raise DynodError(f"{path} is not a socket: remove it, dynod start keeps its socket there")
+    _check_owner(path, info)
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
         probe.settimeout(PROBE_TIMEOUT)
         try:
-            probe.connect(_address(path.parent, path.name, dir_fd))
+            probe.connect(_address(run_dir, SOCKET_NAME, fd))
         except (ConnectionRefusedError, FileNotFoundError):
             return  # stale: left by a run that was killed
         except TimeoutError:
@@ -130,39 +139,42 @@ def _live(root: Path) -> Conflict:
     )
 
 
-def _address(directory: Path, name: str, dir_fd: int) -> str:
-    """`directory/name` as a socket address: through the directory's descriptor when the path
-    is too long for one (Linux's /proc)."""
-    path = str(directory / name)
-    if len(os.fsencode(path)) <= _UNIX_PATH_MAX:
-        return path
-    if not os.path.isdir("/proc/self/fd"):
+def _address(run_dir: Path, name: str, fd: int) -> str:
+    """`name` in the directory `fd` as a socket address: through the descriptor where there is
+    /proc (Linux), else by its path, which must then fit in an address."""
+    if os.path.isdir(_PROC_FD):
+        return f"{_PROC_FD}/{fd}/{name}"
+    path = str(run_dir / name)
+    if len(os.fsencode(path)) > _UNIX_PATH_MAX:
         raise Unsteerable(f"the path {path} is too long for a Unix socket")
-    return f"/proc/self/fd/{dir_fd}/{name}"
+    return path
 
 
-def _unlink(path: Path) -> None:
+def _unlink(name: str, fd: int) -> None:
     try:
-        os.unlink(path)
+        os.unlink(name, dir_fd=fd)
     except FileNotFoundError:
         pass
 
 
-def _remove(path: Path, made: os.stat_result) -> None:
+def _remove(made: os.stat_result, fd: int) -> None:
     """Remove the socket this run made (and nothing that replaced it)."""
     try:
-        info = os.lstat(path)
+        info = os.lstat(SOCKET_NAME, dir_fd=fd)
     except FileNotFoundError:
         return
     if (info.st_dev, info.st_ino) == (made.st_dev, made.st_ino):
-        _unlink(path)
+        _unlink(SOCKET_NAME, fd)
 
 
-def _remove_dir(run_dir: Path) -> None:
-    """The directory goes when only what dynod put there is left."""
+def _remove_dir(run_dir: Path, fd: int) -> None:
+    """The directory goes when only what dynod put there is left (and it is still the one at
+    `run_dir`)."""
     try:
-        if set(os.listdir(run_dir)) <= {".gitignore"}:
-            _unlink(run_dir / ".gitignore")
-            os.rmdir(run_dir)
+        if set(os.listdir(fd)) <= {".gitignore"}:
+            here, held = os.lstat(run_dir), os.fstat(fd)
+            if (here.st_dev, here.st_ino) == (held.st_dev, held.st_ino):
+                _unlink(".gitignore", fd)
+                os.rmdir(run_dir)
     except OSError:
         pass  # gone already, or something of the user's is in it: it stays
