@@ -293,7 +293,8 @@ async def _run(api: LocalApi, request: Request, params: dict[str, str]) -> Respo
     if not isinstance(command, str) or not command.strip():
         raise _invalid('Give the command to run: {"command": "python manage.py migrate"}.')
     if body.get("attach"):
-        # Attached one-offs (a pseudo-terminal through a rendezvous) plug in here.
+        # Attached one-offs plug in here: the run's one-off plan (LocalControl.one_off_plan) on
+        # a pseudo-terminal, behind a rendezvous listener whose attach_url this answers.
         raise _invalid(
             "A local run takes detached one-offs only: use `dyno run:detached CMD` (its output "
             "is in `dyno logs`), or `dynod run CMD` in the app directory."
