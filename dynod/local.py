@@ -10,19 +10,21 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 import attrs
 import trio
 
+from dynod.api.unix import Unsteerable, claim_socket
 from dynod.core.dotenv import load_env_files
 from dynod.core.formation import local_port, parse_formation, render_formation
 from dynod.core.logline import HEROKU
 from dynod.core.policy import LOCAL_CLEAN_AFTER, LOCAL_LADDER
 from dynod.core.procfile import Procfile, load_procfile
 from dynod.errors import DynodError, ParseError, UsageError
+from dynod.local_control import LocalControl, steer
 from dynod.logs.logplex import LogRing
 from dynod.logs.printer import TerminalPrinter
 from dynod.proc.dyno import DYNO_PATH, bash_argv, watch_orphans
@@ -148,14 +150,6 @@ async def start(
         config_vars=config_vars,
         inherit=inherit,
     )
-    for plan in plans:
-        # A web process is up once its port accepts connections: another program listening
-        # there would make it look up while it crashes on EADDRINUSE.
-        if plan.web and plan.port is not None and not _port_free(plan.port):
-            raise UsageError(
-                f"port {plan.port} for {plan.name} is already in use by another "
-                "program: stop it, or pick another base port with -p"
-            )
     home = Path(inherit.get("HOME", root))
     plans = [attrs.evolve(plan, home=home) for plan in plans]
     release = None
@@ -186,7 +180,18 @@ async def start(
     # terminal printer reads every line of it, losslessly.
     ring = LogRing()
     ring.subscribe(printer.publish)
-    with contextlib.nullcontext(reaper) if reaper is not None else Reaper(cgroups=False) as reaper:
+    with (
+        contextlib.nullcontext(reaper) if reaper is not None else Reaper(cgroups=False) as reaper,
+        _api_socket(root) as listener,  # first: another run here is refused before its ports
+    ):
+        for plan in plans:
+            # A web process is up once its port accepts connections: another program listening
+            # there would make it look up while it crashes on EADDRINUSE.
+            if plan.web and plan.port is not None and not _port_free(plan.port):
+                raise UsageError(
+                    f"port {plan.port} for {plan.name} is already in use by another "
+                    "program: stop it, or pick another base port with -p"
+                )
         manager = Manager(ring, InPlace(root), settings, reaper=reaper)
         status = 0
         async with trio.open_nursery() as nursery:
@@ -197,6 +202,22 @@ async def start(
                 nursery.start_soon(_stop_when_asked, manager, stopping, flow)
                 if options.router_port is not None:
                     await _start_router(nursery, manager, ring, options.router_port)
+                if listener is not None:
+                    control = LocalControl(
+                        name=root.name or LOCAL_APP,
+                        root=root,
+                        ring=ring,
+                        manager=manager,
+                        procfile=procfile,
+                        counts=formation,
+                        env=config_vars,
+                        inherit=inherit,
+                        home=home,
+                        port_of=lambda name, i: local_port(base, types, name, i),
+                        port_free=_port_free,
+                        stopping=stopping,
+                    )
+                    nursery.start_soon(steer, listener, control)
                 status = await _run_app(manager, release, plans)
             nursery.cancel_scope.cancel()
     return status
@@ -217,6 +238,19 @@ def local_memory(root: Path) -> dict[str, Any]:
             except DynodError as err:
                 raise UsageError(str(err)) from None
     return {"memory_kill": False}
+
+
+@contextlib.contextmanager
+def _api_socket(root: Path) -> Iterator[socket.socket | None]:
+    """The run's private API socket (`dyno` steers the run through it), or None after saying
+    why the app directory cannot hold one."""
+    with contextlib.ExitStack() as stack:
+        try:
+            listener: socket.socket | None = stack.enter_context(claim_socket(root))
+        except Unsteerable as why:
+            print(f"dynod: {why}: `dyno` cannot steer this run", file=sys.stderr, flush=True)
+            listener = None
+        yield listener
 
 
 def _port_free(port: int) -> bool:

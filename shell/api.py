@@ -89,6 +89,8 @@ class Api:
         self.token = token
         self.timeout = timeout
         self._base = urlsplit(self.base_url)
+        self.where = f"dynod at {self.base_url}"  # for messages: what could not be reached
+        self.start_hint = "start it with `dynod serve`"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Api:
@@ -211,41 +213,38 @@ class Api:
         # The token goes only to the API's own address, never to wherever a URL points.
         if self.token and (parts.scheme, parts.netloc) == (self._base.scheme, self._base.netloc):
             headers = {**headers, "Authorization": f"Bearer {self.token}"}
-        connection_type = (
-            http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-        )
-        connection = connection_type(parts.hostname or "127.0.0.1", parts.port, timeout=timeout)
+        connection = self._connection(parts, timeout)
         try:
             try:
                 connection.request(method, target, body=body, headers=headers)
                 response = connection.getresponse()
-            except (ConnectionRefusedError, socket.gaierror):
+            except (ConnectionRefusedError, FileNotFoundError, socket.gaierror):
                 raise ApiError(
-                    f"cannot reach dynod at {self.base_url}: start it with `dynod serve`",
-                    id="unreachable",
+                    f"cannot reach {self.where}: {self.start_hint}", id="unreachable"
                 ) from None
             except TimeoutError:
                 raise ApiError(
-                    f"dynod at {self.base_url} did not answer {method} within "
-                    f"{self.timeout:g} s: see its log",
+                    f"{self.where} did not answer {method} within {self.timeout:g} s: see its log",
                     id="timeout",
                 ) from None
             except (OSError, http.client.HTTPException) as exc:
-                raise ApiError(
-                    f"talking to dynod at {self.base_url} failed: {exc}", id="unreachable"
-                ) from None
+                raise ApiError(f"talking to {self.where} failed: {exc}", id="unreachable") from None
             with response:
                 yield response
         finally:
             connection.close()
 
+    def _connection(self, parts: SplitResult, timeout: float | None) -> http.client.HTTPConnection:
+        connection_type = (
+            http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        )
+        return connection_type(parts.hostname or "127.0.0.1", parts.port, timeout=timeout)
+
     def _read(self, response: http.client.HTTPResponse) -> bytes:
         try:
             return response.read()
         except TimeoutError:
-            raise ApiError(
-                f"dynod at {self.base_url} stopped answering: see its log", id="timeout"
-            ) from None
+            raise ApiError(f"{self.where} stopped answering: see its log", id="timeout") from None
         except (OSError, http.client.HTTPException) as exc:
             raise ApiError(f"the answer from dynod broke off: {exc}", id="unreachable") from None
 

@@ -21,11 +21,12 @@ from shell.releases import follow_release_phase
 DEFAULT_BUILDS = 15
 # The output stream can end a moment before the build records its outcome.
 OUTCOME_WAIT = 60.0
-EXCLUDED = frozenset({".git"})
+EXCLUDED = frozenset({".git", ".dynod"})  # .dynod: a running `dynod start`'s socket
 
 
 def pack_source(directory: Path, into: IO[bytes]) -> None:
-    """A gzip tarball of the directory's contents at its root, without `.git` anywhere."""
+    """A gzip tarball of the directory's contents at its root, without `.git` or `.dynod`
+    anywhere."""
 
     def keep(member: tarfile.TarInfo) -> tarfile.TarInfo | None:
         return None if EXCLUDED.intersection(Path(member.name).parts) else member

@@ -178,6 +178,7 @@ def run(ctx: Context, words: Sequence[str]) -> int:
             raise UsageError("no command given: run `dyno help` for the list")
         command = find(TABLE, words[0])
         parsed = parse(command, words[1:])
+        ctx.aim(parsed)  # a running `dynod start` here, or dynod serve
         if parsed.on("help"):
             ctx.say(command.help())
             return 0

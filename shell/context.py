@@ -16,6 +16,7 @@ from shell import git
 from shell.api import Api
 from shell.errors import UsageError
 from shell.grammar import Parsed
+from shell.local import LocalRun, find_local_run
 from shell.output import to_json
 
 
@@ -31,20 +32,38 @@ class Context:
     # shell follows it in the background, above its prompt); None: follow it until Ctrl-C.
     follow: Callable[[str], None] | None = None
     _api: Api | None = None
+    local: LocalRun | None = None  # the running `dynod start` this command steers (see `aim`)
 
     @property
     def api(self) -> Api:
+        if self.local is not None:
+            return self.local.api()
         if self._api is None:
             self._api = Api.from_env(self.env)
         return self._api
 
+    def aim(self, parsed: Parsed | None = None) -> None:
+        """Before each command (and before the shell reads the API between commands, without
+        `parsed`): a running `dynod start` at or above the current directory is the one to
+        talk to, unless the command names an app (`-a`, the shell's `use APP`, `DYNO_APP`) or
+        an API (`DYNOD_API_URL`): those reach dynod serve."""
+        named = (
+            (parsed.value("app") if parsed is not None else None)
+            or self.current_app
+            or self.env.get("DYNO_APP")
+            or self.env.get("DYNOD_API_URL")
+        )
+        self.local = None if named else find_local_run(self.cwd)
+
     def app(self, parsed: Parsed) -> str:
-        """`-a/--app`, else the shell's current app, else `DYNO_APP`, else the git remote
-        named `dynod` in the current directory."""
+        """`-a/--app`, else the shell's current app, else `DYNO_APP`, else the running
+        `dynod start`'s app (`aim`), else the git remote named `dynod` in the current
+        directory."""
         name = (
             parsed.value("app")
             or self.current_app
             or self.env.get("DYNO_APP")
+            or (self.local.app if self.local is not None else None)
             or git.remote_app(self.cwd)
         )
         if not name:

@@ -158,7 +158,8 @@ def run_detached(ctx: Context, parsed: Parsed) -> None:
         return
     name = dyno.get("name")
     ctx.say(f"Running `{command}` on {app}... up, {name}")
-    ctx.say(f"Run `dyno logs -a {app} -d {name}` to view the output.")
+    where = "" if ctx.local is not None else f" -a {app}"  # a local run's logs need no -a
+    ctx.say(f"Run `dyno logs{where} -d {name}` to view the output.")
 
 
 def logs(ctx: Context, parsed: Parsed) -> None:

@@ -29,6 +29,7 @@ from shell.completion import ShellCompleter
 from shell.context import Context
 from shell.errors import Failure
 from shell.live import Live
+from shell.local import find_local_run
 from shell.tail import Above, Tail, above_prompt
 from shell.toolbar import toolbar
 
@@ -91,7 +92,7 @@ class Shell:
         self.cwd = cwd
         self.out = out
         self.err = err
-        self.app: str | None = env.get("DYNO_APP") or git.remote_app(cwd)
+        self.app: str | None = env.get("DYNO_APP")  # `use APP`: on dynod serve
         self.above = Above()
         self.tail: Tail | None = None
         self.session: PromptSession[str] | None = None
@@ -100,7 +101,7 @@ class Shell:
     def context(self) -> Context:
         """A fresh one per command line: the API's address is read again (dynod may have come
         back on another port), and the current app is this shell's."""
-        return Context(
+        ctx = Context(
             env=self.env,
             cwd=self.cwd,
             out=self.out,
@@ -108,6 +109,16 @@ class Shell:
             current_app=self.app,
             follow=self.follow if self.session is not None else None,
         )
+        ctx.aim()  # a running `dynod start` here, unless `use APP` named one
+        return ctx
+
+    def shown(self) -> str | None:
+        """The app the commands act on without -a: `use APP`'s, else a running `dynod start`'s
+        here, else the git remote `dynod`'s (as one-shot `dyno` picks it)."""
+        if self.app is not None:
+            return self.app
+        local = find_local_run(self.cwd)
+        return local.app if local is not None else git.remote_app(self.cwd)
 
     def background_api(self) -> Api:
         return self.context().api
@@ -122,12 +133,10 @@ class Shell:
         kept, note = history(self.env)
         self.session = PromptSession(
             history=kept,
-            completer=ThreadedCompleter(
-                ShellCompleter(TABLE, BUILTINS, self.live, lambda: self.app)
-            ),
+            completer=ThreadedCompleter(ShellCompleter(TABLE, BUILTINS, self.live, self.shown)),
             complete_while_typing=False,  # Tab completes, as in bash and psql
             auto_suggest=AutoSuggestFromHistory(),
-            bottom_toolbar=toolbar(self.live, lambda: self.app),
+            bottom_toolbar=toolbar(self.live, self.shown),
             refresh_interval=REDRAW,
             style=STYLE,
             key_bindings=keys(),
@@ -163,9 +172,10 @@ class Shell:
         return status
 
     def prompt(self) -> StyleAndTextTuples:
-        if self.app is None:
+        app = self.shown()
+        if app is None:
             return [("", "dyno> ")]
-        return [("", "dyno "), ("class:app", self.app), ("", "> ")]
+        return [("", "dyno "), ("class:app", app), ("", "> ")]
 
     def line(self, text: str) -> bool:
         """Run one line; False when it says to leave."""
@@ -175,7 +185,7 @@ class Shell:
             print(file=self.out, flush=True)
             raise
         finally:
-            self.live.expire(self.app)
+            self.live.expire(self.shown())
 
     def execute(self, text: str) -> int:
         """A command line's status (0, 1, 2, as one-shot `dyno` exits), or -1 for `exit`."""
@@ -208,7 +218,7 @@ class Shell:
         if len(args) > 1 or args[:1] and args[0].startswith("-"):
             return self.usage("usage: use APP")
         if not args:
-            which = self.app or "none: `use APP` picks one (`apps` lists them)"
+            which = self.shown() or "none: `use APP` picks one (`apps` lists them)"
             print(f"Current app: {which}", file=self.out, flush=True)
             return 0
         try:

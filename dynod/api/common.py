@@ -22,10 +22,8 @@ from dynod.errors import DynodError
 from dynod.logs.logplex import LogFilter
 from dynod.platform.formation import DynoInfo, FormationEntry
 from dynod.platform.root import Platform
-from dynod.proc.memory import MemorySample
 from dynod.state.apps import App
 from dynod.state.config import Address
-from dynod.state.files import heroku_time
 from dynod.state.ledger import Release
 
 PAGE_DEFAULT = 200  # Heroku's page size when the Range names no max
@@ -299,21 +297,9 @@ def dyno_json(platform: Platform, app: App, dyno: DynoInfo) -> dict[str, Any]:
         "attach_url": None,
         "created_at": dyno.updated_at,
         "updated_at": dyno.updated_at,
-        "memory": memory_json(dyno.memory),
+        "memory": dyno.memory.to_json() if dyno.memory else None,
         "exit_status": dyno.exit_status,
         "next_start_at": dyno.next_start_at,
-    }
-
-
-def memory_json(sample: MemorySample | None) -> dict[str, Any] | None:
-    """A dyno's last memory sample (docs/api.md): its resident MB, its quota, and when."""
-    if sample is None:
-        return None
-    return {
-        "rss_mb": round(sample.mb, 1),
-        "quota_mb": sample.quota_mb,
-        "percent": round(100 * sample.mb / sample.quota_mb, 1),
-        "sampled_at": heroku_time(sample.at),
     }
 
 

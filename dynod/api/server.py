@@ -371,10 +371,21 @@ async def serve_http(
         for sock in listen_sockets((listen.host, listen.port))
     ]
     sockname = listeners[0].socket.getsockname()
+    task_status.started((str(sockname[0]), int(sockname[1])))
+    await serve_listeners(listeners, handler, max_connections=max_connections)
+
+
+async def serve_listeners(
+    listeners: list[trio.SocketListener],
+    handler: Handler,
+    *,
+    max_connections: int = MAX_CONNECTIONS,
+) -> None:
+    """Serve `handler` on listening sockets already made (TCP, or a local run's Unix socket)
+    until cancelled, with serve_http's cap on open connections."""
     open_now = 0
     waiting: dict[int, trio.CancelScope] = {}  # connections waiting for a request, oldest first
     async with trio.open_nursery() as nursery:
-        task_status.started((str(sockname[0]), int(sockname[1])))
 
         async def connection(stream: trio.SocketStream) -> None:
             nonlocal open_now

@@ -10,7 +10,7 @@ import re
 from collections.abc import Mapping, Sequence
 
 from dynod.core.names import PROCESS_TYPE_CHARS
-from dynod.errors import ParseError
+from dynod.errors import Invalid, ParseError
 
 ALL = "all"
 MAX_PER_TYPE = 100  # also the port stride of local_port, so instances never collide
@@ -60,3 +60,26 @@ def local_port(base: int, types: Sequence[str], name: str, instance: int) -> int
     if not 1 <= instance <= MAX_PER_TYPE:
         raise ValueError(f"instance {instance} is outside 1..{MAX_PER_TYPE}")
     return base + MAX_PER_TYPE * types.index(name) + instance - 1
+
+
+def quantity(value: object, current: int, kind: str) -> int:
+    """A scaling request's quantity for `kind`, now at `current`: a JSON number is the new
+    quantity; a string may also be relative ("+1", "-1"). The platform's and a local run's."""
+    text = value.strip() if isinstance(value, str) else ""
+    try:
+        if isinstance(value, int) and not isinstance(value, bool):
+            count = value
+        elif text[:1] in "+-" and text[1:].isdigit():
+            count = current + int(text)
+        else:
+            count = int(text)
+    except ValueError:
+        import json  # only to show a refused value
+
+        shown = json.dumps(value, default=repr)
+        raise Invalid(
+            f'Quantity for {kind} must be a number such as 2, "+1" or "-1", not {shown}.'
+        ) from None
+    if not 0 <= count <= MAX_PER_TYPE:
+        raise Invalid(f"Quantity for {kind} must be between 0 and {MAX_PER_TYPE}, not {count}.")
+    return count

@@ -4,16 +4,16 @@ every app's web dynos."""
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 import attrs
 import trio
 
+from dynod.core.formation import quantity as _quantity
 from dynod.core.sizes import DEFAULT_SIZE, shown, size_of
 from dynod.core.supervisor import Restart
-from dynod.errors import DynodError, Invalid, NotFound
+from dynod.errors import DynodError, NotFound
 from dynod.platform.routing import feed_router
 from dynod.platform.runtime import AppRuntime
 from dynod.proc.memory import MemorySample
@@ -297,26 +297,6 @@ class Formation:
 def _named(dynos: Iterable[str], target: str) -> list[str]:
     """The dyno `target` (web.1), or every dyno of the process type `target` (web)."""
     return [n for n in dynos if n == target or n.rsplit(".", 1)[0] == target]
-
-
-def _quantity(value: object, current: int, kind: str) -> int:
-    """A JSON number is the new quantity; a string may also be relative ("+1", "-1")."""
-    text = value.strip() if isinstance(value, str) else ""
-    try:
-        if isinstance(value, int) and not isinstance(value, bool):
-            quantity = value
-        elif text[:1] in "+-" and text[1:].isdigit():
-            quantity = current + int(text)
-        else:
-            quantity = int(text)
-    except ValueError:
-        shown = json.dumps(value, default=repr)
-        raise Invalid(
-            f'Quantity for {kind} must be a number such as 2, "+1" or "-1", not {shown}.'
-        ) from None
-    if not 0 <= quantity <= 100:
-        raise Invalid(f"Quantity for {kind} must be between 0 and 100, not {quantity}.")
-    return quantity
 
 
 def _dyno_order(name: str) -> tuple[str, int]:

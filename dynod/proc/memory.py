@@ -19,6 +19,7 @@ from dynod.core.policy import MEMORY_QUOTA_MB
 from dynod.proc.dyno import DynoProcess
 from dynod.proc.orphans import proc_stat
 from dynod.proc.reaper import Reaper
+from dynod.state.files import heroku_time
 
 if TYPE_CHECKING:  # the local runner reads no dynod.toml unless there is one
     from dynod.state.config import DynosConfig
@@ -97,6 +98,15 @@ class MemorySample:
     mb: float
     quota_mb: float
     at: float  # wall clock
+
+    def to_json(self) -> dict[str, Any]:
+        """As the API shows it (docs/api.md): resident MB, the quota, and when."""
+        return {
+            "rss_mb": round(self.mb, 1),
+            "quota_mb": self.quota_mb,
+            "percent": round(100 * self.mb / self.quota_mb, 1),
+            "sampled_at": heroku_time(self.at),
+        }
 
 
 def memory_settings(config: DynosConfig, *, kill: bool) -> dict[str, Any]:

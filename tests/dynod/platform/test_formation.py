@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import trio
 
+from dynod.core.formation import quantity as _quantity
 from dynod.errors import Invalid, NotFound
-from dynod.platform.formation import Formation, _quantity
+from dynod.platform.formation import Formation
 from dynod.platform.runtime import Ports
 from dynod.state.apps import App
 from dynod.state.config import PortRange
