@@ -15,6 +15,7 @@ from pathlib import Path
 
 from dynod import __version__
 from dynod.errors import DynodError, ParseError, UsageError
+from dynod.smoke_args import add_smoke, run_smoke
 
 # Each command imports what it needs when it runs: `dynod start` is timed from launch to its
 # processes' first lines, and `dynod check` needs no event loop at all.
@@ -122,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--router", metavar="HOST:PORT", help="where the router listens (default 127.0.0.1:8080)"
     )
+    add_smoke(commands)
     return parser
 
 
@@ -241,6 +243,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from dynod import serve  # the platform's imports are not for the local runner to pay
 
         return serve.main(serve.options(args.config, args.data, args.api, args.router))
+    if args.command == "smoke":
+        return run_smoke(args)
     raise UsageError(f"unknown command {args.command}")
 
 
