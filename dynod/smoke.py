@@ -12,8 +12,10 @@ import os
 import shutil
 import signal
 import sys
+import tarfile
 import tempfile
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
@@ -23,6 +25,7 @@ import h11
 import trio
 
 from dynod.builds.pipeline import Build
+from dynod.builds.source import source_id
 from dynod.core.config_vars import apply_config_changes
 from dynod.core.formation import parse_formation
 from dynod.core.lifecycle import DynoState
@@ -38,6 +41,7 @@ from dynod.proc.reaper import Reaper
 from dynod.smoke_report import Check, Outcome, junit, passed, summary
 from dynod.state.apps import APP_NAME, App
 from dynod.state.config import Address, Config
+from dynod.state.dirs import fresh_dir
 from dynod.state.files import atomic_write
 
 SETTLE = 2.0  # seconds the non-web dynos must stay up
@@ -45,6 +49,7 @@ STOP_GRACE = 5.0  # SIGTERM to SIGKILL when the run ends (`dynod start`'s defaul
 BOOT_MARGIN = 30.0  # past the boot timeout (R10's own clock): unpacking the slug, a stuck start
 REQUEST_TIMEOUT = 35.0  # past the router's own 30 s (H12)
 LOG_TAIL = 30  # log lines shown with a failure
+ORPHAN_WAIT = 0.05  # between killing the dynos' leftover daemons and reaping them
 
 
 @attrs.frozen
@@ -233,15 +238,12 @@ class Run:
         at its end (timed as the `release` check)."""
         started = time.monotonic()
         self.current = ("build", started)
-        build = await self.platform.builds.create(
-            app,
-            source_url=str(self.options.directory),
-            version=None,
-            buildpacks=list(self.options.buildpacks),
-        )
         launched: float | None = None
         lines: list[str] = []
-        async with self._lent_cache(app):
+        async with self._source() as (source, version), self._lent_cache(app):
+            build = await self.platform.builds.create(
+                app, source_url=source, version=version, buildpacks=list(self.options.buildpacks)
+            )
             async for line in self.platform.builds.output(app, build.id):
                 lines.append(line)
                 self.out.write(f"{line}\n")
@@ -382,6 +384,27 @@ class Run:
         return self.platform.formation.process_types(app)
 
     @contextlib.asynccontextmanager
+    async def _source(self) -> AsyncIterator[tuple[str, str | None]]:
+        """What the build reads, and its source id: DIR itself; or, when dynos run as uids of
+        their own (dynod is root) and the platform would read DIR as the app's user, DIR
+        packed by this process (as `dyno deploy` packs it: a root's checkout need not be
+        readable by every user) into a corner of the scratch directory that only the app's
+        user, knowing the names, can pass into."""
+        directory = self.options.directory
+        if not self.platform.users.switching:
+            yield str(directory), None
+            return
+        version = await trio.to_thread.run_sync(source_id, directory)
+        corner = fresh_dir(self.platform.scratch, "source-", 0o711)
+        try:
+            tarball = corner / f"{uuid.uuid4().hex}.tar.gz"
+            await trio.to_thread.run_sync(_pack, directory, tarball)
+            yield str(tarball), version
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(shutil.rmtree, corner, True)
+
+    @contextlib.asynccontextmanager
     async def _lent_cache(self, app: App) -> AsyncIterator[None]:
         """--cache: the build cache moves into the app for the build, and back after it."""
         cache = self.options.cache
@@ -400,6 +423,19 @@ class Run:
 
 def _shown(slot: DynoSlot) -> str:
     return slot.name if slot.port is None or not slot.plan.web else f"{slot.name} :{slot.port}"
+
+
+def _pack(directory: Path, tarball: Path) -> None:
+    """A gzip tarball of the directory's contents at its root, `.git` left out anywhere."""
+
+    def keep(member: tarfile.TarInfo) -> tarfile.TarInfo | None:
+        return None if ".git" in Path(member.name).parts else member
+
+    fd = os.open(tarball, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    with os.fdopen(fd, "wb") as out, tarfile.open(fileobj=out, mode="w:gz", compresslevel=1) as tar:
+        for entry in sorted(directory.iterdir()):
+            tar.add(entry, arcname=entry.name, filter=keep)
+    os.chmod(tarball, 0o644)  # the umask aside: the app's user reads it
 
 
 def _move_into(source: Path, dest: Path) -> None:
@@ -478,6 +514,11 @@ async def _run(options: SmokeOptions, out: TextIO, data: Path, signals: AsyncIte
                 port = await _start_router(work, config, platform)
                 await run.run(port)
                 work.cancel_scope.cancel()  # every dyno gets SIGTERM and its grace
+            # Daemons the dynos forked came to this process as their dynos ended: dynod serve's
+            # sweep would end them within half a second, but this program ends now.
+            reaper.sweep()  # those that kept DYNO are killed, the others end with the reaper
+            await trio.sleep(ORPHAN_WAIT)
+            reaper.sweep()  # and reaped
             root.cancel_scope.cancel()
     return run
 
