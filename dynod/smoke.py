@@ -169,8 +169,7 @@ class Run:
         self.planned.append(self._settle_name)
         self.scope = trio.CancelScope()
         self.interrupted: str | None = None
-        self.current: tuple[str, float] | None = None
-        self.app: App | None = None
+        self.current: tuple[str, float] | None = None  # the check under way, since when
         self.trouble: list[str] = []  # why formation dynos crashed, in order
         self._errors: dict[str, str] = {}  # dyno -> its first `Error R..` line
         self._exits: dict[str, str] = {}  # dyno -> its last `Process exited` line
@@ -184,28 +183,22 @@ class Run:
         with self.scope:
             try:
                 await self._checks(router_port)
-            except Failed:
-                pass
+            except Failed as failure:
+                self._finish(Outcome.FAILED, failure.detail, failure.log)
         if self.interrupted and self.current is not None:
-            name, started = self.current
-            took = time.monotonic() - started
-            self.checks.append(
-                Check(name, Outcome.FAILED, took, f"interrupted by {self.interrupted}")
-            )
-            self.planned.remove(name)
+            self._finish(Outcome.FAILED, f"interrupted by {self.interrupted}")
         reason = "interrupted" if self.interrupted else "an earlier check failed"
         self.checks += [Check(name, Outcome.SKIPPED, detail=reason) for name in self.planned]
 
     # ----- the checks
 
     async def _checks(self, router_port: int) -> None:
-        self.app = app = await self.platform.create_app(self.name)
+        app = await self.platform.create_app(self.name)
         self.platform.ring(app).subscribe(self._hear)
         await self.platform.apps.save_formation(app, {})  # no dynos until the formation below
         if self.options.env:
             await self.platform.releases.set_config(app, dict(self.options.env))
-        build, launched = await self._build(app)
-        await self._release(app, build, launched)
+        await self._release(app, await self._build(app))
         await self._boot(app)
         if not self.paths and "web" in self._types(app):
             self.paths = [PathCheck("/")]
@@ -218,27 +211,31 @@ class Run:
             await self._step(self._settle_name, lambda: self._settle(app, others))
 
     async def _step(self, name: str, body: Callable[[], Awaitable[str]]) -> None:
-        """Run one check; a failure is recorded and ends the run (Failed goes on up)."""
-        started = time.monotonic()
-        self.current = (name, started)
-        try:
-            detail = await body()
-        except Failed as failure:
-            took = time.monotonic() - started
-            self.checks.append(Check(name, Outcome.FAILED, took, failure.detail, failure.log))
-            self.planned.remove(name)
-            self.current = None
-            raise
-        self.checks.append(Check(name, Outcome.PASSED, time.monotonic() - started, detail))
+        """Run one check; a failure (Failed) goes on up and ends the run."""
+        self._begin(name)
+        self._finish(Outcome.PASSED, await body())
+
+    def _begin(self, name: str) -> None:
+        self.current = (name, time.monotonic())
+
+    def _retitle(self, name: str) -> None:
+        """The check under way has a better name now (`release` is `release v3`)."""
+        assert self.current is not None
+        self.planned[self.planned.index(self.current[0])] = name
+        self.current = (name, self.current[1])
+
+    def _finish(self, outcome: Outcome, detail: str = "", log: Sequence[str] = ()) -> None:
+        assert self.current is not None
+        name, started = self.current
+        self.checks.append(Check(name, outcome, time.monotonic() - started, detail, log))
         self.planned.remove(name)
         self.current = None
 
-    async def _build(self, app: App) -> tuple[Build, float]:
+    async def _build(self, app: App) -> Build:
         """The build as a deploy runs it, its output shown as it comes; the release phase runs
         at its end (timed as the `release` check)."""
-        started = time.monotonic()
-        self.current = ("build", started)
-        launched: float | None = None
+        self._begin("build")
+        launched = False
         lines: list[str] = []
         async with self._source() as (source, version), self._lent_cache(app):
             build = await self.platform.builds.create(
@@ -249,32 +246,20 @@ class Run:
                 self.out.write(f"{line}\n")
                 self.out.flush()
                 if line.startswith("-----> Launching"):
-                    launched = time.monotonic()
-                    self.checks.append(Check("build", Outcome.PASSED, launched - started))
-                    self.planned.remove("build")
-                    self.current = ("release", launched)
-        build = self.platform.builds.get(app, build.id)
-        if launched is None:
+                    launched = True
+                    self._finish(Outcome.PASSED)
+                    self._begin("release")
+        if not launched:
             said = [line.strip(" !") for line in lines if line.startswith(" !")]
-            failure = said[-1] if said else "the build failed"
-            self.checks.append(
-                Check(
-                    "build", Outcome.FAILED, time.monotonic() - started, failure, lines[-LOG_TAIL:]
-                )
-            )
-            self.planned.remove("build")
-            self.current = None
-            raise Failed(failure)
-        return build, launched
+            raise Failed(said[-1] if said else "the build failed", lines[-LOG_TAIL:])
+        return self.platform.builds.get(app, build.id)
 
-    async def _release(self, app: App, build: Build, started: float) -> None:
+    async def _release(self, app: App, build: Build) -> None:
         version = build.release_version
         release = self.platform.releases.get(app, version) if version else None
-        took = time.monotonic() - started
-        self.planned.remove("release")
-        self.current = None
+        self._retitle(f"release v{version}")
         if release is not None and release.status == "succeeded":
-            self.checks.append(Check(f"release v{release.version}", Outcome.PASSED, took))
+            self._finish(Outcome.PASSED)
             return
         said = [
             line.text
@@ -284,8 +269,7 @@ class Run:
         detail = said[-1] if said else f"release v{version} failed"
         output = self.platform.releases.output(app, version) if version else None
         log = (output or "").splitlines()[-LOG_TAIL:] or self._tail(app)
-        self.checks.append(Check(f"release v{version}", Outcome.FAILED, took, detail, log))
-        raise Failed(detail)
+        raise Failed(detail, log)
 
     async def _boot(self, app: App) -> None:
         async def boot() -> str:
@@ -398,7 +382,10 @@ class Run:
         corner = fresh_dir(self.platform.scratch, "source-", 0o711)
         try:
             tarball = corner / f"{uuid.uuid4().hex}.tar.gz"
-            await trio.to_thread.run_sync(_pack, directory, tarball)
+            try:
+                await trio.to_thread.run_sync(_pack, directory, tarball)
+            except OSError as err:
+                raise Failed(f"cannot read the app: {err}") from None
             yield str(tarball), version
         finally:
             with trio.CancelScope(shield=True):
