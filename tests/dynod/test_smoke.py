@@ -91,6 +91,13 @@ HOSTILE_CASES = [
         "relation users already exists",
     ),
     ("nobuild", (), "build", "compile of python failed", "missing-package"),
+    (
+        "worker-crash",
+        (),
+        "worker.1 stays up",
+        "worker.1 crashed: Process exited with status 2",
+        "lost the queue connection",
+    ),
 ]
 
 
