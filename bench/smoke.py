@@ -18,7 +18,9 @@ release command runs, its web process boots, `GET /` answers 200, and everything
   `pip install -r requirements.txt`, the Procfile's release command, `honcho start web` in the
   background, curl every 0.1 s until it answers 200 (60 s at most), then honcho stopped and
   waited for. cold: a fresh copy of the app and an empty pip cache; warm: the copy's `.venv`
-  and pip cache kept from the run before (what actions/cache keeps).
+  and pip cache kept from the run before (what actions/cache keeps); bare: no install at all
+  (the machine's python3 runs the app in place), the floor of any check by hand, which only
+  works for an app without dependencies (the fixture apps are stdlib only).
 
 wall: seconds from starting the command to its exit. cpu: user+system seconds of the command
 and of every descendant waited for (RUSAGE_CHILDREN: dynos and buildpacks included). Each
@@ -49,9 +51,11 @@ DYNOD = REPO / ".venv" / "bin" / "dynod"
 
 BY_HAND = r"""
 set -euo pipefail
-python3 -m venv .venv
-export PATH="$PWD/.venv/bin:$PATH"
-pip install -q --disable-pip-version-check -r requirements.txt
+if [ "$INSTALL" = 1 ]; then
+  python3 -m venv .venv
+  export PATH="$PWD/.venv/bin:$PATH"
+  pip install -q --disable-pip-version-check -r requirements.txt
+fi
 release="$(sed -n 's/^release: *//p' Procfile)"
 if [ -n "$release" ]; then bash -c "$release"; fi
 "$HONCHO" start web -p "$PORT" >honcho.log 2>&1 &
@@ -120,7 +124,7 @@ def main() -> None:
     if not DYNOD.exists():
         sys.exit(f"{DYNOD} is missing: python3 -m venv .venv && .venv/bin/pip install -e .")
     if docker_answers():
-        sys.exit("a docker daemon answers: this bench measures honcho only; add docker's run")
+        sys.exit("a docker daemon answers here: measure `docker build` + `docker run` + curl")
     print("docker: no daemon answers `docker info` here; the peer is honcho + curl in bash")
     honcho = ensure_honcho()
     byte_compile()
@@ -134,11 +138,11 @@ def main() -> None:
     warm_copy = WORK / "by-hand-warm"
     pip_warm = WORK / "pip-warm"
 
-    def by_hand(copy: Path, pip_cache: Path) -> tuple[float, float]:
+    def by_hand(copy: Path, pip_cache: Path, install: bool = True) -> tuple[float, float]:
         if not copy.exists():
             shutil.copytree(app, copy)
         peer_env = {**env, "HONCHO": str(honcho), "PORT": str(free_port())}
-        peer_env["PIP_CACHE_DIR"] = str(pip_cache)
+        peer_env |= {"PIP_CACHE_DIR": str(pip_cache), "INSTALL": "1" if install else "0"}
         return timed(["bash", "-c", BY_HAND], copy, peer_env)
 
     def by_hand_cold() -> tuple[float, float]:
@@ -154,6 +158,7 @@ def main() -> None:
         "dynod smoke, warm cache": lambda: timed([*dynod_cmd, "--cache", str(cache)], REPO, env),
         "honcho + curl, cold": by_hand_cold,
         "honcho + curl, warm": lambda: by_hand(warm_copy, pip_warm),
+        "honcho + curl, bare": lambda: by_hand(WORK / "by-hand-bare", pip_warm, install=False),
     }
     figures: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
     for round_number in range(1, args.rounds + 1):
@@ -170,12 +175,12 @@ def main() -> None:
         cpu = statistics.median(c for _, c in runs)
         medians[name] = (wall, cpu)
         print(f"{name:<26}{wall:>17.2f}{cpu:>16.2f}")
-    for temperature in ("cold", "warm"):
-        ours = medians[f"dynod smoke, {temperature} cache"]
-        peer = medians[f"honcho + curl, {temperature}"]
+    for peer_name, ours_name in (("cold", "cold"), ("warm", "warm"), ("bare", "warm")):
+        ours = medians[f"dynod smoke, {ours_name} cache"]
+        peer = medians[f"honcho + curl, {peer_name}"]
         print(
-            f"{temperature}: honcho + curl / dynod smoke = {peer[0] / ours[0]:.2f}x wall, "
-            f"{peer[1] / ours[1]:.2f}x cpu"
+            f"honcho + curl {peer_name} / dynod smoke {ours_name}: {peer[0] / ours[0]:.2f}x "
+            f"wall, {peer[1] / ours[1]:.2f}x cpu"
         )
     shutil.rmtree(WORK, ignore_errors=True)
 
