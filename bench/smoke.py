@@ -12,15 +12,16 @@ release command runs, its web process boots, `GET /` answers 200, and everything
 
 - dynod cold: `.venv/bin/dynod smoke APP --path /`: an empty build cache, as by default.
 - dynod warm: the same with `--cache DIR`, DIR filled by one run before the rounds.
-- the peer by hand: `docker build` + `docker run` + curl when a docker daemon answers `docker
-  info`; when none does (this machine has the client only), a bash script doing what CI scripts
-  do with honcho (installed into bench/.peers/venv if missing): `python3 -m venv .venv`,
-  `pip install -r requirements.txt`, the Procfile's release command, `honcho start web` in the
-  background, curl every 0.1 s until it answers 200 (60 s at most), then honcho stopped and
-  waited for. cold: a fresh copy of the app and an empty pip cache; warm: the copy's `.venv`
-  and pip cache kept from the run before (what actions/cache keeps); bare: no install at all
-  (the machine's python3 runs the app in place), the floor of any check by hand, which only
-  works for an app without dependencies (the fixture apps are stdlib only).
+- the peer by hand: the issue names `docker build` + `docker run` + curl when docker is there;
+  the development VM has the docker client but no daemon, so that variant is not written and
+  the bench stops, saying so, where a daemon answers `docker info`. Here: a bash script doing
+  what CI scripts do with honcho (installed into bench/.peers/venv if missing): `python3 -m
+  venv .venv`, `pip install -r requirements.txt`, the Procfile's release command, `honcho
+  start web` in the background, curl every 0.1 s until it answers 200 (60 s at most), then
+  honcho stopped and waited for. cold: a fresh copy of the app and an empty pip cache; warm:
+  the copy's `.venv` and pip cache kept from the run before (what actions/cache keeps); bare:
+  no install at all (the machine's python3 runs the app in place), the floor of any check by
+  hand, which only works for an app without dependencies (the fixture apps are stdlib only).
 
 wall: seconds from starting the command to its exit. cpu: user+system seconds of the command
 and of every descendant waited for (RUSAGE_CHILDREN: dynos and buildpacks included). Each
@@ -124,7 +125,7 @@ def main() -> None:
     if not DYNOD.exists():
         sys.exit(f"{DYNOD} is missing: python3 -m venv .venv && .venv/bin/pip install -e .")
     if docker_answers():
-        sys.exit("a docker daemon answers here: measure `docker build` + `docker run` + curl")
+        sys.exit("a docker daemon answers here: add the docker variant (docker build + run + curl)")
     print("docker: no daemon answers `docker info` here; the peer is honcho + curl in bash")
     honcho = ensure_honcho()
     byte_compile()
