@@ -4,11 +4,13 @@ or temporary directory behind, nor any change in the app's directory, also when 
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import signal
 import socket
 import subprocess
+import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from tests.dynod.smoke_helpers import (
     scene,
     tree_digest,
 )
-from tests.helpers import PY, wait_until
+from tests.helpers import PY, ROOT, wait_until
 
 
 @pytest.fixture
@@ -135,6 +137,47 @@ def test_a_daemon_the_app_forks_does_not_survive(place: Scene) -> None:
     done = place.run(str(HOSTILE / "daemon"))
     assert done.returncode == 0, done.stdout + done.stderr
     _nothing_left(place)
+
+
+def _unprivileged_python() -> list[str] | None:
+    """A command running Python as `nobody` with this checkout importable (the system's python3
+    when it is 3.11 or later: nobody cannot reach root's interpreters); None when there is none."""
+    python, setpriv = Path("/usr/bin/python3"), shutil.which("setpriv")
+    if os.geteuid() != 0 or setpriv is None or not python.exists():
+        return None
+    version = subprocess.run(
+        [str(python), "-c", "import sys; print(sys.version_info >= (3, 11))"],
+        capture_output=True,
+        text=True,
+    )
+    if version.stdout.strip() != "True":
+        return None
+    return [setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups", str(python)]
+
+
+def test_without_cgroups_a_daemon_does_not_survive_either(place: Scene, tmp_path: Path) -> None:
+    """As CI runners run it: not root, so no cgroups; the daemon, orphaned when its dyno ends,
+    is ended by the last sweep of orphans before `dynod smoke` exits."""
+    python = _unprivileged_python()
+    if python is None:
+        pytest.skip("needs root (to become nobody) and a /usr/bin/python3 of 3.11 or later")
+    home = place.tmpdir / "nobody"
+    home.mkdir()
+    shutil.chown(home, "nobody", "nogroup")
+    site = sysconfig.get_paths()["purelib"]
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "TMPDIR": str(home)}
+    env |= {"PYTHONPATH": f"{ROOT}{os.pathsep}{site}", "SMOKE_MARK": place.mark}
+    done = subprocess.run(
+        [*python, "-m", "dynod.cli", "smoke", str(HOSTILE / "daemon")]
+        + ["--env", f"SMOKE_MARK={place.mark}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert wait_until(lambda: not marked(place.mark), timeout=5), marked(place.mark)
+    assert not list(home.iterdir())
 
 
 # (signal, the check it cuts short, the flags that make the run wait there)
