@@ -5,6 +5,7 @@ or temporary directory behind, nor any change in the app's directory, also when 
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -140,8 +141,8 @@ def test_a_daemon_the_app_forks_does_not_survive(place: Scene) -> None:
 
 
 def _unprivileged_python() -> list[str] | None:
-    """A command running Python as `nobody` with this checkout importable (the system's python3
-    when it is 3.11 or later: nobody cannot reach root's interpreters); None when there is none."""
+    """A command running the system's python3 (3.11 or later) as `nobody`, whom root's own
+    interpreters are closed to; None when there is none, or this is not root."""
     python, setpriv = Path("/usr/bin/python3"), shutil.which("setpriv")
     if os.geteuid() != 0 or setpriv is None or not python.exists():
         return None
@@ -149,13 +150,15 @@ def _unprivileged_python() -> list[str] | None:
         [str(python), "-c", "import sys; print(sys.version_info >= (3, 11))"],
         capture_output=True,
         text=True,
+        timeout=30,
     )
     if version.stdout.strip() != "True":
         return None
-    return [setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups", str(python)]
+    gid = pwd.getpwnam("nobody").pw_gid
+    return [setpriv, "--reuid=nobody", f"--regid={gid}", "--clear-groups", str(python)]
 
 
-def test_without_cgroups_a_daemon_does_not_survive_either(place: Scene, tmp_path: Path) -> None:
+def test_without_cgroups_a_daemon_does_not_survive_either(place: Scene) -> None:
     """As CI runners run it: not root, so no cgroups; the daemon, orphaned when its dyno ends,
     is ended by the last sweep of orphans before `dynod smoke` exits."""
     python = _unprivileged_python()
@@ -163,7 +166,7 @@ def test_without_cgroups_a_daemon_does_not_survive_either(place: Scene, tmp_path
         pytest.skip("needs root (to become nobody) and a /usr/bin/python3 of 3.11 or later")
     home = place.tmpdir / "nobody"
     home.mkdir()
-    shutil.chown(home, "nobody", "nogroup")
+    shutil.chown(home, "nobody", pwd.getpwnam("nobody").pw_gid)
     site = sysconfig.get_paths()["purelib"]
     env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "TMPDIR": str(home)}
     env |= {"PYTHONPATH": f"{ROOT}{os.pathsep}{site}", "SMOKE_MARK": place.mark}
