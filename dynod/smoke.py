@@ -399,8 +399,7 @@ class Run:
             yield
             return
         inside = self.platform.apps.cache_dir(app)
-        if cache.is_dir():
-            await trio.to_thread.run_sync(_move_into, cache, inside)
+        await trio.to_thread.run_sync(_move_into, cache, inside)
         try:
             yield
         finally:
@@ -426,7 +425,10 @@ def _pack(directory: Path, tarball: Path) -> None:
 
 
 def _move_into(source: Path, dest: Path) -> None:
-    """`dest` replaced by `source` (moved: renamed, or copied across filesystems)."""
+    """`dest` replaced by `source` (moved: renamed, or copied across filesystems); nothing
+    happens without `source` (a cache an interrupted build still holds is lost, not half-kept)."""
+    if not source.is_dir():
+        return
     shutil.rmtree(dest, ignore_errors=True)
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:
