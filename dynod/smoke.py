@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
 import os
 import shutil
 import signal
@@ -16,21 +15,19 @@ import tarfile
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
-import attrs
 import h11
 import trio
 
 from dynod.builds.pipeline import Build
 from dynod.builds.source import source_id
-from dynod.core.config_vars import apply_config_changes
 from dynod.core.formation import parse_formation
 from dynod.core.lifecycle import DynoState
 from dynod.core.logline import HEROKU, iso_timestamp
-from dynod.errors import DynodError, ParseError, UsageError
+from dynod.errors import DynodError, ParseError
 from dynod.platform.root import Platform
 from dynod.platform.routing import router_config
 from dynod.platform.runtime import sweep_scratch
@@ -38,8 +35,9 @@ from dynod.proc.dyno import watch_orphans
 from dynod.proc.manager import DynoSlot
 from dynod.proc.mounts import available as mounts_available
 from dynod.proc.reaper import Reaper
+from dynod.smoke_options import PathCheck, SmokeOptions, app_name
 from dynod.smoke_report import Check, Outcome, junit, passed, summary
-from dynod.state.apps import APP_NAME, App
+from dynod.state.apps import App
 from dynod.state.config import Address, Config
 from dynod.state.dirs import fresh_dir
 from dynod.state.files import atomic_write
@@ -50,99 +48,6 @@ BOOT_MARGIN = 30.0  # past the boot timeout (R10's own clock): unpacking the slu
 REQUEST_TIMEOUT = 35.0  # past the router's own 30 s (H12)
 LOG_TAIL = 30  # log lines shown with a failure
 ORPHAN_WAIT = 0.05  # between killing the dynos' leftover daemons and reaping them
-
-
-@attrs.frozen
-class PathCheck:
-    path: str
-    expect: int = 200
-
-    @property
-    def name(self) -> str:
-        return f"GET {self.path} -> {self.expect}"
-
-
-@attrs.frozen
-class SmokeOptions:
-    directory: Path
-    paths: tuple[PathCheck, ...] = ()
-    formation: str | None = None  # -m; default: one dyno of each process type
-    timeout: float = 60.0  # the web dynos' boot timeout (R10)
-    env: Mapping[str, str] = attrs.field(factory=dict)
-    junit: Path | None = None
-    buildpacks: tuple[str, ...] = ()
-    cache: Path | None = None  # a build cache kept between runs (CI caches it)
-
-
-def options(
-    directory: str,
-    paths: Sequence[tuple[str, int | None]],
-    formation: str | None,
-    timeout: float,
-    env: Sequence[str],
-    junit_file: Path | None,
-    buildpacks: Sequence[str],
-    cache: Path | None,
-) -> SmokeOptions:
-    """The command line's values, checked: anything wrong is a usage error (exit 2)."""
-    root = Path(directory)
-    if not root.is_dir():
-        raise UsageError(f"{directory} is not a directory: give the app's directory (default .)")
-    root = root.resolve()
-    checks = []
-    for path, expect in paths:
-        if not path.startswith("/") or not path.isascii() or not path.isprintable() or " " in path:
-            raise UsageError(f"--path {path!r}: give a path starting with /, e.g. --path /health")
-        if expect is not None and not 100 <= expect <= 599:
-            raise UsageError(f"--expect {expect}: give an HTTP status from 100 to 599")
-        checks.append(PathCheck(path, 200 if expect is None else expect))
-    if not (math.isfinite(timeout) and timeout > 0):
-        raise UsageError(f"--timeout {timeout:g}: give a number of seconds above 0, e.g. 60")
-    if formation is not None:
-        _check_formation(formation)
-    config_vars = _config_vars(env)
-    if junit_file is not None and not junit_file.resolve().parent.is_dir():
-        raise UsageError(f"--junit {junit_file}: its directory does not exist")
-    if cache is not None:
-        cache = cache.resolve()
-        if cache.exists() and not cache.is_dir():
-            raise UsageError(f"--cache {cache} is not a directory")
-        if cache.is_relative_to(root):
-            raise UsageError(f"--cache {cache} is inside the app: give a directory outside it")
-    # A buildpack directory is named from where the command runs; a built-in by its name.
-    named = tuple(str(Path(b).resolve()) if Path(b).is_dir() else b for b in buildpacks)
-    return SmokeOptions(
-        root, tuple(checks), formation, timeout, config_vars, junit_file, named, cache
-    )
-
-
-def _check_formation(text: str) -> None:
-    named = [entry.partition("=")[0] for entry in text.replace(",", " ").split()]
-    try:
-        parse_formation(text, named)  # the form only: the types are known after the build
-    except ParseError as err:
-        raise UsageError(f"-m {text}: {err}") from None
-
-
-def _config_vars(pairs: Sequence[str]) -> dict[str, str]:
-    values = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise UsageError(f"--env {pair!r}: write KEY=VALUE, e.g. --env DEBUG=1")
-        values[key] = value
-    try:
-        if values:
-            apply_config_changes({}, values)
-    except DynodError as err:
-        raise UsageError(f"--env: {err}") from None
-    return values
-
-
-def app_name(directory: Path) -> str:
-    """The app is named after its directory when that makes a valid app name."""
-    name = "".join(c if c.isalnum() else "-" for c in directory.name.lower()).strip("-")
-    return name if APP_NAME.fullmatch(name) else "smoke"
 
 
 class Failed(Exception):

@@ -93,9 +93,10 @@ def add_smoke(commands: Any) -> None:
 
 def run_smoke(args: argparse.Namespace) -> int:
     from dynod import smoke  # the platform's imports are paid by this command only
+    from dynod.smoke_options import options
 
     return smoke.main(
-        smoke.options(
+        options(
             args.directory,
             args.paths or [],
             args.formation,
