@@ -15,6 +15,7 @@ from pathlib import Path
 
 from dynod import __version__
 from dynod.errors import DynodError, ParseError, UsageError
+from dynod.smoke_args import add_smoke, run_smoke
 
 # Each command imports what it needs when it runs: `dynod start` is timed from launch to its
 # processes' first lines, and `dynod check` needs no event loop at all.
@@ -123,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--router", metavar="HOST:PORT", help="where the router listens (default 127.0.0.1:8080)"
     )
     _add_export(commands)
+    add_smoke(commands)
     return parser
 
 
@@ -270,6 +272,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from dynod import exporter
 
         return exporter.export(exporter.options(args))
+    if args.command == "smoke":
+        return run_smoke(args)
     raise UsageError(f"unknown command {args.command}")
 
 
