@@ -13,6 +13,7 @@ import trio
 
 from dynod.core.supervisor import Restart
 from dynod.errors import DynodError, Invalid, NotFound
+from dynod.platform.events import ApiEvents
 from dynod.platform.routing import feed_router
 from dynod.platform.runtime import AppRuntime
 from dynod.slugs.model import Slug
@@ -67,6 +68,7 @@ class Formation:
         self.router = router
         self.user = user
         self.log = log
+        self.events = ApiEvents(log, user)
         self.make_runtime = make_runtime
         self.spawn = spawn
         self.runtimes: dict[str, AppRuntime] = {}
@@ -133,7 +135,7 @@ class Formation:
                 new[kind] = _quantity(quantity, counts.get(kind, 0), kind)
             await self.apps.save_formation(app, new)
         scaled = " ".join(f"{kind}@{new[kind]}:Standard-1X" for kind in updates)
-        self.log(app, f"Scaled to {scaled} by user {self.user}")
+        self.events(app, f"Scaled to {scaled}")
         self.apply(app)
         return [entry for entry in self.entries(app) if entry.type in updates]
 

@@ -20,6 +20,7 @@ from dynod.builds.git import ensure_repo, remove_repo, repo_path
 from dynod.core.logline import APP, HEROKU
 from dynod.logs.logplex import Logplex, LogRing
 from dynod.platform.builds import Builds
+from dynod.platform.events import ApiEvents
 from dynod.platform.firewall import Firewall
 from dynod.platform.formation import Formation
 from dynod.platform.oneoffs import OneOffs
@@ -46,6 +47,7 @@ class Platform:
         self.config = config
         self.data_dir = data_dir
         self.user = _user_email()
+        self.api_event = ApiEvents(self.log, self.user)  # `(app, text)`: app[api] … by user
         self.apps = AppStore(data_dir)
         self.slugs = SlugStore(data_dir / "slugs")
         self.logplex = Logplex(
@@ -165,7 +167,8 @@ class Platform:
         await self.releases.initial(app)
         await trio.to_thread.run_sync(ensure_repo, self.data_dir, app.name)
         await self.formation.start(app, self._nursery)
-        self.log(app, f"Release v1 created by user {self.user}")
+        self.api_event(app, "Initial release")
+        self.api_event(app, "Release v1 created")
         return app
 
     async def destroy_app(self, app: App) -> None:
