@@ -20,6 +20,7 @@ from dynod.builds.git import ensure_repo, remove_repo, repo_path
 from dynod.core.logline import APP, HEROKU
 from dynod.logs.logplex import Logplex, LogRing
 from dynod.platform.builds import Builds
+from dynod.platform.drains import Drains
 from dynod.platform.events import ApiEvents
 from dynod.platform.firewall import Firewall
 from dynod.platform.formation import Formation
@@ -90,6 +91,7 @@ class Platform:
             spawn=self.spawn,
         )
         self.one_offs = OneOffs(self.formation, spawn=self.spawn)
+        self.drains = Drains(self.apps, self.logplex, events=self.api_event, spawn=self.spawn)
         self._nursery: trio.Nursery | None = None
 
     # ----- lifetime
@@ -112,6 +114,7 @@ class Platform:
                 await self.builds.interrupted(app)
                 await self.releases.interrupted(app)
                 await trio.to_thread.run_sync(ensure_repo, self.data_dir, app.name)
+                await self.drains.start(app)  # before the dynos: drains get their first lines
                 await self.formation.start(app, nursery)
                 self.formation.apply(app, prune=False)
             self.formation.prune_soon()  # once for all apps, not once per app
@@ -173,6 +176,7 @@ class Platform:
 
     async def destroy_app(self, app: App) -> None:
         self.formation.stop_app(app)
+        self.drains.forget(app)
         self.builds.forget(app)
         await self.apps.destroy(app)
         self.logplex.remove(app.id)
