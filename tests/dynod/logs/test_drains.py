@@ -27,7 +27,7 @@ from dynod.core.drains import (
     frames,
     parse_drain_url,
 )
-from dynod.core.logline import LogLine, iso_timestamp
+from dynod.core.logline import iso_timestamp
 from dynod.errors import Invalid
 from dynod.logs.drains import DeliveryFailed, DrainSender, transport_for
 from dynod.logs.logplex import LogRing
@@ -197,15 +197,19 @@ def sender(
 
 
 def test_frames_count_octets_and_carry_herokus_fields() -> None:
-    lines = [LogLine(WHEN, "app", "web.1", "ü"), LogLine(WHEN, "heroku", "router", "x y")]
-    body = frames(lines)
+    long = "y" * 9000  # past the table of usual lengths
+    body = frames(
+        [(WHEN, "app", "web.1", ["ü", "plain"]), (WHEN, "heroku", "router", ["x y", long])]
+    )
     stamp = iso_timestamp(WHEN)
     first = f"<190>1 {stamp} host app web.1 - ü".encode()
     assert body.startswith(b"%d " % len(first) + first)
     got, rest = parse_frames(body)
     assert rest == b"" and [(f.pri, f.source, f.dyno, f.text) for f in got] == [
         (190, "app", "web.1", "ü"),
+        (190, "app", "web.1", "plain"),
         (158, "heroku", "router", "x y"),
+        (158, "heroku", "router", long),
     ]
 
 
