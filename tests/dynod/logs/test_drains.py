@@ -432,3 +432,39 @@ def test_retries_back_off_exponentially_with_jitter_on_a_mock_clock() -> None:
         assert drain.statistics.failures == 8 and drain.statistics.delivered == 1
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+class BusyTransport:
+    """Takes `work` seconds of CPU per delivery, recording when each began."""
+
+    def __init__(self, work: float) -> None:
+        self.work = work
+        self.began: list[float] = []
+
+    async def send(self, body: bytes, count: int, frame_id: str) -> None:
+        self.began.append(trio.current_time())
+        end = time.thread_time() + self.work
+        while time.thread_time() < end:
+            pass
+
+    async def close(self) -> None:
+        pass
+
+
+def test_a_drain_rests_so_its_work_stays_within_its_share() -> None:
+    async def main() -> None:
+        ring = LogRing()
+        transport = BusyTransport(work=0.005)
+        drain = DrainSender(ring.tail(buffer=2000, overflow=L10), transport, name="t", share=0.1)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(drain.run)
+            ring.publish("app", "web.1", [f"n={i}" for i in range(1500)], WHEN)  # 3 deliveries
+            with trio.fail_after(100):
+                while drain.statistics.deliveries < 3:
+                    await trio.sleep(0.001)
+            nursery.cancel_scope.cancel()
+        gaps = [b - a for a, b in zip(transport.began, transport.began[1:], strict=False)]
+        # 5 ms of work at a 10% share: 45 ms of rest (at least) before the next delivery.
+        assert len(gaps) == 2 and all(gap >= 0.045 for gap in gaps), gaps
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
