@@ -28,7 +28,7 @@ import trio
 from dynod.core.drains import MAX_BATCH, DrainTarget, Run, backoff, frames
 from dynod.logs.logplex import LogTail
 
-CPU_SHARE = 0.02  # of the loop's time one drain's work may take; past it, it drops lines
+CPU_SHARE = 0.03  # of the loop's time one drain's work may take; past it, it drops lines
 SEND_TIMEOUT = 30.0  # one try: connecting, writing, and for HTTP reading the answer
 RECEIVE_SIZE = 16 * 1024
 USER_AGENT = "dynod-logplex"
@@ -222,13 +222,14 @@ class DrainSender:
                 await self.transport.close()
 
     async def _deliver(self, runs: Sequence[Run], count: int) -> None:
-        began = time.thread_time()
-        body = frames(runs)
+        work = _OwnTime()
+        with work:
+            body = frames(runs)
         frame_id = uuid.uuid4().hex.upper()
         failures = 0
         while True:
             try:
-                with trio.fail_after(SEND_TIMEOUT):
+                with trio.fail_after(SEND_TIMEOUT), work:
                     await self.transport.send(body, count, frame_id)
                 break
             except FAILURES as err:
@@ -243,17 +244,42 @@ class DrainSender:
                     )
                 await self.transport.close()
                 await trio.sleep(backoff(failures, self.draw()))
-                began = time.thread_time()
-        # Formatting and sending are the drain's work on the loop: the loop thread's CPU time
-        # over them (other processes taking the core do not count; other tasks' turns while a
-        # send waits do, and the drain rests the longer). Resting long enough keeps it within
-        # its share whatever the app writes; lines arriving meanwhile wait in the tail.
-        busy = time.thread_time() - began
         if failures:
             _log.warning("dynod: drain %s: delivering again after %d tries", self.name, failures)
         self.statistics.delivered += count
         self.statistics.deliveries += 1
-        await trio.sleep(busy * (1 / self.share - 1))
+        # Resting long enough keeps the drain within its share of the loop whatever the app
+        # writes; the lines arriving meanwhile wait in the tail.
+        await trio.sleep(work.seconds * (1 / self.share - 1))
+
+
+class _OwnTime(trio.abc.Instrument):
+    """The loop thread's CPU time inside `with` blocks run by the current task, less the
+    other tasks' turns meanwhile (what a send lets run while it waits): the drain's own work.
+    Installed only inside the blocks, so the loop pays for it only while a drain works."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._task: trio.lowlevel.Task | None = None
+        self._began = 0.0
+        self._turn = 0.0
+
+    def __enter__(self) -> None:
+        self._task = trio.lowlevel.current_task()
+        trio.lowlevel.add_instrument(self)
+        self._began = time.thread_time()
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds += time.thread_time() - self._began
+        trio.lowlevel.remove_instrument(self)
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task is not self._task:
+            self._turn = time.thread_time()
+
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task is not self._task:
+            self.seconds -= time.thread_time() - self._turn
 
 
 def _chunks(runs: Sequence[Run], most: int) -> Iterator[tuple[list[Run], int]]:
