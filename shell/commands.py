@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from shell import apps, builds, dynos, releases
+from shell import apps, builds, drains, dynos, releases
 from shell.context import Context
 from shell.errors import Failure, UsageError
 from shell.grammar import Arg, Command, Flag, Parsed, find, overview, parse
@@ -159,6 +159,23 @@ TABLE: tuple[Command, ...] = (
         json=True,
         details="The words after COMMAND are its own, flags included, except -a/--app APP "
         "(as with the Heroku CLI); after `--` every word is the command's.",
+    ),
+    Command("drains", "list the app's log drains", drains.drains, json=True),
+    Command(
+        "drains:add",
+        "send the app's log to a syslog:// or http(s):// URL",
+        drains.add,
+        (Arg("URL"),),
+        json=True,
+        details="syslog://HOST:PORT and syslog+tls://HOST:PORT get RFC 5424 messages over TCP; "
+        "http(s):// URLs get batched POSTs (application/logplex-1), as Heroku's drains do.",
+    ),
+    Command(
+        "drains:remove",
+        "stop sending the app's log to a drain (its URL, id or token)",
+        drains.remove,
+        (Arg("URL"),),
+        json=True,
     ),
     Command(
         "help",

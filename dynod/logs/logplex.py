@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from itertools import islice, repeat
+from itertools import chain, islice, repeat
 from types import TracebackType
 from typing import TypeVar
 
@@ -31,6 +31,9 @@ OVERFLOW_DYNO = "logplex"  # overflow notices read `heroku[logplex]: Error L11 â
 Subscriber = Callable[[str, str, Sequence[str], float], None]
 # A LogLine's fields as a plain tuple: zip() makes these in C, so storing costs no Python per line.
 Row = tuple[float, str, str, str]
+# One publish as a tail holds it, (when, source, dyno, texts): a tail costs nothing per line
+# until it is read, so readers that drop most of a storm (drains, slow tails) cost no more.
+Batch = tuple[float, str, str, Sequence[str]]
 _T = TypeVar("_T")
 
 
@@ -106,7 +109,8 @@ class LogTail:
         # The held lines asked for (`last`, up to the ring's history) wait apart from the
         # buffer, so that `logs -n 1500 -t` gets all 1500, not the buffer's 1024.
         self._backlog = backlog
-        self._buffer: deque[Row] = deque(maxlen=size)
+        self._buffer: deque[Batch] = deque()
+        self._held = 0  # lines in the buffer's batches, at most `size`
         self._dropped = 0  # since the last overflow line was delivered
         self._since = 0.0
         self._closed = False
@@ -117,44 +121,76 @@ class LogTail:
     def size(self) -> int:
         return self._size
 
-    def _offer(self, source: str, dyno: str, rows: list[Row], when: float, skipped: int) -> int:
+    def _offer(
+        self, source: str, dyno: str, texts: Sequence[str], when: float, skipped: int
+    ) -> int:
         """The ring's hand-off of one batch, of which the oldest `skipped` lines were cut before
         it came (no reader holds that many); returns how many lines this tail just dropped."""
         if self._match is not None and not self._match(source, dyno):
             return 0
-        over = len(self._buffer) + len(rows) + skipped - self._size
-        self._buffer.extend(rows)  # the deque's maxlen drops the oldest
+        self._buffer.append((when, source, dyno, texts))
+        self._held += len(texts)
         if self._lot:
             self._lot.unpark_all()  # one wake-up per batch, and only for a parked reader
+        over = self._held + skipped - self._size
         if over <= 0:
             return 0
+        self._trim(self._held - self._size)
         if not self._dropped:
             self._since = when
         self._dropped += over
         return over
 
+    def _trim(self, excess: int) -> None:
+        """Drop the `excess` oldest buffered lines: whole batches, then the start of one."""
+        buffer = self._buffer
+        while excess > 0:
+            when, source, dyno, texts = buffer[0]
+            if len(texts) <= excess:
+                buffer.popleft()
+                excess -= len(texts)
+                self._held -= len(texts)
+            else:
+                buffer[0] = (when, source, dyno, texts[excess:])
+                self._held -= excess
+                excess = 0
+
     def _ready(self) -> bool:
         return bool(self._buffer) or self._dropped > 0 or self._closed or bool(self._backlog)
 
-    async def receive_batch(self) -> list[LogLine]:
-        """Everything buffered, oldest first (behind an overflow line if lines were dropped),
-        waiting while there is nothing; [] once the tail is closed."""
+    async def receive_runs(self) -> list[Batch]:
+        """Everything buffered as it was published, runs of (when, source, dyno, texts), oldest
+        first (behind an overflow line if lines were dropped), waiting while there is nothing;
+        [] once the tail is closed. A reader that handles a run at once (a drain) makes no
+        object per line."""
         if self._ready():
             await trio.lowlevel.checkpoint()
         while not self._ready():
             await self._lot.park()
         if self._closed:
             return []
-        batch = _lines(self._buffer)
-        self._buffer.clear()
-        if self._backlog:
-            batch[:0] = _lines(self._backlog)
-            self._backlog = []
+        runs: list[Batch] = []
         if self._dropped:
             text = self._overflow.format(n=self._dropped, since=iso_timestamp(self._since))
-            batch.insert(0, LogLine(time.time(), HEROKU, OVERFLOW_DYNO, text))
+            runs.append((time.time(), HEROKU, OVERFLOW_DYNO, (text,)))
             self._dropped = 0
-        return batch
+        if self._backlog:
+            runs.extend((when, source, dyno, (text,)) for when, source, dyno, text in self._backlog)
+            self._backlog = []
+        runs.extend(self._buffer)
+        self._buffer.clear()
+        self._held = 0
+        return runs
+
+    async def receive_batch(self) -> list[LogLine]:
+        """receive_runs's lines, one LogLine each."""
+        runs = await self.receive_runs()
+        return _lines(
+            chain.from_iterable(
+                zip(repeat(when), repeat(source), repeat(dyno), texts)
+                for when, source, dyno, texts in runs
+            )
+        )
 
     def __aiter__(self) -> LogTail:
         return self
@@ -176,6 +212,7 @@ class LogTail:
         self._closed = True
         self._backlog = []
         self._buffer.clear()
+        self._held = 0
         self._taken.clear()
         self._dropped = 0
         self._ring._forget(self)
@@ -223,15 +260,12 @@ class LogRing:
             return
         self._published += count
         kept = texts if count <= self._keep else texts[-self._keep :]
-        rows = zip(repeat(when), repeat(source), repeat(dyno), kept)
+        self._lines.extend(zip(repeat(when), repeat(source), repeat(dyno), kept))
         if self._tails:
-            shared = list(rows)
-            self._lines.extend(shared)
+            shared = tuple(kept)  # the tails' own copy, whatever the producer does with its list
             skipped = count - len(kept)  # dropped by every tail it reaches: L11 counts them
             for tail in self._tails:
                 self._dropped += tail._offer(source, dyno, shared, when, skipped)
-        else:
-            self._lines.extend(rows)
         # Last, so that a subscriber that raises has not cost the ring or the tails their lines.
         for subscriber in self._subscribers:
             subscriber(source, dyno, texts, when)

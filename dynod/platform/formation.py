@@ -14,6 +14,7 @@ from dynod.core.formation import quantity as _quantity
 from dynod.core.sizes import DEFAULT_SIZE, shown, size_of
 from dynod.core.supervisor import Restart
 from dynod.errors import DynodError, NotFound
+from dynod.platform.events import ApiEvents
 from dynod.platform.routing import feed_router
 from dynod.platform.runtime import AppRuntime
 from dynod.proc.memory import MemorySample
@@ -72,6 +73,7 @@ class Formation:
         self.router = router
         self.user = user
         self.log = log
+        self.events = ApiEvents(log, user)
         self.make_runtime = make_runtime
         self.spawn = spawn
         self.runtimes: dict[str, AppRuntime] = {}
@@ -154,7 +156,7 @@ class Formation:
         scaled = " ".join(
             f"{kind}@{entries[kind].quantity}:{shown(entries[kind].size)}" for kind in named
         )
-        self.log(app, f"Scaled to {scaled} by user {self.user}")
+        self.events(app, f"Scaled to {scaled}")
         self.apply(app)
         return [entry for entry in entries.values() if entry.type in named]
 

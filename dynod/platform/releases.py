@@ -14,6 +14,7 @@ from dynod.core.config_vars import INITIAL_DESCRIPTION, apply_config_changes, ro
 from dynod.core.logline import APP
 from dynod.errors import Invalid, NotFound
 from dynod.logs.logplex import Logplex
+from dynod.platform.events import ApiEvents
 from dynod.slugs.model import Slug
 from dynod.slugs.store import SlugStore
 from dynod.state.apps import App, AppStore
@@ -52,6 +53,7 @@ class Releases:
         self.logplex = logplex
         self.user = user
         self.log = log
+        self.events = ApiEvents(log, user)
         self.run_command = run_command
         self.released = released
         self.spawn = spawn
@@ -157,7 +159,9 @@ class Releases:
                 addons=latest.addons if latest else (),  # type: ignore[arg-type]  # attrs converter=tuple
             )
             await ledger.append(release)
-        self.log(app, f"Release v{release.version} created by user {self.user}")
+        # Heroku's order: what was done, then the release it made.
+        self.events(app, description)
+        self.events(app, f"Release v{release.version} created")
         if not phase:
             await self.released(app, slug)
             return release

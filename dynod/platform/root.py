@@ -20,6 +20,8 @@ from dynod.builds.git import ensure_repo, remove_repo, repo_path
 from dynod.core.logline import APP, HEROKU
 from dynod.logs.logplex import Logplex, LogRing
 from dynod.platform.builds import Builds
+from dynod.platform.drains import Drains
+from dynod.platform.events import ApiEvents
 from dynod.platform.firewall import Firewall
 from dynod.platform.formation import Formation
 from dynod.platform.oneoffs import OneOffs
@@ -47,6 +49,7 @@ class Platform:
         self.config = config
         self.data_dir = data_dir
         self.user = _user_email()
+        self.api_event = ApiEvents(self.log, self.user)  # `(app, text)`: app[api] … by user
         self.apps = AppStore(data_dir)
         self.slugs = SlugStore(data_dir / "slugs")
         self.logplex = Logplex(
@@ -94,6 +97,7 @@ class Platform:
         self.sleeping = Sleeping(
             self.apps, self.formation, idle_after=config.dynos.idle_after, spawn=self.spawn
         )
+        self.drains = Drains(self.apps, self.logplex, events=self.api_event, spawn=self.spawn)
         self._nursery: trio.Nursery | None = None
 
     # ----- lifetime
@@ -116,6 +120,7 @@ class Platform:
                 await self.builds.interrupted(app)
                 await self.releases.interrupted(app)
                 await trio.to_thread.run_sync(ensure_repo, self.data_dir, app.name)
+                await self.drains.start(app)  # before the dynos: drains get their first lines
                 await self.formation.start(app, nursery)
                 self.formation.apply(app, prune=False, wake=False)  # asleep stays asleep
             self.formation.prune_soon()  # once for all apps, not once per app
@@ -184,11 +189,13 @@ class Platform:
         await self.releases.initial(app)
         await trio.to_thread.run_sync(ensure_repo, self.data_dir, app.name)
         await self.formation.start(app, self._nursery)
-        self.log(app, f"Release v1 created by user {self.user}")
+        self.api_event(app, "Initial release")
+        self.api_event(app, "Release v1 created")
         return app
 
     async def destroy_app(self, app: App) -> None:
         self.formation.stop_app(app)
+        self.drains.forget(app)
         self.builds.forget(app)
         await self.apps.destroy(app)
         self.logplex.remove(app.id)

@@ -225,3 +225,18 @@ def test_the_heroku_cli_drives_apps_formation_config_releases_and_logs(
     out, _ = heroku("logs", "-n", "50", "-a", "cli")  # an EventSource on the logplex_url
     assert "app[api]: Scaled to web@2:Standard-1X" in out
     assert "heroku[web.1]: State changed from starting to up" in out
+    set_at = out.index(f"app[api]: Set GREETING config vars by user {email}")
+    assert set_at < out.index(f"app[api]: Release v3 created by user {email}")
+
+    # drains:remove sends the URL itself, percent-encoded, as the drain's identity
+    out, _ = heroku("drains:add", "syslog://127.0.0.1:9", "-a", "cli")
+    assert out == "Successfully added drain syslog://127.0.0.1:9\n"
+    out, _ = heroku("drains", "-a", "cli")
+    assert re.fullmatch(r"=== Drains\n\nsyslog://127\.0\.0\.1:9 \(d\.[0-9a-f-]{36}\)\n", out), out
+    out, _ = heroku("drains", "--json", "-a", "cli")
+    [drain] = json.loads(out)
+    assert drain["url"] == "syslog://127.0.0.1:9" and drain["addon"] is None
+    out, _ = heroku("drains:remove", "syslog://127.0.0.1:9", "-a", "cli")
+    assert out == "Successfully removed drain syslog://127.0.0.1:9\n"
+    out, _ = heroku("drains", "-a", "cli")
+    assert out == ""

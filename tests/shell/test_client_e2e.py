@@ -3,12 +3,15 @@ as subprocesses exactly as a user runs them (only `DYNOD_DATA` tells them where 
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
+import re
 import select
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -319,3 +322,55 @@ def test_logs_tail_ends_quietly_on_ctrl_c(dyno: Dyno, deployed: str) -> None:
             tail.kill()
             tail.wait(timeout=10)
     assert (tail.returncode, err) == (0, "")
+
+
+class _Drain(http.server.BaseHTTPRequestHandler):
+    posts: list[tuple[dict[str, str], bytes]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.posts.append(({k.lower(): v for k, v in self.headers.items()}, body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_drains_add_list_remove_and_deliver_api_events(dyno: Dyno) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Drain)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        dyno.ok("apps:create", "e2e-drains")
+        app = ["-a", "e2e-drains"]
+        url = f"http://127.0.0.1:{server.server_address[1]}/logs"
+        assert (
+            dyno.ok("drains", *app)
+            == "e2e-drains has no drains: add one with `dyno drains:add URL`.\n"
+        )
+        assert dyno.ok("drains:add", url, *app) == f"Successfully added drain {url}\n"
+        [drain] = dyno.json("drains", *app)
+        assert drain["url"] == url and drain["token"].startswith("d.")
+        assert dyno.ok("drains", *app) == f"=== Drains\n{url} ({drain['token']})\n"
+        refused = dyno("drains:add", "gopher://127.0.0.1:70", *app)
+        assert refused.returncode == 1 and refused.stderr.count("\n") == 1
+        dyno.ok("config:set", "FOO=1", *app)
+
+        def delivered() -> bytes:
+            return b"".join(body for _, body in _Drain.posts)
+
+        eventually(lambda: b"Release v2 created" in delivered(), "the drain's POSTs")
+        texts = [m.decode() for m in re.findall(rb"host app api - (.*?)(?=\d+ <|$)", delivered())]
+        assert texts == [
+            f"Add drain {url} by user {texts[0].rpartition(' ')[2]}",
+            f"Set FOO config vars by user {texts[0].rpartition(' ')[2]}",
+            f"Release v2 created by user {texts[0].rpartition(' ')[2]}",
+        ]
+        headers = _Drain.posts[0][0]
+        assert headers["content-type"] == "application/logplex-1"
+        assert headers["logplex-drain-token"] == drain["token"]
+        assert dyno.ok("drains:remove", url, *app) == f"Successfully removed drain {url}\n"
+        assert dyno.json("drains", *app) == []
+    finally:
+        server.shutdown()
+        server.server_close()
