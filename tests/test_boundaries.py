@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-LAYERS = ["core", "state", "logs", "proc", "slugs", "builds", "platform", "api"]
+LAYERS = ["core", "state", "logs", "proc", "slugs", "builds", "addons", "platform", "api"]
 ENTRY = "entry"  # dynod/cli.py, local.py, serve.py, __init__.py
 IO_MODULES = {
     "trio", "h11", "asyncio", "subprocess", "socket", "shutil", "tempfile", "threading",

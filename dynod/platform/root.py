@@ -19,6 +19,7 @@ import trio
 from dynod.builds.git import ensure_repo, remove_repo, repo_path
 from dynod.core.logline import APP, HEROKU
 from dynod.logs.logplex import Logplex, LogRing
+from dynod.platform.addons import Addons
 from dynod.platform.builds import Builds
 from dynod.platform.firewall import Firewall
 from dynod.platform.formation import Formation
@@ -76,6 +77,21 @@ class Platform:
             run_command=self.formation.run_command,
             released=self.formation.released,
             spawn=self.spawn,
+            keep_addons=lambda app, config_vars: self.addons.rollback_vars(app, config_vars),
+        )
+        self.addons = Addons(
+            data_dir,
+            self.apps,
+            self.releases,
+            self.users,
+            self.ports,
+            user=self.user,
+            log=self.log,
+            ring=self.ring,
+            settings=lambda owner: manager_settings(
+                config.dynos, config.logplex.max_line_bytes, owner
+            ),
+            reaper=reaper,
         )
         self.builds = Builds(
             self.apps,
@@ -109,7 +125,9 @@ class Platform:
             for app in self.apps.all():
                 await self.builds.interrupted(app)
                 await self.releases.interrupted(app)
+                await self.addons.interrupted(app)
                 await trio.to_thread.run_sync(ensure_repo, self.data_dir, app.name)
+                await self.addons.start(app, nursery)  # before its dynos: they reach them
                 await self.formation.start(app, nursery)
                 self.formation.apply(app, prune=False)
             self.formation.prune_soon()  # once for all apps, not once per app
@@ -164,11 +182,13 @@ class Platform:
         app = await self.apps.create(name)
         await self.releases.initial(app)
         await trio.to_thread.run_sync(ensure_repo, self.data_dir, app.name)
+        await self.addons.start(app, self._nursery)
         await self.formation.start(app, self._nursery)
         self.log(app, f"Release v1 created by user {self.user}")
         return app
 
     async def destroy_app(self, app: App) -> None:
+        await self.addons.destroy_all(app)
         self.formation.stop_app(app)
         self.builds.forget(app)
         await self.apps.destroy(app)

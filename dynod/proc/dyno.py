@@ -57,6 +57,7 @@ class DynoSpec:
     max_line_bytes: int = MAX_LINE_BYTES
     owner: tuple[int, int] | None = None  # (uid, gid) to run as: a root dynod's dyno user
     private_tmp: bool = False  # its own /tmp and /dev/shm, where dynod can (proc/mounts.py)
+    bind_at: str | None = None  # with private_tmp: its directory bound here too (add-on servers)
 
 
 def dyno_env(
@@ -267,7 +268,7 @@ async def run_dyno(
             owner=spec.owner,
             preexec_fn=_take_controlling_tty if spec.tty else None,
             cgroup=cgroup,
-            mounts=plan(str(spec.cwd)) if spec.private_tmp and available() else None,
+            mounts=plan(str(spec.cwd), spec.bind_at) if spec.private_tmp and available() else None,
         )
     except BaseException:
         for fd in outputs:

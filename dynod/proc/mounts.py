@@ -59,8 +59,12 @@ class Mounts:
             _check(_mount(b".", self.keep, None, MS_BIND | MS_REC, None), "bind the directory")
 
 
-def plan(cwd: str) -> Mounts:
-    """The mounts for a dyno whose directory is `cwd`."""
+def plan(cwd: str, bind_at: str | None = None) -> Mounts:
+    """The mounts for a dyno whose directory is `cwd`; with `bind_at` (a path in /tmp), that
+    directory is bound there too, where a uid that cannot pass through the directories above it
+    reaches it (an add-on server's data directory, inside dynod's private data directory)."""
+    if bind_at is not None:
+        return Mounts((os.fsencode(bind_at),), os.fsencode(bind_at))
     real = os.path.realpath(cwd)
     for target in TARGETS:
         top = os.path.realpath(os.fsdecode(target))
