@@ -25,6 +25,7 @@ from dynod.addons.servers import Servers
 from dynod.core.logline import HEROKU
 from dynod.errors import Conflict, DynodError, Invalid, NotFound
 from dynod.logs.logplex import LogRing
+from dynod.platform.firewall import Firewall
 from dynod.platform.releases import Releases
 from dynod.platform.runtime import DynoUsers, Ports
 from dynod.proc.manager import ManagerSettings
@@ -62,6 +63,7 @@ class Addons:
         ring: Callable[[App], LogRing],
         settings: SettingsFor,
         reaper: Reaper | None,
+        firewall: Callable[[], Firewall | None] = lambda: None,
         kinds: Sequence[Provider] | None = None,
     ) -> None:
         self.store = AddonStore(data_dir)
@@ -74,8 +76,10 @@ class Addons:
         self.ring = ring
         self.settings = settings
         self.reaper = reaper
+        self.firewall = firewall  # the platform's, once open: closes a server's port to others
         self.kinds = tuple(kinds) if kinds is not None else providers()
         self.servers: dict[str, Servers] = {}  # by app id
+        self._guarded: set[int] = set()  # ports the firewall closes to other uids
         self._changing: defaultdict[str, trio.Lock] = defaultdict(trio.Lock)  # by app id
         for record in self.store.all():
             self.ports.taken.add(record.port)  # never a dyno's PORT
@@ -114,7 +118,7 @@ class Addons:
         self.servers[app.id] = servers
         started = [r for r in self.store.of(app.id) if r.state == "provisioned"]
         for record in started:
-            self._start(servers, record)
+            await self._start(app, servers, record)
         for record in started:
             if not await self._answers(record):
                 self._say(app, record, "The server is not answering yet: dynos start anyway")
@@ -162,7 +166,7 @@ class Addons:
             attached = False
             try:
                 await self._provision(app, kind, record)
-                self._start(self._servers(app), record)
+                await self._start(app, self._servers(app), record)
                 if not await self._answers(record):
                     raise DynodError(
                         f"{record.name} did not answer within {HEALTH_TIMEOUT:g} seconds of its "
@@ -282,7 +286,10 @@ class Addons:
         except DynodError as err:
             raise DynodError(f"Provisioning {record.name} failed: {err}") from None
 
-    def _start(self, servers: Servers, record: AddonRecord) -> None:
+    async def _start(self, app: App, servers: Servers, record: AddonRecord) -> None:
+        """Start the server, its port closed to every uid but dynod's and the app's (when dynod
+        is root with nftables, as a dyno's PORT is)."""
+        await self._guard(app, record, True)
         kind = self.provider(record.service)
         directory = self.store.data(record)
         command = kind.command(self._instance(record), servers.home(directory))
@@ -309,6 +316,7 @@ class Addons:
                 f"Detach {record.attachment} ({record.name})",
             )
         await self.store.remove(record)
+        await self._guard(app, record, False)
         self.ports.give_back(record.port)
         self.log(app, f"Detach {record.attachment} ({record.name}) by user {self.user}")
 
@@ -318,7 +326,22 @@ class Addons:
         if servers is not None and servers.running(record.name):
             await servers.stop(record.name)
         await self.store.remove(record)
+        await self._guard(app, record, False)
         self.ports.give_back(record.port)
+
+    async def _guard(self, app: App, record: AddonRecord, closed: bool) -> None:
+        firewall, owner = self.firewall(), self.users.owner(app.id)
+        if firewall is None or owner is None or closed == (record.port in self._guarded):
+            return
+        try:
+            if closed:
+                await firewall.guard(record.port, owner[0])
+                self._guarded.add(record.port)
+            else:
+                self._guarded.discard(record.port)
+                await firewall.release(record.port, owner[0])
+        except DynodError as err:  # its password still protects it
+            self._say(app, record, f"The firewall refused a change for port {record.port}: {err}")
 
     def _servers(self, app: App) -> Servers:
         servers = self.servers.get(app.id)

@@ -92,6 +92,7 @@ class Platform:
                 config.dynos, config.logplex.max_line_bytes, owner
             ),
             reaper=reaper,
+            firewall=lambda: self.firewall,
         )
         self.builds = Builds(
             self.apps,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from dynod.addons.provider import program
 from dynod.addons.redis import RedisProvider, ask, auth, command
 from dynod.errors import Invalid
 from dynod.platform.root import Platform
+from tests.dynod.platform.test_firewall import OTHER_UID, connects
 from tests.dynod.platform.test_platform import http_get, slug_of, until, up, web_port, with_platform
 from tests.helpers import ROOT
 
@@ -240,3 +242,24 @@ def test_a_crash_mid_provision_or_destroy_is_rolled_back_or_finished(tmp_path: P
 
     with_platform(tmp_path, crashed)
     with_platform(tmp_path, restarted)
+
+
+@needs_redis
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("nft") is None,
+    reason="needs root and nftables (`apt-get install nftables`) to load rules",
+)
+def test_a_servers_port_is_closed_to_other_apps_uids(tmp_path: Path) -> None:
+    async def scenario(platform: Platform) -> None:
+        assert platform.firewall is not None
+        app = await platform.create_app("guarded")
+        record = await platform.addons.create(app, "redis")
+        owner = platform.users.owner(app.id)
+        assert owner is not None
+        checks = [(owner[0], True), (OTHER_UID, False), (None, True)]
+        for uid, allowed in checks:
+            assert await trio.to_thread.run_sync(connects, record.port, uid) is allowed, uid
+        await platform.addons.destroy(app, record.name)
+        assert not platform.addons._guarded
+
+    with_platform(tmp_path, scenario)
