@@ -76,9 +76,12 @@ class Setup:
 
 
 class Provider(Protocol):
-    """One kind of add-on. Its server runs in the foreground under dynod's supervisor, like a
-    dyno (restarted on crash, stopped with SIGTERM to its group, which `command` makes the
-    server's graceful stop)."""
+    """One kind of add-on: provisioning (`provision`), starting (`command`: its server runs in
+    the foreground under dynod's supervisor, like a dyno, restarted on a crash), health
+    (`healthy`) and the config var (`config_vars`). Stopping is the supervisor's SIGTERM to the
+    server's group, which `command` makes the server's graceful stop; deprovisioning is
+    deleting the data directory, which holds everything a server keeps: neither needs more of
+    a provider."""
 
     service: str  # "heroku-redis"
     aliases: tuple[str, ...]  # "redis"

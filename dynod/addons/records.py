@@ -83,9 +83,6 @@ class AddonStore:
     def all(self) -> list[AddonRecord]:
         return sorted(self._records.values(), key=lambda r: (r.created_at, r.name))
 
-    def get(self, addon_id: str) -> AddonRecord | None:
-        return self._records.get(addon_id)
-
     def data(self, record: AddonRecord) -> Path:
         return self.root / record.id / "data"
 

@@ -36,7 +36,7 @@ from dynod.state.files import atomic_write
 ADDON_NAME = re.compile(r"[a-z][a-z0-9-]{1,29}")
 ATTACHMENT_NAME = re.compile(r"[A-Z][A-Z0-9_]{0,29}")
 HEALTH_TIMEOUT = 60.0  # seconds for a started server to answer
-HEALTH_POLL = 0.05
+HEALTH_POLL = 0.01
 OWNED = "addon-vars.json"  # in the app's directory: every config var its add-ons ever set
 
 Log = Callable[[App, str], None]
