@@ -75,7 +75,9 @@ def test_a_dyno_keeps_its_redis_data_through_releases_restarts_and_a_kill(
     async def scenario(platform: Platform) -> None:
         app = await platform.create_app("counter")
         slug = slug_of(platform, ADDON_APP, tmp_path)
-        await platform.releases.create(app, slug_id=slug, config_vars={}, description="Deploy")
+        await platform.releases.create(
+            app, slug_id=slug, config_vars={}, description="Deploy", wait=True
+        )
         record = await platform.addons.create(app, "redis")
         assert (record.name, record.service, record.plan, record.state) == (
             "redis-1",
@@ -92,6 +94,7 @@ def test_a_dyno_keeps_its_redis_data_through_releases_restarts_and_a_kill(
         url = f"redis://:{record.password}@127.0.0.1:{record.port}"
         assert v3.config_vars == {"REDIS_URL": url}
         assert await visits(platform, "counter") == "1"
+        assert platform.releases.output(app, 3) == "release with redis\n"  # its release phase
         assert await visits(platform, "counter") == "2"
 
         # The password is required, and a wrong one refused.
@@ -102,7 +105,11 @@ def test_a_dyno_keeps_its_redis_data_through_releases_restarts_and_a_kill(
         await platform.releases.set_config(app, {"GREETING": "hi"})
         assert await visits(platform, "counter") == "3"
         await platform.releases.create(
-            app, slug_id=slug, config_vars=platform.releases.config_vars(app), description="D2"
+            app,
+            slug_id=slug,
+            config_vars=platform.releases.config_vars(app),
+            description="D2",
+            wait=True,
         )
         assert await visits(platform, "counter") == "4"
         # A rollback to before the add-on was attached keeps it, and its URL.
@@ -182,7 +189,9 @@ def test_a_one_off_reaches_its_postgres_and_the_data_stays(tmp_path: Path) -> No
     async def scenario(platform: Platform) -> None:
         app = await platform.create_app("ledger")
         slug = slug_of(platform, ADDON_APP, tmp_path)
-        await platform.releases.create(app, slug_id=slug, config_vars={}, description="Deploy")
+        await platform.releases.create(
+            app, slug_id=slug, config_vars={}, description="Deploy", wait=True
+        )
         record = await platform.addons.create(app, "heroku-postgresql", name="books")
         last = platform.releases.all(app)[-1]
         assert last.description == "Attach DATABASE (books)"
@@ -194,7 +203,10 @@ def test_a_one_off_reaches_its_postgres_and_the_data_stays(tmp_path: Path) -> No
         owner = platform.users.owner(app.id)
         if owner is not None:  # dynod is root: the cluster is the app's uid's, not root's
             assert (data / "pgdata").stat().st_uid == owner[0]
-        assert await psql(platform, "ledger", "CREATE TABLE t (x int); INSERT INTO t VALUES (42)")
+        # The Attach release is current once its release phase is done.
+        await until(platform, lambda: getattr(platform.releases.current(app), "id", "") == last.id)
+        made = await psql(platform, "ledger", "CREATE TABLE t (x int); INSERT INTO t VALUES (42)")
+        assert made.startswith("0 "), made
         assert (await psql(platform, "ledger", "SELECT x FROM t")).startswith("0 42")
         refused = await psql(platform, "ledger", "SELECT 1", url.replace(record.password, "no"))
         assert refused.startswith("2 ") and "password authentication failed" in refused
