@@ -118,6 +118,11 @@ def test_a_dyno_keeps_its_redis_data_through_releases_restarts_and_a_kill(
         assert await visits(platform, "counter") == "5"
 
         first = await server_pid(record.port, record.password)
+        if platform.reaper is not None and platform.reaper.cgroups is not None:  # a cgroup each
+            assert "/redis-1-" in Path(f"/proc/{first}/cgroup").read_text()
+        owner = platform.users.owner(app.id)
+        if owner is not None:  # dynod is root: the server runs as the app's uid
+            assert os.stat(f"/proc/{first}").st_uid == owner[0]
         platform.addons.restart(app, record)
         second = await next_server(record.port, record.password, first)
         assert await visits(platform, "counter") == "6"
