@@ -37,6 +37,7 @@ ADDON_NAME = re.compile(r"[a-z][a-z0-9-]{1,29}")
 ATTACHMENT_NAME = re.compile(r"[A-Z][A-Z0-9_]{0,29}")
 HEALTH_TIMEOUT = 60.0  # seconds for a started server to answer
 HEALTH_POLL = 0.01
+START_WAIT = 10.0  # seconds, at dynod's start, for an app's servers to answer before its dynos
 OWNED = "addon-vars.json"  # in the app's directory: every config var its add-ons ever set
 
 Log = Callable[[App, str], None]
@@ -119,8 +120,12 @@ class Addons:
         started = [r for r in self.store.of(app.id) if r.state == "provisioned"]
         for record in started:
             await self._start(app, servers, record)
+        deadline = trio.current_time() + START_WAIT  # a broken server delays dynod only so long
         for record in started:
-            if not await self._answers(record):
+            answered = False
+            with trio.move_on_at(deadline):
+                answered = await self._answers(record)
+            if not answered:
                 self._say(app, record, "The server is not answering yet: dynos start anyway")
 
     async def interrupted(self, app: App) -> None:
