@@ -217,6 +217,8 @@ async def _watch_signals(
         if stopping.is_set():
             for runtime in platform.formation.runtimes.values():
                 runtime.manager.hurry.set()
+            for servers in platform.addons.servers.values():  # add-on servers too
+                servers.manager.hurry.set()
         stopping.set()
 
 

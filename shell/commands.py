@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from shell import apps, builds, drains, dynos, releases
+from shell import addons, apps, builds, drains, dynos, releases
 from shell.context import Context
 from shell.errors import Failure, UsageError
 from shell.grammar import Arg, Command, Flag, Parsed, find, overview, parse
@@ -138,6 +138,26 @@ TABLE: tuple[Command, ...] = (
         "show a release command's output (default: the newest release)",
         releases.release_output,
         (Arg("VERSION", required=False),),
+    ),
+    Command("addons", "list the app's add-ons", addons.addons, json=True),
+    Command(
+        "addons:create",
+        "provision an add-on (heroku-redis, heroku-postgresql) and attach it in a release",
+        addons.create,
+        (Arg("SERVICE[:PLAN]"),),
+        (Flag("as", "the add-on's name (default redis-1, postgresql-1, ...)", value="NAME"),),
+        json=True,
+        details="Its config var (REDIS_URL, DATABASE_URL) is set in a new release and the "
+        "app's dynos restart on it.",
+    ),
+    Command("addons:info", "show an add-on", addons.info, (Arg("NAME"),), json=True),
+    Command(
+        "addons:destroy",
+        "stop an add-on, detach it in a release and delete its data",
+        addons.destroy,
+        (Arg("NAME"),),
+        (Flag("confirm", "the app's name: destroying deletes the data for good", value="APP"),),
+        json=True,
     ),
     Command(
         "logs",

@@ -18,7 +18,18 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-LAYERS = ["core", "export", "state", "logs", "proc", "slugs", "builds", "platform", "api"]
+LAYERS = [
+    "core",
+    "export",
+    "state",
+    "logs",
+    "proc",
+    "slugs",
+    "builds",
+    "addons",
+    "platform",
+    "api",
+]
 PURE = ("core", "export")  # rooms of pure functions: no trio, no I/O
 ENTRY = "entry"  # dynod/cli.py, local.py, serve.py, __init__.py
 IO_MODULES = {

@@ -1,6 +1,6 @@
 """API routes over the platform's state: the account, apps, config vars, releases (with
 rollback and releasing a slug), the formation and dynos, and the empty lists the Heroku CLI
-reads for features dynod does not have yet (add-ons, collaborators, pipelines)."""
+reads for features dynod does not have yet (collaborators, pipelines)."""
 
 from __future__ import annotations
 
@@ -277,11 +277,6 @@ async def empty_list(call: Call) -> Response:
     return json_response([])
 
 
-async def no_addons(call: Call) -> Response:
-    call.app()
-    raise invalid("Add-ons are not available in this dynod yet.")
-
-
 async def no_pipeline(call: Call) -> Response:
     call.app()
     raise NotFound("This app is not in a pipeline: dynod has no pipelines.")
@@ -312,10 +307,6 @@ ROUTES = [
     Route("POST", "/apps/{app}/dynos/{dyno}/actions/stop", stop_dyno),
     Route("DELETE", "/apps/{app}/formations/{type}", restart_type),
     Route("POST", "/apps/{app}/formations/{type}/actions/stop", stop_type),
-    Route("GET", "/apps/{app}/addons", empty_list),
-    Route("POST", "/apps/{app}/addons", no_addons),
-    Route("GET", "/apps/{app}/addon-attachments", empty_list),
-    Route("GET", "/addon-attachments", empty_list),
     Route("GET", "/apps/{app}/collaborators", empty_list),
     Route("GET", "/apps/{app}/pipeline-couplings", no_pipeline),
 ]

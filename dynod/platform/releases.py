@@ -30,6 +30,10 @@ Log = Callable[[App, str], None]
 Spawn = Callable[[Callable[[], Awaitable[object]], str], None]
 # What a new release is made of, from the latest release: (slug id, config vars, description).
 Compose = Callable[[Release | None], tuple[str | None, dict[str, str], str]]
+# The add-ons of a new release, from the latest release's.
+Attached = Callable[[tuple[str, ...]], tuple[str, ...]]
+# The config vars a rollback makes, from the target release's: the add-ons' stay as they are.
+KeepAddons = Callable[[App, dict[str, str]], dict[str, str]]
 
 
 class Releases:
@@ -47,8 +51,10 @@ class Releases:
         run_command: RunCommand,
         released: Released,
         spawn: Spawn,
+        keep_addons: KeepAddons | None = None,
     ) -> None:
         self.apps = apps
+        self.keep_addons = keep_addons
         self.slugs = slugs
         self.logplex = logplex
         self.user = user
@@ -122,9 +128,33 @@ class Releases:
         return await self.create(
             app,
             slug_id=target.slug_id,
-            config_vars=dict(target.config_vars),
+            config_vars=self._keep_addons(app, dict(target.config_vars)),
             description=rollback_description(target.version),
         )
+
+    def _keep_addons(self, app: App, config_vars: dict[str, str]) -> dict[str, str]:
+        return self.keep_addons(app, config_vars) if self.keep_addons else config_vars
+
+    async def attachments(
+        self,
+        app: App,
+        addons: Attached,
+        changes: Mapping[str, str | None],
+        description: str,
+    ) -> Release:
+        """An add-on attached or detached: its config var set (or removed, None) and the
+        release's add-ons changed, in one release on the current slug."""
+
+        def compose(latest: Release | None) -> tuple[str | None, dict[str, str], str]:
+            new_vars = dict(latest.config_vars) if latest else {}
+            for key, value in changes.items():
+                if value is None:
+                    new_vars.pop(key, None)
+                else:
+                    new_vars[key] = value
+            return self.current_slug_id(app), new_vars, description
+
+        return await self._create(app, compose, addons=addons)
 
     async def create(
         self,
@@ -142,7 +172,9 @@ class Releases:
             app, lambda _: (slug_id, dict(config_vars), description), wait=wait
         )
 
-    async def _create(self, app: App, compose: Compose, *, wait: bool = False) -> Release:
+    async def _create(
+        self, app: App, compose: Compose, *, wait: bool = False, addons: Attached | None = None
+    ) -> Release:
         async with self._making[app.id]:
             ledger = self.apps.ledger(app)
             latest = ledger.latest()
@@ -156,7 +188,7 @@ class Releases:
                 status="pending" if phase else "succeeded",
                 slug_id=slug_id,
                 config_vars=config_vars,
-                addons=latest.addons if latest else (),  # type: ignore[arg-type]  # attrs converter=tuple
+                addons=(addons or _same)(latest.addons if latest else ()),  # type: ignore[arg-type]
             )
             await ledger.append(release)
         # Heroku's order: what was done, then the release it made.
@@ -225,6 +257,10 @@ class Releases:
         directory = self.apps.dir(app) / "release-output"
         directory.mkdir(exist_ok=True)
         return directory / f"v{version}.log"
+
+
+def _same(addons: tuple[str, ...]) -> tuple[str, ...]:
+    return addons
 
 
 def _note_interrupted(path: Path) -> None:

@@ -19,6 +19,7 @@ import trio
 from dynod.builds.git import ensure_repo, remove_repo, repo_path
 from dynod.core.logline import APP, HEROKU
 from dynod.logs.logplex import Logplex, LogRing
+from dynod.platform.addons import Addons
 from dynod.platform.builds import Builds
 from dynod.platform.drains import Drains
 from dynod.platform.events import ApiEvents
@@ -82,6 +83,22 @@ class Platform:
             run_command=self.formation.run_command,
             released=self.formation.released,
             spawn=self.spawn,
+            keep_addons=lambda app, config_vars: self.addons.rollback_vars(app, config_vars),
+        )
+        self.addons = Addons(
+            data_dir,
+            self.apps,
+            self.releases,
+            self.users,
+            self.ports,
+            user=self.user,
+            log=self.log,
+            ring=self.ring,
+            settings=lambda owner: manager_settings(
+                config.dynos, config.logplex.max_line_bytes, owner
+            ),
+            reaper=reaper,
+            firewall=lambda: self.firewall,
         )
         self.builds = Builds(
             self.apps,
@@ -119,8 +136,10 @@ class Platform:
             for app in self.apps.all():
                 await self.builds.interrupted(app)
                 await self.releases.interrupted(app)
+                await self.addons.interrupted(app)
                 await trio.to_thread.run_sync(ensure_repo, self.data_dir, app.name)
                 await self.drains.start(app)  # before the dynos: drains get their first lines
+                await self.addons.start(app, nursery)  # before its dynos: they reach them
                 await self.formation.start(app, nursery)
                 self.formation.apply(app, prune=False, wake=False)  # asleep stays asleep
             self.formation.prune_soon()  # once for all apps, not once per app
@@ -188,12 +207,14 @@ class Platform:
         app = await self.apps.create(name)
         await self.releases.initial(app)
         await trio.to_thread.run_sync(ensure_repo, self.data_dir, app.name)
+        await self.addons.start(app, self._nursery)
         await self.formation.start(app, self._nursery)
         self.api_event(app, "Initial release")
         self.api_event(app, "Release v1 created")
         return app
 
     async def destroy_app(self, app: App) -> None:
+        await self.addons.destroy_all(app)
         self.formation.stop_app(app)
         self.drains.forget(app)
         self.builds.forget(app)

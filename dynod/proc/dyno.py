@@ -58,13 +58,14 @@ class DynoSpec:
     owner: tuple[int, int] | None = None  # (uid, gid) to run as: a root dynod's dyno user
     private_tmp: bool = False  # its own /tmp and /dev/shm, where dynod can (proc/mounts.py)
     overlay: Overlay | None = None  # its directory an overlay of the slug's tree (proc/mounts.py)
+    bind_at: str | None = None  # with private_tmp: its directory bound here too (add-on servers)
 
 
 def _mounts(spec: DynoSpec) -> Mounts | None:
     tmp = spec.private_tmp and available()
     if not tmp and spec.overlay is None:
         return None
-    return plan(str(spec.cwd), tmp=tmp, overlay=spec.overlay)
+    return plan(str(spec.cwd), spec.bind_at if tmp else None, tmp=tmp, overlay=spec.overlay)
 
 
 def dyno_env(

@@ -98,9 +98,15 @@ class Mounts:
             _check(_mount(b".", self.keep, None, MS_BIND | MS_REC, None), "bind the directory")
 
 
-def plan(cwd: str, *, tmp: bool = True, overlay: Overlay | None = None) -> Mounts:
+def plan(
+    cwd: str, bind_at: str | None = None, *, tmp: bool = True, overlay: Overlay | None = None
+) -> Mounts:
     """The mounts for a dyno whose directory is `cwd`: its overlay, if any, and with `tmp` a
-    private /tmp and /dev/shm."""
+    private /tmp and /dev/shm. With `bind_at` (a path in /tmp), that directory is bound there
+    too, where a uid that cannot pass through the directories above it reaches it (an add-on
+    server's data directory, inside dynod's private data directory)."""
+    if bind_at is not None:
+        return Mounts((os.fsencode(bind_at),), os.fsencode(bind_at), overlay)
     real = os.path.realpath(cwd)
     if tmp:
         for target in TARGETS:

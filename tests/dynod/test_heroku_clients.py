@@ -240,3 +240,72 @@ def test_the_heroku_cli_drives_apps_formation_config_releases_and_logs(
     assert out == "Successfully removed drain syslog://127.0.0.1:9\n"
     out, _ = heroku("drains", "-a", "cli")
     assert out == ""
+
+
+needs_redis = pytest.mark.skipif(
+    shutil.which("redis-server") is None,
+    reason="redis-server is not installed (apt-get install redis-server)",
+)
+
+
+@needs_redis
+@pytest.mark.skipif(heroku3 is None, reason=HEROKU3_MISSING)
+def test_heroku3_provisions_lists_and_removes_an_addon(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert heroku3 is not None
+    monkeypatch.setattr(heroku3.api, "HEROKU_URL", served.url)
+    heroku = heroku3.from_key(served.token)
+    app = heroku.create_app(name="three-addons")
+    app = heroku.apps()["three-addons"]
+    addon = app.install_addon("heroku-redis", attachment_name="CACHE")  # "plan": a string
+    assert (addon.name, addon.plan.name) == ("redis-1", "heroku-redis:mini")
+    assert [a.name for a in app.addons()] == ["redis-1"]
+    assert app.config().to_dict()["CACHE_URL"].startswith("redis://:")
+    app.remove_addon(addon.id)
+    assert len(app.addons()) == 0 and "CACHE_URL" not in app.config().to_dict()
+    assert app.delete()
+
+
+@needs_redis
+@pytest.mark.skipif(not HEROKU_CLI, reason="the Heroku CLI test needs DYNOD_HEROKU_CLI")
+def test_the_heroku_cli_creates_shows_and_destroys_addons(served: Served, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(home),
+        "HEROKU_HOST": served.url,
+        "HEROKU_API_KEY": served.token,
+        "DISABLE_TELEMETRY": "true",
+        "HEROKU_SKIP_NEW_VERSION_CHECK": "true",
+        "HEROKU_DISABLE_AUTOUPDATE": "true",
+        "HEROKU_PARTICLEBOARD_URL": served.url,
+    }
+
+    def heroku(*args: str) -> str:
+        done = subprocess.run(
+            [HEROKU_CLI, *args, "-a", "cli-addons"],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+        assert done.returncode == 0, f"heroku {' '.join(args)}: {done.stderr}{done.stdout}"
+        return done.stdout + done.stderr
+
+    served.call("POST", "/apps", {"name": "cli-addons"})
+    out = heroku("addons:create", "heroku-redis")  # {"plan": {"name": "heroku-redis"}}
+    assert "Created redis-1 as REDIS_URL" in out and "undefined" not in out
+    out = heroku("addons")  # /apps/X/addons and the attachments
+    assert "heroku-redis (redis-1)" in out and "as REDIS" in out and "created" in out
+    out = heroku("addons:info", "redis-1")  # POST /actions/addons/resolve first: a list
+    assert "=== redis-1" in out and "heroku-redis:mini" in out and "cli-addons::REDIS" in out
+    out = heroku("releases")
+    assert "Attach REDIS (redis-1)" in out
+    out = heroku("addons:destroy", "redis-1", "--confirm", "cli-addons")
+    assert "Destroying redis-1 on cli-addons... done" in out
+    assert "Detach REDIS (redis-1)" in heroku("releases")
+    assert "REDIS_URL" not in heroku("config")

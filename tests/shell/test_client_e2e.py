@@ -8,6 +8,7 @@ import json
 import os
 import re
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -374,3 +375,26 @@ def test_drains_add_list_remove_and_deliver_api_events(dyno: Dyno) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.skipif(
+    shutil.which("redis-server") is None,
+    reason="redis-server is not installed (apt-get install redis-server)",
+)
+def test_addons_create_list_info_destroy(dyno: Dyno) -> None:
+    dyno.ok("apps:create", "stash")
+    made = dyno.json("addons:create", "redis", "--as", "cache", "-a", "stash")
+    assert (made["name"], made["config_vars"]) == ("cache", ["REDIS_URL"])
+    out = dyno.ok("addons", "-a", "stash")
+    assert "cache" in out and "heroku-redis:mini" in out and "REDIS_URL" in out
+    assert [a["name"] for a in dyno.json("addons", "-a", "stash")] == ["cache"]
+    assert "Plan:        heroku-redis:mini" in dyno.ok("addons:info", "cache", "-a", "stash")
+    assert "Attach REDIS (cache)" in dyno.ok("releases", "-a", "stash")
+    refused = dyno("addons:destroy", "cache", "-a", "stash")
+    assert refused.returncode == 1 and "--confirm stash" in refused.stderr
+    out = dyno.ok("addons:destroy", "cache", "-a", "stash", "--confirm", "stash")
+    assert "Destroying cache on stash... done" in out
+    assert "has no add-ons" in dyno.ok("addons", "-a", "stash")
+    assert "REDIS_URL" not in dyno.ok("config", "-a", "stash")
+    missing = dyno("addons:create", "memcached", "-a", "stash")
+    assert missing.returncode == 1 and "heroku-redis" in missing.stderr
