@@ -54,6 +54,7 @@ from dynod.core.supervisor import (
     Wait,
 )
 from dynod.errors import DynodError
+from dynod.proc.attached import Terminal
 from dynod.proc.dyno import DynoProcess, DynoSpec, dyno_env, run_dyno
 from dynod.proc.ports import Listening, listening
 from dynod.proc.reaper import Reaper
@@ -88,6 +89,7 @@ class DynoPlan:
     home: Path | None = None  # HOME when not the dyno's directory (the local runner)
     slug_id: str | None = None  # what the platform's workspace makes the dyno's directory from
     release_version: int | None = None  # a one-off's release, for `ps`
+    terminal: Terminal | None = None  # an attached one-off's client (proc/attached.py)
 
     @property
     def type(self) -> str:
@@ -473,6 +475,7 @@ class Manager:
             max_line_bytes=self.settings.max_line_bytes,
             owner=self.settings.owner,
             private_tmp=self.settings.private_tmp,
+            terminal=plan.terminal,
         )
 
     def _notify(self) -> None:
