@@ -5,15 +5,10 @@ the same on both sides of the rendezvous."""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import re
-import select
-import struct
 import subprocess
 import sys
-import termios
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +18,7 @@ import pytest
 from dynod.proc import attached
 from shell import attach
 from tests.helpers import running, start_serve, stop_serve, wait_until
+from tests.terminal import Terminal
 
 PY = sys.executable
 APP = "attach-e2e"
@@ -74,61 +70,6 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         stop_serve(process)
 
 
-class Terminal:
-    """`dyno ARGS` on a pseudo-terminal of ours: what it shows, and keys typed into it."""
-
-    def __init__(self, served: Served, *args: str, rows: int = 30, cols: int = 100) -> None:
-        self.master, slave = os.openpty()
-        self.resize(rows, cols, slave)
-        self.process = subprocess.Popen(
-            [PY, "-m", "shell.cli", *args],
-            stdin=slave,
-            stdout=slave,
-            stderr=slave,
-            cwd=served.cwd,
-            env=served.env,
-            start_new_session=True,
-            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
-        )
-        os.close(slave)
-        self.seen = b""
-
-    def resize(self, rows: int, cols: int, fd: int | None = None) -> None:
-        """The kernel sends SIGWINCH to `dyno`, the terminal's foreground process."""
-        size = struct.pack("HHHH", rows, cols, 0, 0)
-        fcntl.ioctl(self.master if fd is None else fd, termios.TIOCSWINSZ, size)
-
-    def type(self, keys: bytes) -> None:
-        os.write(self.master, keys)
-
-    def expect(self, pattern: bytes, timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not re.search(pattern, self.seen):
-            left = deadline - time.monotonic()
-            assert left > 0, f"never saw {pattern!r} in {self.seen!r}"
-            if select.select([self.master], [], [], left)[0]:
-                try:
-                    self.seen += os.read(self.master, 65536)
-                except OSError:  # EIO: the terminal's last user has gone
-                    assert re.search(pattern, self.seen), f"never saw {pattern!r}: {self.seen!r}"
-
-    def until_seen(self, keys: bytes, pattern: bytes) -> None:
-        """Type `keys` until `pattern` shows: for what happens on its own time (a SIGWINCH
-        reaching `dyno`; typeahead the terminal flushes on Ctrl-C)."""
-        for _ in range(50):
-            self.type(keys)
-            try:
-                return self.expect(pattern, timeout=0.2)
-            except AssertionError:
-                continue
-        self.expect(pattern)
-
-    def wait(self) -> int:
-        status = self.process.wait(timeout=30)
-        os.close(self.master)
-        return status
-
-
 def test_the_message_kinds_are_the_same_on_both_sides() -> None:
     assert attach.HEADER.format == attached.HEADER.format
     assert (attach.INPUT, attach.WINDOW, attach.OUTPUT, attach.STDERR, attach.EXIT) == (
@@ -141,7 +82,8 @@ def test_the_message_kinds_are_the_same_on_both_sides() -> None:
 
 
 def test_run_on_a_terminal_resizes_interrupts_and_returns_the_status(served: Served) -> None:
-    term = Terminal(served, "run", "bash", rows=30, cols=100)
+    argv = [PY, "-m", "shell.cli", "run", "bash"]
+    term = Terminal(argv, served.cwd, served.env, rows=30, cols=100)
     try:
         talk_to_bash(served, term)
     finally:
