@@ -151,11 +151,11 @@ class Terminal:
 
     # ----- the dyno's side
 
-    async def wait_client(self, what: str) -> None:
+    async def wait_client(self) -> None:
         """Until the client comes; raises DynodError when the offer expired without one."""
         await self._claimed.wait()
         if self._client is None:
-            raise DynodError(f"{what}: no client attached in time; the process was not started")
+            raise DynodError("No client attached in time: the process was not started")
 
     def open(self) -> tuple[int, int, int]:
         """The dyno's stdin, stdout and stderr (the caller closes them once it has started)."""

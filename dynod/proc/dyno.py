@@ -247,7 +247,7 @@ async def run_dyno(
 
     terminal = spec.terminal
     if terminal is not None:
-        await terminal.wait_client(spec.name)
+        await terminal.wait_client()
         stdin, stdout, stderr = terminal.open()
         outputs: list[int] = []
         child_ends = sorted({stdin, stdout, stderr})

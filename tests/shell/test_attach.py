@@ -128,3 +128,24 @@ def test_a_process_type_env_and_size_as_the_heroku_cli_sends_them(served: Served
     assert (done.returncode, done.stdout) == (0, "1two3\n")
     done = served.dyno("run", "-e", "oops", "true")
     assert done.returncode == 2 and "-e takes KEY=VALUE" in done.stderr
+
+
+def test_a_client_that_goes_away_hangs_the_dyno_up(served: Served) -> None:
+    before = (served.one_offs(), served.dyno_dirs())
+    client = subprocess.Popen(
+        [PY, "-m", "shell.cli", "run", "sleep 77"],
+        cwd=served.cwd,
+        env=served.env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert wait_until(lambda: bool(running("sleep\x0077\x00")), 15)
+    finally:
+        client.kill()  # no goodbye: the connection just ends
+        client.wait()
+        assert client.stdin is not None
+        client.stdin.close()
+    assert wait_until(lambda: not running("sleep\x0077\x00"), 10)  # SIGHUP
+    assert wait_until(lambda: (served.one_offs(), served.dyno_dirs()) == before, 10)

@@ -159,7 +159,7 @@ async def test_an_unclaimed_secret_expires_and_its_dyno_never_starts(
         mock_clock.jump(2)
         await trio.testing.wait_all_tasks_blocked()
         assert terminal.claimed and failed == [
-            "run.1: no client attached in time; the process was not started"
+            "No client attached in time: the process was not started"
         ]
         stream = await connect(place, client)
         await stream.send_all(f"{secret}\r\n".encode())
