@@ -139,7 +139,7 @@ class Platform:
         return AppRuntime(
             app.id,
             self.ring(app),
-            SlugWorkspace(self.slugs, self.scratch, owner),
+            SlugWorkspace(self.slugs, self.scratch, owner, overlays=self.config.dynos.private_tmp),
             self.ports,
             settings,
             self.reaper,

@@ -24,9 +24,18 @@ from dynod.errors import DynodError, NotFound
 from dynod.logs.logplex import LogRing
 from dynod.platform.firewall import Firewall
 from dynod.proc.attached import Terminal
-from dynod.proc.manager import DynoPlan, DynoSlot, Manager, ManagerSettings, Processes
+from dynod.proc.manager import (
+    DynoPlan,
+    DynoSlot,
+    Home,
+    Manager,
+    ManagerSettings,
+    Processes,
+)
+from dynod.proc.mounts import Overlay, overlays_work
 from dynod.proc.ports import session_members
 from dynod.proc.reaper import Reaper
+from dynod.slugs.model import Slug
 from dynod.slugs.store import SlugStore
 from dynod.state.config import DynosConfig, PortRange
 from dynod.state.dirs import exposed, fresh_dir, ours, problem_with
@@ -36,28 +45,78 @@ _log = logging.getLogger("dynod.platform")
 
 
 class SlugWorkspace:
-    """Every dyno gets its own copy of the release's slug, deleted when the dyno ends."""
+    """Every dyno gets a fresh directory of its own made from the release's slug, deleted when
+    the dyno ends: an overlay of the slug's shared, read-only tree and an upper directory of its
+    own where dynod can mount one (root, overlayfs), else a copy (`cp --reflink=auto`: shared
+    blocks where the filesystem can). README, "How a dyno runs"."""
 
-    def __init__(self, slugs: SlugStore, scratch: Path, owner: tuple[int, int] | None) -> None:
+    def __init__(
+        self,
+        slugs: SlugStore,
+        scratch: Path,
+        owner: tuple[int, int] | None,
+        *,
+        overlays: bool = True,
+    ) -> None:
         self.slugs = slugs
         self.scratch = scratch
         self.owner = owner
+        self.overlays = overlays  # False: copies, even where overlays would work
+        self._checked: bool | None = None
 
     @asynccontextmanager
-    async def checkout(self, plan: DynoPlan) -> AsyncIterator[Path]:
+    async def checkout(self, plan: DynoPlan) -> AsyncIterator[Home]:
         if plan.slug_id is None:
             raise NotFound(f"{plan.name} has no slug to run: deploy the app first")
         slug = self.slugs.get(plan.slug_id)
         dest = self.scratch / f"{plan.name}-{uuid.uuid4().hex[:12]}"
+        layers = dest.with_name(f"{dest.name}.overlay")  # upper and work: dynod's, 0700
         try:
-            await trio.to_thread.run_sync(
-                lambda: self.slugs.materialize(slug, dest, owner=self.owner)
-            )
-            os.chmod(dest, 0o700)  # the dyno's alone: not another app's dynos'
-            yield dest
+            if await self._overlays_work():
+                async with self._lent(slug) as tree:
+                    overlay = await trio.to_thread.run_sync(self._make_overlay, tree, dest, layers)
+                    yield Home(dest, overlay)
+            else:
+                await trio.to_thread.run_sync(
+                    lambda: self.slugs.materialize(slug, dest, owner=self.owner)
+                )
+                os.chmod(dest, 0o700)  # the dyno's alone: not another app's dynos'
+                yield Home(dest)
         finally:
             with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(shutil.rmtree, dest, True)
+                await trio.to_thread.run_sync(_remove, dest, layers)
+
+    async def _overlays_work(self) -> bool:
+        if self._checked is None:
+            self._checked = self.overlays and await trio.to_thread.run_sync(
+                overlays_work, self.slugs.trees, self.scratch
+            )
+        return self._checked
+
+    @asynccontextmanager
+    async def _lent(self, slug: Slug) -> AsyncIterator[Path]:
+        lending = self.slugs.lend(slug, self.owner)
+        tree = await trio.to_thread.run_sync(lending.__enter__)  # may unpack: a thread's work
+        try:
+            yield tree
+        finally:
+            lending.__exit__(None, None, None)
+
+    def _make_overlay(self, tree: Path, dest: Path, layers: Path) -> Overlay:
+        dest.mkdir(mode=0o700)  # the mount point: fails when taken, as a copy's would
+        layers.mkdir(mode=0o700)
+        upper, work = layers / "upper", layers / "work"
+        upper.mkdir(mode=0o700)  # the merged directory's own owner and mode come from upper
+        work.mkdir(mode=0o700)
+        if self.owner is not None:
+            os.chown(dest, *self.owner)
+            os.chown(upper, *self.owner)
+        return Overlay(os.fsencode(tree), os.fsencode(upper), os.fsencode(work), os.fsencode(dest))
+
+
+def _remove(*paths: Path) -> None:
+    for path in paths:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 class Ports:

@@ -99,9 +99,9 @@ class Child:
             if mounts is None:
                 raise
             raise DynodError(
-                "could not give the process a private /tmp and /dev/shm (a mount namespace of"
-                " its own), so it was not started; set [dynos] private_tmp = false to run"
-                " dynos without"
+                "could not give the process its mounts (its directory's overlay, a private"
+                " /tmp and /dev/shm in a mount namespace of its own), so it was not started;"
+                " set [dynos] private_tmp = false to run dynos without"
             ) from None
         return cls(popen.pid, popen)
 

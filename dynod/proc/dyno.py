@@ -28,7 +28,7 @@ from dynod.core.names import MAX_LINE_BYTES
 from dynod.proc.attached import Terminal
 from dynod.proc.cgroups import Cgroup
 from dynod.proc.child import Child
-from dynod.proc.mounts import available, plan
+from dynod.proc.mounts import Mounts, Overlay, available, plan
 from dynod.proc.orphans import become_subreaper, kill_groups
 from dynod.proc.reaper import Reaper, group_alive, live_group_members
 
@@ -59,7 +59,15 @@ class DynoSpec:
     max_line_bytes: int = MAX_LINE_BYTES
     owner: tuple[int, int] | None = None  # (uid, gid) to run as: a root dynod's dyno user
     private_tmp: bool = False  # its own /tmp and /dev/shm, where dynod can (proc/mounts.py)
+    overlay: Overlay | None = None  # its directory an overlay of the slug's tree (proc/mounts.py)
     terminal: Terminal | None = None  # attached: started once its client came, output to it
+
+
+def _mounts(spec: DynoSpec) -> Mounts | None:
+    tmp = spec.private_tmp and available()
+    if not tmp and spec.overlay is None:
+        return None
+    return plan(str(spec.cwd), tmp=tmp, overlay=spec.overlay)
 
 
 def dyno_env(
@@ -268,7 +276,10 @@ async def run_dyno(
         cgroup = reaper.cgroup(spec.name) if reaper is not None else None
         tty = terminal.tty if terminal is not None else spec.tty
         process = Child.spawn(
-            bash_argv(spec.command, spec.cwd),
+            # An overlay's files are seen only inside the dyno: its slug's tree has them too.
+            bash_argv(
+                spec.command, Path(os.fsdecode(spec.overlay.lower)) if spec.overlay else spec.cwd
+            ),
             stdin=stdin,
             stdout=stdout,
             stderr=stderr,
@@ -277,7 +288,7 @@ async def run_dyno(
             owner=spec.owner,
             preexec_fn=_take_controlling_tty if tty else None,
             cgroup=cgroup,
-            mounts=plan(str(spec.cwd)) if spec.private_tmp and available() else None,
+            mounts=_mounts(spec),
         )
     except BaseException:
         for fd in outputs:

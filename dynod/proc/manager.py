@@ -56,6 +56,7 @@ from dynod.core.supervisor import (
 from dynod.errors import DynodError
 from dynod.proc.attached import Terminal
 from dynod.proc.dyno import DynoProcess, DynoSpec, dyno_env, run_dyno
+from dynod.proc.mounts import Overlay
 from dynod.proc.ports import Listening, listening
 from dynod.proc.reaper import Reaper
 
@@ -100,10 +101,19 @@ class DynoPlan:
         return self.type == "web"
 
 
-class Workspace(Protocol):
-    """Where a dyno's directory comes from: the app in place, or a fresh copy of a slug."""
+@attrs.frozen
+class Home:
+    """A dyno's directory: `path`, and when it is an overlay of a slug's tree, the overlay its
+    process mounts there in a mount namespace of its own (dynod/proc/mounts.py)."""
 
-    def checkout(self, plan: DynoPlan) -> AbstractAsyncContextManager[Path]: ...
+    path: Path
+    overlay: Overlay | None = None
+
+
+class Workspace(Protocol):
+    """Where a dyno's directory comes from: the app in place, or a fresh one from a slug."""
+
+    def checkout(self, plan: DynoPlan) -> AbstractAsyncContextManager[Home]: ...
 
 
 class InPlace:
@@ -113,8 +123,8 @@ class InPlace:
         self.root = root
 
     @asynccontextmanager
-    async def checkout(self, plan: DynoPlan) -> AsyncIterator[Path]:
-        yield self.root
+    async def checkout(self, plan: DynoPlan) -> AsyncIterator[Home]:
+        yield Home(self.root)
 
 
 class PortSource(Protocol):
@@ -447,7 +457,7 @@ class Manager:
         stack.push_async_callback(self.ports.give_back, slot.port)
         return True
 
-    async def _checkout(self, stack: AsyncExitStack, plan: DynoPlan) -> Path | None:
+    async def _checkout(self, stack: AsyncExitStack, plan: DynoPlan) -> Home | None:
         """The dyno's directory, or None after saying why there is none (a slug refused at
         unpacking, such as R17): one dyno fails, never the manager or dynod."""
         try:
@@ -456,25 +466,26 @@ class Manager:
             self._say(plan.name, str(err))
             return None
 
-    def _spec(self, plan: DynoPlan, home: Path, port: int | None) -> DynoSpec:
+    def _spec(self, plan: DynoPlan, home: Home, port: int | None) -> DynoSpec:
         env = dyno_env(
             plan.config_vars,
             name=plan.name,
             port=port,
-            home=plan.home or home,
+            home=plan.home or home.path,
             inherit=plan.inherit,
         )
-        env["PWD"] = str(home)
+        env["PWD"] = str(home.path)
         return DynoSpec(
             plan.name,
             plan.command,
-            home,
+            home.path,
             env,
             tty=self.settings.tty,
             stop_timeout=self.settings.stop_timeout,
             max_line_bytes=self.settings.max_line_bytes,
             owner=self.settings.owner,
             private_tmp=self.settings.private_tmp,
+            overlay=home.overlay,
             terminal=plan.terminal,
         )
 

@@ -1,6 +1,7 @@
 """The slug store: records, contents stored once per checksum, and the per-boot cache of
-checked, unpacked trees that each dyno's private copy is made from (`SlugStore.materialize`),
-with its pruning."""
+checked, unpacked trees that dynos' directories are made from: the shared, read-only lower
+layer of each dyno's overlay (`SlugStore.lend`), or where there are no overlays, the source of
+each dyno's private copy (`SlugStore.materialize`); and their pruning."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import os
 import shutil
 import threading
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 from dynod.errors import DynodError
@@ -41,10 +43,11 @@ class SlugStore:
         self.root = Path(root)
         self._records = self.root / "slugs"
         self._blobs = self.root / "blobs"
-        self._trees = self.root / "trees" / _boot_id()
+        self.trees = self.root / "trees"
+        self._trees = self.trees / _boot_id()
         self._unpacking: dict[str, threading.Lock] = {}  # tree name -> held while unpacking it
-        self._unpacking_guard = threading.Lock()  # also guards `_copying`
-        self._copying: dict[str, int] = {}  # tree name -> copies being made from it now
+        self._unpacking_guard = threading.Lock()  # also guards `_in_use`
+        self._in_use: dict[str, int] = {}  # tree name -> dynos using it or copies being made
         for directory in (self._records, self._blobs, self._trees):
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         for boot in self._trees.parent.iterdir():
@@ -126,34 +129,44 @@ class SlugStore:
     ) -> Path:
         """A fresh private copy of the slug's app at `dest` (which must not exist) for one dyno,
         owned by `owner` (uid, gid) when given: the unprivileged user a root dynod runs it as.
-
-        The slug is checked and unpacked once per boot (verifying its checksum, R17) into the
-        tree cache; each dyno then gets a copy of that tree. Copies, never hard links: a dyno
-        may change its files and nothing may reach another dyno (docs/platform.md, Slugs)."""
+        Where dynos cannot have overlays (`lend`): the slug is checked and unpacked once per boot
+        (verifying its checksum, R17) into the tree cache, and each dyno gets a copy of that
+        tree. Copies, never hard links: a dyno may change its files and nothing may reach
+        another dyno (docs/platform.md, Slugs)."""
         dest = Path(dest)
-        name = _hex_of(slug.checksum)
-        with self._unpacking_guard:  # from now until the copy is made, pruning spares the tree
-            self._copying[name] = self._copying.get(name, 0) + 1
+        with self.lend(slug) as tree:  # pruning spares the tree until the copy is made
+            copy_tree(tree, dest, owner=owner)
+        return dest
+
+    @contextmanager
+    def lend(self, slug: Slug, owner: tuple[int, int] | None = None) -> Iterator[Path]:
+        """The slug's checked, unpacked tree, owned by `owner` (uid, gid) when given (a dyno
+        user must own the files it may change through its overlay), spared by pruning until
+        the `with` ends: the lower layer of every overlay of the app's dynos, never changed."""
+        tree = self._tree(slug, owner)
+        with self._unpacking_guard:
+            self._in_use[tree.name] = self._in_use.get(tree.name, 0) + 1
         try:
-            copy_tree(self._tree(slug), dest, owner=owner)
+            if not tree.is_dir():  # pruned between unpacking and counting: unpack it again
+                tree = self._tree(slug, owner)
+            yield tree
         finally:
             with self._unpacking_guard:
-                self._copying[name] -= 1
-                if not self._copying[name]:
-                    del self._copying[name]
-        return dest
+                self._in_use[tree.name] -= 1
+                if not self._in_use[tree.name]:
+                    del self._in_use[tree.name]
 
     def prune_trees(self, keep: Iterable[str]) -> int:
         """Delete the unpacked trees of every slug but those whose checksums are in `keep` (the
-        apps' current slugs), except trees a dyno is being copied from; the number deleted.
+        apps' current slugs), except trees that dynos use (`lend`); the number deleted.
         A pruned slug that is needed again (a rollback) is unpacked and checked again."""
         kept = {_hex_of(checksum) for checksum in keep}
         pruned = 0
         for tree in list(self._trees.iterdir()):
-            if tree.name.startswith(".") or tree.name in kept:
+            if tree.name.startswith(".") or tree.name.partition("-")[0] in kept:
                 continue  # staging directories are their unpacker's
             with self._unpacking_guard:
-                if self._copying.get(tree.name):
+                if self._in_use.get(tree.name):
                     continue
                 doomed = self._trees / f".{tree.name}-pruned-{uuid.uuid4()}"
                 try:
@@ -164,11 +177,14 @@ class SlugStore:
             pruned += 1
         return pruned
 
-    def _tree(self, slug: Slug) -> Path:
-        """The slug's checked, unpacked tree, unpacked by one thread while the others wait: a
-        formation's dynos start together, and 20 of them each unpacking the same new 50 MB slug
-        made a release at web=20 take 82 s on 2 cores, against 32-51 s (bench/platform.py)."""
-        tree = self._trees / _hex_of(slug.checksum)
+    def _tree(self, slug: Slug, owner: tuple[int, int] | None = None) -> Path:
+        """The slug's checked, unpacked tree (one per owner), unpacked by one thread while the
+        others wait: a formation's dynos start together, and 20 of them each unpacking the same
+        new 50 MB slug made a release at web=20 take 82 s on 2 cores, against 32-51 s."""
+        name = _hex_of(slug.checksum)
+        if owner is not None:
+            name = f"{name}-{owner[0]}-{owner[1]}"
+        tree = self._trees / name
         if tree.is_dir():
             return tree
         with self._unpacking_guard:
@@ -176,9 +192,21 @@ class SlugStore:
         with lock:
             if not tree.is_dir():  # a failed unpack leaves nothing: the next waiter tries again
                 staging = self._trees / f".{tree.name}-{uuid.uuid4()}"
-                unpack_slug(self.blob_path(slug), staging, expected_checksum=slug.checksum)
                 try:
+                    unpack_slug(self.blob_path(slug), staging, expected_checksum=slug.checksum)
+                    if owner is not None:
+                        _chown_tree(staging, owner)
                     os.rename(staging, tree)
                 except OSError:  # unpacked meanwhile by someone outside this store: use theirs
+                    if not tree.is_dir():
+                        raise
+                finally:
                     shutil.rmtree(staging, ignore_errors=True)
         return tree
+
+
+def _chown_tree(root: Path, owner: tuple[int, int]) -> None:
+    os.chown(root, *owner)
+    for directory, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            os.chown(os.path.join(directory, name), *owner, follow_symlinks=False)

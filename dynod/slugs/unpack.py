@@ -9,10 +9,12 @@ import os
 import shutil
 import tarfile
 import zlib
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from dynod.errors import DynodError
 from dynod.slugs.model import checksum_error
+from dynod.slugs.ustar import Unusual, UstarReader
 from dynod.state.files import CHUNK, HashingFile
 
 _MAX_SYMLINK_HOPS = 40  # Linux's own limit before ELOOP
@@ -159,7 +161,9 @@ def unpack_slug(
 ) -> None:
     """Unpack the contents of `./app` into `dest_dir` (created, or an existing empty directory).
 
-    One pass over the stream checks each member as it is read and refuses the slug (UnsafeSlug)
+    One pass over the stream (dynod.slugs.ustar's fast reader; tarfile's when that one meets
+    anything it leaves to tarfile, starting over) checks each member as it is read and refuses
+    the slug (UnsafeSlug)
     on an absolute path, a `..`, a device, fifo or other special file, a hard link to anything
     but an earlier file, a duplicate, or a member beneath a non-directory, before writing it; a
     symlink leading outside ./app (known only once every symlink is read) and a mismatching
@@ -179,10 +183,17 @@ def unpack_slug(
         reader = HashingFile(raw)
         problem: BaseException | None = None
         try:
-            with gzip.GzipFile(fileobj=reader, mode="rb") as gz:
-                with tarfile.open(fileobj=gz, mode="r|") as tar:
-                    _extract(tar, dest)
-                _read_to_end(gz)
+            fast = UstarReader(reader)
+            try:
+                _extract(fast.members(), lambda info, fd: fast.copy_to(fd), dest)
+            except Unusual:
+                fast.close()
+                _clear(dest, remove=False)
+                raw.seek(0)
+                reader = HashingFile(raw)
+                _extract_with_tarfile(reader, dest)
+            finally:
+                fast.close()
         except UnsafeSlug as err:
             problem = err
         except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as err:
@@ -201,6 +212,22 @@ def unpack_slug(
         raise checksum_error(expected_checksum, actual)
     if problem is not None:
         raise problem
+
+
+def _extract_with_tarfile(reader: HashingFile, dest: Path) -> None:
+    with gzip.GzipFile(fileobj=reader, mode="rb") as gz:
+        with tarfile.open(fileobj=gz, mode="r|") as tar:
+
+            def data(info: tarfile.TarInfo, fd: int) -> None:
+                source = tar.extractfile(info)
+                assert source is not None  # regular members always have data
+                while chunk := source.read(CHUNK):
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view) :]
+
+            _extract(tar, data, dest)
+        _read_to_end(gz)
 
 
 def _read_to_end(gz: gzip.GzipFile) -> None:
@@ -239,13 +266,18 @@ def _mtime(info: tarfile.TarInfo) -> tuple[int, int]:
     return when, when
 
 
-def _extract(tar: tarfile.TarFile, dest: Path) -> None:
-    """Check and write every member as it comes; symlinks and directory modes once all passed."""
+def _extract(
+    members: Iterable[tarfile.TarInfo],
+    data: Callable[[tarfile.TarInfo, int], None],
+    dest: Path,
+) -> None:
+    """Check and write every member as it comes (a regular file's data through `data(member,
+    fd)`); symlinks and directory modes once all passed."""
     checker = _Checker()
     symlinks: list[tuple[Path, str]] = []
     dirs: list[tuple[Path, tarfile.TarInfo]] = []
     made = {dest}
-    for info in tar:
+    for info in members:
         rel = checker.add(info)
         if rel is None:
             continue
@@ -260,7 +292,7 @@ def _extract(tar: tarfile.TarFile, dest: Path) -> None:
         elif info.islnk():
             os.link(dest.joinpath(*_parts(info.linkname)[1:]), path)
         else:
-            _write_file(tar, info, path)
+            _write_file(data, info, path)
     checker.finish()
     for path, target in symlinks:
         os.symlink(target, path)
@@ -276,12 +308,14 @@ def _make_dir(path: Path, made: set[Path]) -> None:
         made.add(path)
 
 
-def _write_file(tar: tarfile.TarFile, info: tarfile.TarInfo, path: Path) -> None:
+def _write_file(
+    data: Callable[[tarfile.TarInfo, int], None], info: tarfile.TarInfo, path: Path
+) -> None:
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    source = tar.extractfile(info)
-    assert source is not None  # regular members always have data
-    with open(os.open(path, flags, 0o600), "wb") as out:
-        shutil.copyfileobj(source, out, CHUNK)
-        out.flush()
-        os.fchmod(out.fileno(), info.mode & 0o755)
-        os.utime(out.fileno(), _mtime(info))
+    fd = os.open(path, flags, 0o600)
+    try:
+        data(info, fd)
+        os.fchmod(fd, info.mode & 0o755)
+        os.utime(fd, _mtime(info))
+    finally:
+        os.close(fd)

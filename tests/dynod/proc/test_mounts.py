@@ -13,7 +13,7 @@ import trio
 
 from dynod.errors import DynodError
 from dynod.proc.child import Child, joining
-from dynod.proc.mounts import Mounts, available, plan
+from dynod.proc.mounts import Mounts, available, mountable, overlays_work, plan
 
 needs_mounts = pytest.mark.skipif(
     not available(),
@@ -124,3 +124,9 @@ def test_a_failing_step_refuses_the_start_in_one_line(tmp_path: Path) -> None:
         spawn("touch started", tmp_path, Mounts(make=(b"/tmp/no/such/parent",)))
     assert "\n" not in str(caught.value)
     assert not (tmp_path / "started").exists()
+
+
+def test_paths_overlayfs_options_cannot_name_are_not_used() -> None:
+    assert mountable("/var/lib/dynod/slugs/trees")
+    assert not any(mountable(f"/data/a{c}b") for c in ",:\\")
+    assert not overlays_work(Path("/tmp/a,b"), Path("/tmp"))  # then dynos get copies

@@ -444,3 +444,20 @@ def test_store_drops_leftovers_of_an_interrupted_unpack(tmp_path: Path) -> None:
     (trees / "an-earlier-boot").mkdir()
     SlugStore(tmp_path / "store")
     assert list(trees.iterdir()) == [current] and list(current.iterdir()) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving files away needs root")
+def test_a_lent_tree_is_the_owners_and_spared_by_pruning_until_given_back(
+    tmp_path: Path, app: Path
+) -> None:
+    store = SlugStore(tmp_path / "store")
+    slug = store.put(pack_slug(app, tmp_path / "slug.tgz").path, {"web": "bin/web"})
+    with store.lend(slug, (65534, 65534)) as lent, store.lend(slug, (65534, 65534)) as again:
+        assert lent == again and tree(lent) == tree(app)  # one tree for the owner's dynos
+        owners = {(p.lstat().st_uid, p.lstat().st_gid) for p in [lent, *lent.rglob("*")]}
+        assert owners == {(65534, 65534)}
+        with store.lend(slug) as roots:
+            assert roots != lent and roots.stat().st_uid == 0  # another owner, another tree
+        assert store.prune_trees(set()) == 1  # root's, given back; never a lent one
+        assert tree(lent) == tree(app)
+    assert store.prune_trees(set()) == 1 and not list((tmp_path / "store/trees").glob("*/*"))
