@@ -465,10 +465,13 @@ def test_a_released_slug_runs_scales_restarts_and_rolls_back(tmp_path: Path) -> 
         )
         name = sleeper.json()["name"]
 
-        async def listed() -> bool:
-            return name in {d["name"] for d in await client.get("/apps/web-app/dynos")}
+        async def listed(state: str | None = None) -> bool:
+            return any(
+                d["name"] == name and state in (None, d["state"])
+                for d in await client.get("/apps/web-app/dynos")
+            )
 
-        await until(listed)
+        await until(lambda: listed("up"))  # running: stopped with the stop sequence below
         stopped = await client.request("POST", f"/apps/web-app/dynos/{name}/actions/stop")
         assert stopped.status == 202, stopped.body
 
