@@ -12,6 +12,7 @@ import fcntl
 import os
 import secrets
 import signal
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -27,6 +28,8 @@ from dynod.platform.runtime import sweep_scratch
 from dynod.proc.dyno import watch_orphans
 from dynod.proc.mounts import available as mounts_available
 from dynod.proc.reaper import Reaper
+from dynod.proc.rendezvous import Rendezvous
+from dynod.state.ca import server_context
 from dynod.state.config import Address, Config, resolve_data_dir
 from dynod.state.dirs import exposed, problem_with
 from dynod.state.files import atomic_write
@@ -169,6 +172,7 @@ async def _serve(data_dir: Path, config: Config) -> int:
             async with trio.open_nursery() as work:
                 await work.start(platform.run)
                 api = Api(platform, token, url_of(config.api.listen.host, config.api.listen.port))
+                api.state.rendezvous = await _start_rendezvous(work, data_dir)
                 try:
                     host, port = await work.start(serve_http, config.api.listen, api.handle)
                 except OSError as err:
@@ -192,6 +196,15 @@ async def _serve(data_dir: Path, config: Config) -> int:
                 work.cancel_scope.cancel()  # every dyno gets SIGTERM and its grace
             root.cancel_scope.cancel()
     return 0
+
+
+async def _start_rendezvous(nursery: trio.Nursery, data_dir: Path) -> Rendezvous:
+    """The TLS listener of attached one-offs, its certificate signed by the data directory's
+    CA (made once; README, "Attached one-offs")."""
+    context = await trio.to_thread.run_sync(server_context, data_dir, time.time())
+    rendezvous = Rendezvous(context)
+    await nursery.start(rendezvous.serve)
+    return rendezvous
 
 
 async def _start_router(nursery: trio.Nursery, config: Config, platform: Platform) -> Address:

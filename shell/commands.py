@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from shell import addons, apps, builds, drains, dynos, releases
+from shell import addons, apps, attach, builds, drains, dynos, releases
 from shell.context import Context
 from shell.errors import Failure, UsageError
 from shell.grammar import Arg, Command, Flag, Parsed, find, overview, parse
@@ -172,6 +172,23 @@ TABLE: tuple[Command, ...] = (
         ),
     ),
     Command(
+        "run",
+        "run a one-off dyno attached to this terminal; exits with the dyno's status",
+        attach.run,
+        (Arg("COMMAND", many=True, literal=True),),
+        (
+            Flag(
+                "env", "a variable for the dyno (repeatable; `;` splits)", "e", "K=V", repeat=True
+            ),
+            Flag("size", "the dyno size (accepted, as the Heroku CLI sends it)", "s", "SIZE"),
+            Flag("no-tty", "no terminal in the dyno, even when stdin is one"),
+        ),
+        details="With stdin a terminal the dyno gets one of the same size (Ctrl-C and Ctrl-D "
+        "reach it); otherwise stdin is piped to it and its end ends the dyno's input. A "
+        "process type's name runs that type's command. The words after COMMAND are its own, "
+        "except -a/--app APP; after `--` every word is the command's.",
+    ),
+    Command(
         "run:detached",
         "run a one-off dyno whose output goes to the logs",
         dynos.run_detached,
@@ -219,8 +236,7 @@ def run(ctx: Context, words: Sequence[str]) -> int:
         if parsed.on("help"):
             ctx.say(command.help())
             return 0
-        command.handler(ctx, parsed)
-        return 0
+        return command.handler(ctx, parsed) or 0
     except (Failure, UsageError) as error:
         print(f"dyno: {error}", file=ctx.err, flush=True)
         return error.exit_status

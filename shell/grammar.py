@@ -14,7 +14,7 @@ from shell.errors import UsageError
 if TYPE_CHECKING:
     from shell.context import Context
 
-Handler = Callable[["Context", "Parsed"], None]
+Handler = Callable[["Context", "Parsed"], "int | None"]  # None: exit 0
 
 
 @attrs.frozen

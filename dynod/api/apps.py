@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from dynod.api import attach
 from dynod.api.common import (
     Call,
     Route,
@@ -17,7 +18,7 @@ from dynod.api.common import (
     paginate,
     release_json,
 )
-from dynod.api.server import HTTPError, Response, json_response
+from dynod.api.server import Response, json_response
 from dynod.core.config_vars import apply_config_changes, deploy_description
 from dynod.errors import DynodError, NotFound
 from dynod.slugs.model import Slug
@@ -226,19 +227,14 @@ async def run_dyno(call: Call) -> Response:
     command = body.get("command")
     if not isinstance(command, str) or not command.strip():
         raise invalid('Give the command to run: {"command": "python manage.py migrate"}.')
-    if body.get("attach"):
-        raise HTTPError(
-            422,
-            "invalid_params",
-            "Attached one-off dynos are not available yet: "
-            'use `run:detached` ("attach": false) and read the output with `logs`.',
-        )
     env = body.get("env") or {}
     if not isinstance(env, dict):
         raise invalid('"env" must be an object of variables: {"env": {"FOO": "bar"}}.')
     # The one-off's own variables (`run:detached -e FOO=bar`), over the config vars: checked
     # as config vars are.
     extra = apply_config_changes({}, env)[0] if env else {}
+    if body.get("attach"):
+        return await attach.run_attached(call, app, body, command, extra)
     dyno = await call.platform.one_offs.run_detached(app, command, env=extra)
     return json_response(dyno_json(call.platform, app, dyno), 201)
 

@@ -22,6 +22,7 @@ from dynod.errors import DynodError
 from dynod.logs.logplex import LogFilter
 from dynod.platform.formation import DynoInfo, FormationEntry
 from dynod.platform.root import Platform
+from dynod.proc.rendezvous import Rendezvous
 from dynod.state.apps import App
 from dynod.state.config import Address
 from dynod.state.ledger import Release
@@ -81,6 +82,7 @@ class ApiState:
         self.log_sessions: dict[str, LogSession] = {}  # by the secret in their URL
         self.pending_slugs: dict[str, PendingSlug] = {}  # by the secret in their blob URL
         self.pending_sources: dict[str, float] = {}  # upload secret -> expiry (trio clock)
+        self.rendezvous: Rendezvous | None = None  # attached one-offs' listener (serve sets it)
 
     def signed_url(self, *parts: str) -> str:
         """An unguessable URL on the API for a stream that needs no header (clients `curl` it)."""

@@ -1,5 +1,6 @@
-"""One-off dynos (`dyno run:detached`): a command on the app's current release, named `run.N`,
-run once to its end with its output in the app's logs, listed by `ps` while it runs."""
+"""One-off dynos (`dyno run:detached`, `dyno run`): a command on the app's current release, named
+`run.N`, run once to its end, listed by `ps` while it runs; detached, its output goes to the app's
+logs; attached, to the client of its Terminal (proc/attached.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Mapping
 
 from dynod.errors import Invalid
 from dynod.platform.formation import DynoInfo, Formation, Spawn
+from dynod.proc.attached import Terminal
 from dynod.state.apps import App
 from dynod.state.files import heroku_time
 
@@ -23,6 +25,25 @@ class OneOffs:
         self, app: App, command: str, env: Mapping[str, str] | None = None
     ) -> DynoInfo:
         """A one-off dyno whose output goes to logplex; `env` adds to the config vars."""
+        return await self._start(app, command, env)
+
+    async def run_attached(
+        self, app: App, command: str, env: Mapping[str, str], terminal: Terminal
+    ) -> DynoInfo:
+        """A one-off dyno on `terminal`: it starts once its client has come (README, "Attached
+        one-offs"). COLUMNS and LINES in `env` (the Heroku CLI's) size its terminal."""
+        rows, cols = env.get("LINES", ""), env.get("COLUMNS", "")
+        if rows.isdigit() and cols.isdigit():
+            terminal.resize(int(rows), int(cols))
+        return await self._start(app, terminal.take_exit_code_suffix(command), env, terminal)
+
+    async def _start(
+        self,
+        app: App,
+        command: str,
+        env: Mapping[str, str] | None,
+        terminal: Terminal | None = None,
+    ) -> DynoInfo:
         release = self.formation.current(app)
         if release is None or release.slug_id is None:
             raise Invalid("The app has no release with a slug yet: deploy it first.")
@@ -33,7 +54,7 @@ class OneOffs:
         name = f"run.{random.randint(1000, 9999)}"
         while name in runtime.manager.one_offs:
             name = f"run.{random.randint(1000, 9999)}"
-        plan = runtime.one_off_plan(release, command, name, env or {})
+        plan = runtime.one_off_plan(release, command, name, env or {}, terminal)
         slot = runtime.manager.add_one_off(plan)  # listed by `ps` from now on
 
         async def run() -> None:

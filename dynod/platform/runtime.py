@@ -23,6 +23,7 @@ import trio
 from dynod.errors import DynodError, NotFound
 from dynod.logs.logplex import LogRing
 from dynod.platform.firewall import Firewall
+from dynod.proc.attached import Terminal
 from dynod.proc.manager import (
     DynoPlan,
     DynoSlot,
@@ -304,7 +305,12 @@ class AppRuntime:
         self.manager.reconcile(plans)
 
     def one_off_plan(
-        self, release: Release, command: str, name: str, env: Mapping[str, str] | None = None
+        self,
+        release: Release,
+        command: str,
+        name: str,
+        env: Mapping[str, str] | None = None,
+        terminal: Terminal | None = None,
     ) -> DynoPlan:
         config_vars = {**release.config_vars, **env} if env else release.config_vars
         return DynoPlan(
@@ -313,6 +319,7 @@ class AppRuntime:
             config_vars,
             slug_id=release.slug_id,
             release_version=release.version,
+            terminal=terminal,
         )
 
     def web_dynos(self) -> list[DynoSlot]:

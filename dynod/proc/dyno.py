@@ -16,7 +16,8 @@ import signal
 import subprocess
 import termios
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from pathlib import Path
 
 import attrs
@@ -24,6 +25,7 @@ import trio
 
 from dynod.core.logline import APP, HEROKU, LogSink
 from dynod.core.names import MAX_LINE_BYTES
+from dynod.proc.attached import Terminal
 from dynod.proc.cgroups import Cgroup
 from dynod.proc.child import Child
 from dynod.proc.mounts import Mounts, Overlay, available, plan
@@ -59,6 +61,7 @@ class DynoSpec:
     private_tmp: bool = False  # its own /tmp and /dev/shm, where dynod can (proc/mounts.py)
     overlay: Overlay | None = None  # its directory an overlay of the slug's tree (proc/mounts.py)
     bind_at: str | None = None  # with private_tmp: its directory bound here too (add-on servers)
+    terminal: Terminal | None = None  # attached: started once its client came, output to it
 
 
 def _mounts(spec: DynoSpec) -> Mounts | None:
@@ -252,7 +255,13 @@ async def run_dyno(
     def say(text: str) -> None:
         sink.publish(HEROKU, spec.name, [text], time.time())
 
-    if spec.tty:
+    terminal = spec.terminal
+    if terminal is not None:
+        await terminal.wait_client()
+        stdin, stdout, stderr = terminal.open()
+        outputs: list[int] = []
+        child_ends = sorted({stdin, stdout, stderr})
+    elif spec.tty:
         master, slave = os.openpty()
         os.set_inheritable(master, False)
         stdin = stdout = stderr = slave
@@ -267,6 +276,7 @@ async def run_dyno(
     cgroup: Cgroup | None = None
     try:
         cgroup = reaper.cgroup(spec.name) if reaper is not None else None
+        tty = terminal.tty if terminal is not None else spec.tty
         process = Child.spawn(
             # An overlay's files are seen only inside the dyno: its slug's tree has them too.
             bash_argv(
@@ -278,7 +288,7 @@ async def run_dyno(
             cwd=str(spec.cwd),
             env=spec.env,
             owner=spec.owner,
-            preexec_fn=_take_controlling_tty if spec.tty else None,
+            preexec_fn=_take_controlling_tty if tty else None,
             cgroup=cgroup,
             mounts=_mounts(spec),
         )
@@ -287,6 +297,9 @@ async def run_dyno(
             os.close(fd)
         if cgroup is not None:
             cgroup.remove()
+        if terminal is not None:
+            with trio.CancelScope(shield=True):
+                await terminal.finish(None)
         raise
     finally:
         for fd in child_ends:
@@ -294,27 +307,44 @@ async def run_dyno(
     handle = DynoProcess(spec.name, process.pid, time.time(), cgroup)
     if reaper is not None:
         reaper.watch(handle.pgid, (spec.name, spec.env.get("PORT", "")))
+    readers: list[Callable[[], Awaitable[None]]] = [
+        partial(_pump, fd, LineSplitter(spec.max_line_bytes), sink, spec.name) for fd in outputs
+    ]
+    if terminal is not None:
+        readers = [terminal.relay_output]
     drained = trio.Event()
-    pending = [len(outputs)]
+    pending = [len(readers)]
 
     pump_scopes: list[trio.CancelScope] = []
 
-    async def pump(fd: int) -> None:
+    async def pump(read: Callable[[], Awaitable[None]]) -> None:
         # Shielded: a stopping dyno's last words (written after SIGTERM) must still be read.
         # The pumps end at EOF, or when the cleanup below cancels them.
         with trio.CancelScope(shield=True) as scope:
             pump_scopes.append(scope)
             try:
-                await _pump(fd, LineSplitter(spec.max_line_bytes), sink, spec.name)
+                await read()
             finally:
                 pending[0] -= 1
                 if not pending[0]:
                     drained.set()
 
+    async def hang_up(terminal: Terminal) -> None:
+        # The client went away: the dyno's terminal hangs up (SIGHUP), then it is killed.
+        with trio.CancelScope() as scope:
+            pump_scopes.append(scope)
+            await terminal.hangup.wait()
+            say("Client disconnected: hanging up (SIGHUP)")
+            _signal_dyno(handle, cgroup, signal.SIGHUP)
+            await trio.sleep(spec.stop_timeout)
+            _signal_dyno(handle, cgroup, signal.SIGKILL)
+
     try:
-        async with trio.open_nursery() as readers:
-            for fd in outputs:
-                readers.start_soon(pump, fd)
+        async with trio.open_nursery() as nursery:
+            for read in readers:
+                nursery.start_soon(pump, read)
+            if terminal is not None:
+                nursery.start_soon(hang_up, terminal)
             task_status.started(handle)
             try:
                 await process.wait()
@@ -341,8 +371,19 @@ async def run_dyno(
             cgroup.remove()
         if process.returncode is not None:
             say(f"Process exited with status {exit_status(process.returncode)}")
+        if terminal is not None:
+            with trio.CancelScope(shield=True), trio.move_on_after(5.0):
+                code = process.returncode
+                await terminal.finish(None if code is None else exit_status(code))
     assert process.returncode is not None
     return exit_status(process.returncode)
+
+
+def _signal_dyno(handle: DynoProcess, cgroup: Cgroup | None, signum: int) -> None:
+    if cgroup is not None:
+        cgroup.signal_all(signum)
+    else:
+        handle.signal(signum)
 
 
 async def _stop(

@@ -60,6 +60,7 @@ from dynod.core.supervisor import (
     WakeRequested,
 )
 from dynod.errors import DynodError
+from dynod.proc.attached import Terminal
 from dynod.proc.dyno import DynoProcess, DynoSpec, dyno_env, run_dyno
 from dynod.proc.memory import MemoryProbe, MemorySample, MemorySampler
 from dynod.proc.mounts import Overlay
@@ -103,6 +104,7 @@ class DynoPlan:
     home: Path | None = None  # HOME when not the dyno's directory (the local runner)
     slug_id: str | None = None  # what the platform's workspace makes the dyno's directory from
     release_version: int | None = None  # a one-off's release, for `ps`
+    terminal: Terminal | None = None  # an attached one-off's client (proc/attached.py)
 
     @property
     def type(self) -> str:
@@ -560,6 +562,7 @@ class Manager:
             owner=self.settings.owner,
             private_tmp=self.settings.private_tmp,
             overlay=home.overlay,
+            terminal=plan.terminal,
         )
 
     def _notify(self) -> None:

@@ -24,6 +24,7 @@ import pytest
 
 from dynod.slugs.pack import pack_slug
 from tests.helpers import ROOT, start_serve, stop_serve, wait_until
+from tests.terminal import Terminal
 
 try:
     import heroku3  # type: ignore[import-untyped]
@@ -309,3 +310,61 @@ def test_the_heroku_cli_creates_shows_and_destroys_addons(served: Served, tmp_pa
     assert "Destroying redis-1 on cli-addons... done" in out
     assert "Detach REDIS (redis-1)" in heroku("releases")
     assert "REDIS_URL" not in heroku("config")
+
+
+@pytest.mark.skipif(
+    not HEROKU_CLI,
+    reason="the Heroku CLI test needs DYNOD_HEROKU_CLI=<path to the "
+    "`heroku` binary> (mkdir -p /tmp/hcli && cd /tmp/hcli && npm install heroku@11)",
+)
+def test_the_heroku_cli_runs_attached_one_offs(served: Served, tmp_path: Path) -> None:
+    """`heroku run` through dynod's rendezvous, trusting the data directory's CA (README,
+    "Attached one-offs")."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(home),
+        "HEROKU_HOST": served.url,
+        "HEROKU_API_KEY": served.token,
+        "NODE_EXTRA_CA_CERTS": str(served.data / "rendezvous-ca.pem"),
+        "DISABLE_TELEMETRY": "true",
+        "HEROKU_SKIP_NEW_VERSION_CHECK": "true",
+        "HEROKU_DISABLE_AUTOUPDATE": "true",
+        "HEROKU_PARTICLEBOARD_URL": served.url,
+    }
+
+    def heroku(*args: str, input: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [HEROKU_CLI, *args, "-a", "cli-run"],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            input=input,
+        )
+
+    served.call("POST", "/apps", {"name": "cli-run"})
+    served.deploy("cli-run", tmp_path)
+    done = heroku("run", "bash", input="echo hello-$((6*7)); exit 5\n")  # a pty; stdin piped
+    assert done.returncode == 0 and "hello-42" in done.stdout, done.stderr + done.stdout
+    assert "up, run." in done.stderr
+    done = heroku("run", "exit 3")  # as on Heroku: the CLI's own status without -x
+    assert done.returncode == 0, done.stderr + done.stdout
+    done = heroku("run", "-x", "exit 3")  # dynod answers the exit-code marker itself
+    assert done.returncode == 3 and "Process exited with code 3" in done.stderr, done.stderr
+    done = heroku("run", "-x", "echo from-the-dyno")
+    assert done.returncode == 0 and "from-the-dyno" in done.stdout, done.stderr + done.stdout
+    assert "heroku-command-exit-status" not in done.stdout
+
+    argv = [HEROKU_CLI, "run", "bash", "-a", "cli-run"]  # on a terminal: raw mode, its size
+    term = Terminal(argv, tmp_path, {**env, "TERM": "xterm"}, rows=27, cols=91)
+    try:
+        term.type(b"stty size\r")
+        term.expect(rb"27 91\r")
+        term.type(b"exit\r")
+        assert term.wait() == 0
+    finally:
+        term.process.kill()  # a no-op once it has ended
+    assert wait_until(lambda: [d for d, _ in served.dynos("cli-run")] == ["web.1"], 10)
