@@ -91,9 +91,12 @@ class Releases:
         latest = self.apps.ledger(app).latest()
         return dict(latest.config_vars) if latest else {}
 
-    def current_slug_id(self, app: App) -> str | None:
-        current = self.current(app)
-        return current.slug_id if current else None
+    def _slug_to_build_on(self, app: App) -> str | None:
+        """The slug a config change or an add-on's release runs: the newest release's that did
+        not fail. While a deploy's release phase is pending that is the deploy's slug, not the
+        current one (a config:set then would otherwise release the slug before it, or none)."""
+        found = (r for r in reversed(self.all(app)) if r.status != "failed")
+        return next((r.slug_id for r in found), None)
 
     def output(self, app: App, version: int) -> str | None:
         """What the release phase of `version` printed (None when it had none)."""
@@ -115,7 +118,7 @@ class Releases:
             new_vars, description = apply_config_changes(
                 latest.config_vars if latest else {}, changes
             )
-            return self.current_slug_id(app), new_vars, description
+            return self._slug_to_build_on(app), new_vars, description
 
         return await self._create(app, compose)
 
@@ -152,7 +155,7 @@ class Releases:
                     new_vars.pop(key, None)
                 else:
                     new_vars[key] = value
-            return self.current_slug_id(app), new_vars, description
+            return self._slug_to_build_on(app), new_vars, description
 
         return await self._create(app, compose, addons=addons)
 

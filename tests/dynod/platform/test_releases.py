@@ -104,6 +104,25 @@ async def test_config_sets_at_once_all_land_one_after_the_other(tmp_path: Path) 
 
 
 @pytest.mark.trio
+async def test_a_config_set_during_a_release_phase_releases_the_new_slug(tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        stage = Stage(tmp_path, nursery)
+        fakes = Fakes(stage)
+        releases = releases_of(stage, fakes)
+        app = await stage.app("racing")
+        slug = stage.slug({"web.py": "", "migrate.py": ""}, TYPES)
+        v2 = await releases.create(app, slug_id=slug.id, config_vars={}, description="Deploy")
+        v3 = await releases.set_config(app, {"A": "1"})  # v2's release phase still runs
+        assert (v2.status, v3.status, v3.slug_id) == ("pending", "pending", slug.id)
+        fakes.hold.set()
+        with trio.fail_after(5):
+            while releases.current(app) != releases.get(app, 3):
+                await trio.sleep(0.01)
+        assert releases.current(app).slug_id == slug.id  # type: ignore[union-attr]
+        assert fakes.released == [("racing", slug.id)] * 2
+
+
+@pytest.mark.trio
 async def test_the_release_phase_decides_whether_a_release_becomes_current(
     tmp_path: Path,
 ) -> None:
