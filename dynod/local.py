@@ -28,8 +28,9 @@ from dynod.local_control import LocalControl, steer
 from dynod.logs.logplex import LogRing
 from dynod.logs.printer import TerminalPrinter
 from dynod.proc.dyno import DYNO_PATH, bash_argv, watch_orphans
-from dynod.proc.manager import DynoPlan, InPlace, Manager, ManagerSettings, local_plans
+from dynod.proc.manager import Manager
 from dynod.proc.reaper import Reaper
+from dynod.proc.seams import DynoPlan, InPlace, ManagerSettings, local_plans
 
 DEFAULT_BASE_PORT = 5000
 LOCAL_APP = "local"

@@ -23,7 +23,8 @@ from dynod.core.procfile import Procfile
 from dynod.core.supervisor import Restart
 from dynod.errors import Conflict, Invalid, NotFound
 from dynod.logs.logplex import LogRing
-from dynod.proc.manager import DynoPlan, DynoSlot, Manager, local_plans
+from dynod.proc.manager import DynoSlot, Manager
+from dynod.proc.seams import DynoPlan, local_plans
 
 
 @attrs.define(eq=False)

@@ -16,8 +16,9 @@ import trio
 from dynod.addons.provider import BOUND_HOME
 from dynod.core.logline import LogSink
 from dynod.proc.dyno import DynoProcess, DynoSpec
-from dynod.proc.manager import DynoPlan, DynoSlot, Home, Manager, ManagerSettings, Processes
+from dynod.proc.manager import DynoSlot, Manager
 from dynod.proc.reaper import Reaper
+from dynod.proc.seams import DynoPlan, Home, ManagerSettings, Processes
 
 
 class _Launcher(Processes):

@@ -28,8 +28,8 @@ from dynod.logs.logplex import LogRing
 from dynod.platform.firewall import Firewall
 from dynod.platform.releases import Releases
 from dynod.platform.runtime import DynoUsers, Ports
-from dynod.proc.manager import ManagerSettings
 from dynod.proc.reaper import Reaper
+from dynod.proc.seams import ManagerSettings
 from dynod.state.apps import App, AppStore
 from dynod.state.files import atomic_write
 

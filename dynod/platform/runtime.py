@@ -24,18 +24,12 @@ from dynod.errors import DynodError, NotFound
 from dynod.logs.logplex import LogRing
 from dynod.platform.firewall import Firewall
 from dynod.proc.attached import Terminal
-from dynod.proc.manager import (
-    DynoPlan,
-    DynoSlot,
-    Home,
-    Manager,
-    ManagerSettings,
-    Processes,
-)
+from dynod.proc.manager import DynoSlot, Manager
 from dynod.proc.memory import memory_settings
 from dynod.proc.mounts import Overlay, overlays_work
 from dynod.proc.ports import session_members
 from dynod.proc.reaper import Reaper
+from dynod.proc.seams import DynoPlan, Home, ManagerSettings, Processes
 from dynod.slugs.model import Slug
 from dynod.slugs.store import SlugStore
 from dynod.state.config import DynosConfig, PortRange

@@ -13,7 +13,7 @@ from dynod.core.logline import APP
 from dynod.logs.logplex import Logplex
 from dynod.platform.formation import Formation
 from dynod.platform.runtime import AppRuntime, Ports, SlugWorkspace
-from dynod.proc.manager import ManagerSettings
+from dynod.proc.seams import ManagerSettings
 from dynod.slugs.model import Slug
 from dynod.slugs.pack import pack_slug
 from dynod.slugs.store import SlugStore

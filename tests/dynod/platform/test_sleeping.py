@@ -21,8 +21,9 @@ from dynod.platform.formation import Formation
 from dynod.platform.root import Platform
 from dynod.platform.runtime import AppRuntime, Ports, SlugWorkspace, sweep_scratch
 from dynod.platform.sleeping import Sleeping
-from dynod.proc.manager import InPlace, Manager, ManagerSettings
+from dynod.proc.manager import Manager
 from dynod.proc.reaper import Reaper
+from dynod.proc.seams import InPlace, ManagerSettings
 from dynod.state.apps import App
 from dynod.state.config import Config, PortRange
 from router.backend import TableBackend

@@ -11,7 +11,8 @@ import trio
 import trio.testing
 
 from dynod.core.lifecycle import DynoState
-from dynod.proc.manager import DynoPlan, InPlace, Manager, ManagerSettings
+from dynod.proc.manager import Manager
+from dynod.proc.seams import DynoPlan, InPlace, ManagerSettings
 from tests.dynod.proc.test_manager_clock import MINUTE, FakeProcesses, reaches
 from tests.helpers import Collector
 

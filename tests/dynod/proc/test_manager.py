@@ -11,7 +11,8 @@ from pathlib import Path
 import trio
 
 from dynod.core.lifecycle import DynoState
-from dynod.proc.manager import DynoPlan, InPlace, Manager, ManagerSettings
+from dynod.proc.manager import Manager
+from dynod.proc.seams import DynoPlan, InPlace, ManagerSettings
 from tests.helpers import PY, Collector
 
 FAST = ManagerSettings(ladder=(0.0, 0.2), stop_timeout=2.0, boot_timeout=5.0, cycle_after=None)

@@ -21,8 +21,9 @@ from dynod.core.logline import HEROKU, LogSink
 from dynod.core.policy import cycle_delay
 from dynod.errors import DynodError
 from dynod.proc.dyno import DynoProcess, DynoSpec
-from dynod.proc.manager import DynoPlan, InPlace, Manager, ManagerSettings
+from dynod.proc.manager import Manager
 from dynod.proc.ports import Listening
+from dynod.proc.seams import DynoPlan, InPlace, ManagerSettings
 from tests.helpers import Collector
 
 MINUTE = 60.0

@@ -18,9 +18,10 @@ import trio.testing
 from dynod.core.lifecycle import DynoState
 from dynod.core.logline import HEROKU
 from dynod.proc.dyno import DynoProcess
-from dynod.proc.manager import DynoPlan, InPlace, Manager, ManagerSettings
+from dynod.proc.manager import Manager
 from dynod.proc.memory import MB, tree_rss
 from dynod.proc.reaper import Reaper
+from dynod.proc.seams import DynoPlan, InPlace, ManagerSettings
 from tests.dynod.proc.test_manager_clock import MINUTE, FakeProcesses, reaches
 from tests.helpers import PY, Collector, cgroups_used
 

@@ -16,7 +16,7 @@ import trio
 
 from dynod.core.lifecycle import DynoState
 from dynod.errors import DynodError
-from dynod.proc.manager import DynoPlan, InPlace, Manager, ManagerSettings, Processes
+from dynod.proc.manager import Manager
 from dynod.proc.ports import (
     Listener,
     Listening,
@@ -27,6 +27,7 @@ from dynod.proc.ports import (
     socket_inodes,
 )
 from dynod.proc.reaper import Reaper
+from dynod.proc.seams import DynoPlan, InPlace, ManagerSettings, Processes
 from tests.helpers import PY, Collector, cgroups_used
 
 TCP = """\
