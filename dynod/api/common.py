@@ -12,9 +12,10 @@ import re
 import secrets
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import attrs
+import trio
 
 from dynod.api.server import MAX_BODY, HTTPError, Request, Response, json_response
 from dynod.builds.pipeline import Build
@@ -398,3 +399,26 @@ def _start_index(ordered: list[_T], value_of: Callable[[_T], Any], spec: Range) 
         if (value < bound) if spec.descending else (value > bound):
             return index
     return len(ordered)
+
+
+PLAIN = "text/plain; charset=utf-8"
+
+
+def url_secret() -> str:
+    """The secret in a URL handed out without a token (a blob, a stream, a log session)."""
+    return secrets.token_urlsafe(32)
+
+
+class _Expiring(Protocol):
+    @property
+    def expires(self) -> float: ...
+
+
+_E = TypeVar("_E", bound=_Expiring)
+
+
+def expire(table: dict[str, _E]) -> None:
+    """Forget what expired by trio's clock: unused upload URLs, log sessions."""
+    now = trio.current_time()
+    for key in [key for key, item in table.items() if item.expires < now]:
+        del table[key]

@@ -11,7 +11,7 @@ import binascii
 import hmac
 import urllib.parse
 
-from dynod.api import addons, apps, drains, streams
+from dynod.api import addons, apps, drains, log_sessions, streams
 from dynod.api.common import ApiState, Call
 from dynod.api.server import Request, Response, error_response
 from dynod.platform.root import Platform
@@ -19,7 +19,7 @@ from dynod.platform.root import Platform
 UNAUTHORIZED = (
     "Invalid credentials provided: send the API token from dynod's data directory (api-token)."
 )
-ROUTES = [*apps.ROUTES, *streams.ROUTES, *drains.ROUTES, *addons.ROUTES]
+ROUTES = [*apps.ROUTES, *streams.ROUTES, *log_sessions.ROUTES, *drains.ROUTES, *addons.ROUTES]
 
 
 class Api:

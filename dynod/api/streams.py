@@ -1,5 +1,5 @@
 """API routes that move bytes: slug and source uploads (blob URLs to PUT a tarball to), builds
-and their live output, release-phase output, and log sessions (`logplex_url`, SSE or plain).
+and their live output, and release-phase output (log sessions: api/log_sessions.py).
 
 The URLs handed out here carry their own secret and need no token, as Heroku's do: clients pass
 them to curl or an EventSource as they are.
@@ -7,7 +7,6 @@ them to curl or an EventSource as they are.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import secrets
@@ -17,23 +16,25 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, Iterable
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 import trio
 
 from dynod.api.common import (
+    PLAIN,
     ApiState,
     Call,
-    LogSession,
     PendingSlug,
     Route,
     build_json,
+    expire,
     invalid,
     paginate,
     stable_id,
+    url_secret,
 )
 from dynod.api.server import Response, json_response, stream_response
-from dynod.core.logline import APP, HEROKU, LogLine
+from dynod.core.logline import APP, LogLine
 from dynod.core.names import PROCESS_TYPE, STACK
 from dynod.errors import DynodError, NotFound
 from dynod.logs.logplex import LogFilter
@@ -43,34 +44,9 @@ from dynod.state.apps import App
 from dynod.state.files import heroku_time
 
 UPLOAD_LIFETIME = 3600.0  # seconds to PUT a blob after asking for its URL
-SESSION_LIFETIME = 300.0  # seconds to open a logplex_url, or to reconnect a tail with Last-Event-ID
 RELEASE_POLL = 0.2  # how often a pending release's output stream checks whether it finished
-DEFAULT_LINES = 100
 UPLOAD_WRITE = 1 << 20  # bytes of an upload handed to a worker thread at once
-PLAIN = "text/plain; charset=utf-8"
 _SECRET = re.compile(r"[A-Za-z0-9_-]{32,64}")
-
-
-def _secret() -> str:
-    return secrets.token_urlsafe(32)
-
-
-def _now() -> float:
-    return trio.current_time()
-
-
-class _Expiring(Protocol):
-    @property
-    def expires(self) -> float: ...
-
-
-_E = TypeVar("_E", bound=_Expiring)
-
-
-def _expire(table: dict[str, _E]) -> None:
-    now = _now()
-    for key in [key for key, item in table.items() if item.expires < now]:
-        del table[key]
 
 
 def _lines(texts: Iterable[str]) -> bytes:
@@ -154,8 +130,8 @@ async def create_slug(call: Call) -> Response:
     ):
         raise invalid("checksum must look like SHA256:<64 lowercase hex digits>.")
     state = call.state
-    _expire(state.pending_slugs)
-    secret = _secret()
+    expire(state.pending_slugs)
+    secret = url_secret()
     pending = PendingSlug(
         app.id,
         str(uuid.uuid4()),
@@ -163,7 +139,7 @@ async def create_slug(call: Call) -> Response:
         commit,
         checksum,
         heroku_time(),
-        _now() + UPLOAD_LIFETIME,
+        trio.current_time() + UPLOAD_LIFETIME,
     )
     state.pending_slugs[secret] = pending
     url = f"{state.base_url}/blobs/slugs/{secret}"
@@ -211,7 +187,7 @@ async def slug_info(call: Call) -> Response:
 async def put_slug(call: Call) -> Response:
     """Store an uploaded slug, after checking every member (a hostile slug is refused whole)."""
     state = call.state
-    _expire(state.pending_slugs)
+    expire(state.pending_slugs)
     pending = state.pending_slugs.get(call.params["secret"])
     if pending is None:
         raise NotFound("This slug upload URL is unknown or expired: create the slug again.")
@@ -247,10 +223,10 @@ async def create_source(call: Call) -> Response:
         call.app()
     state = call.state
     state.pending_sources = {
-        key: until for key, until in state.pending_sources.items() if until >= _now()
+        key: until for key, until in state.pending_sources.items() if until >= trio.current_time()
     }
-    secret = _secret()
-    state.pending_sources[secret] = _now() + UPLOAD_LIFETIME
+    secret = url_secret()
+    state.pending_sources[secret] = trio.current_time() + UPLOAD_LIFETIME
     _drop_old_sources(_blob_dir(state, "sources"))
     url = f"{state.base_url}/blobs/sources/{secret}"
     return json_response({"source_blob": {"get_url": url, "put_url": url}}, 201)
@@ -280,7 +256,7 @@ def _source_path(call: Call) -> Path:
 
 async def put_source(call: Call) -> Response:
     path = _source_path(call)
-    if call.state.pending_sources.get(call.params["secret"], 0.0) < _now():
+    if call.state.pending_sources.get(call.params["secret"], 0.0) < trio.current_time():
         raise NotFound(
             "This source upload URL is unknown or expired: ask for a new one with POST /sources."
         )
@@ -413,128 +389,6 @@ async def release_output(call: Call) -> Response:
     return stream_response(chunks(), PLAIN)
 
 
-# ----- log sessions
-
-
-async def create_log_session(call: Call) -> Response:
-    app = call.app()
-    body = await call.json()
-    lines, tail = body.get("lines", DEFAULT_LINES), body.get("tail", False)
-    dyno, source = body.get("dyno") or None, body.get("source") or None
-    if isinstance(lines, str) and lines.isdigit():
-        lines = int(lines)
-    if isinstance(lines, bool) or not isinstance(lines, int) or lines < 0:
-        raise invalid("lines must be a whole number of lines, such as 100.")
-    if dyno is not None and not isinstance(dyno, str):
-        raise invalid("dyno must be a dyno name (web.1) or a process type (web).")
-    if source not in (None, APP, HEROKU):
-        raise invalid(f"source must be {APP} or {HEROKU}.")
-    # A dyno name has a dot (web.1, run.4821); anything else is a process type.
-    filters = (
-        LogFilter(dyno=dyno, source=source)
-        if dyno and "." in dyno
-        else LogFilter(ps=dyno, source=source)
-    )
-    state = call.state
-    _expire(state.log_sessions)
-    secret = _secret()
-    state.log_sessions[secret] = LogSession(
-        app.id, filters, lines, bool(tail), _now() + SESSION_LIFETIME
-    )
-    now = heroku_time()
-    return json_response(
-        {
-            "id": str(uuid.uuid4()),
-            "logplex_url": f"{state.base_url}/log-sessions/{secret}",
-            "created_at": now,
-            "updated_at": now,
-        },
-        201,
-    )
-
-
-async def read_log_session(call: Call) -> Response:
-    """The log session's lines: `text/event-stream` when asked (EventSource: a `retry:` line,
-    then `id:`/`data:` events), else plain lines. A used URL opens again only to resume a tail
-    (`Last-Event-ID`, as EventSource reconnects), and then sends only lines after the last one
-    it sent, whatever id the client names: it never replays."""
-    secret = call.params["secret"]
-    session = call.state.log_sessions.get(secret)
-    last_id = _event_id(call.request.header("last-event-id"))
-    if session is None or session.expires < _now():
-        raise NotFound("This log session is unknown or expired: start a new one with `dyno logs`.")
-    if session.used and (last_id is None or session.streaming):
-        raise NotFound("This log session was used already: start a new one with `dyno logs`.")
-    if not session.tail:
-        del call.state.log_sessions[secret]
-    if session.used and session.sent is not None:
-        last_id = max(last_id, session.sent) if last_id is not None else session.sent
-    session.used = True
-    sse = "text/event-stream" in call.request.header("accept")
-    ring = call.platform.ring(call.platform.apps.find(session.app_id))
-    n = min(session.lines, ring.history)
-
-    async def chunks() -> AsyncGenerator[bytes, None]:
-        if sse:
-            yield b"retry: 50\n\n"
-        if not session.tail:
-            yield _render(_with_ids(ring.recent(n, session.filters), {}), sse, last_id)
-            return
-        session.streaming, session.expires = True, math.inf
-        if session.sent is None:  # opened now: a reconnect resumes no earlier than this
-            session.sent = (round(time.time() * 1_000_000), -1)
-        try:
-            with ring.tail(session.filters, last=ring.history if last_id else n) as tail:
-                counter: dict[float, int] = {}
-                while batch := await tail.receive_batch():
-                    events = _with_ids(batch, counter)
-                    yield _render(events, sse, last_id)
-                    session.sent = max(session.sent, *(event_id for event_id, _ in events))
-        finally:
-            session.streaming, session.expires = False, _now() + SESSION_LIFETIME
-
-    return stream_response(chunks(), "text/event-stream" if sse else PLAIN)
-
-
-def _event_id(header: str) -> tuple[int, int] | None:
-    stamp, _, ordinal = header.strip().partition("-")
-    return (int(stamp), int(ordinal)) if stamp.isdigit() and ordinal.isdigit() else None
-
-
-def _with_ids(
-    lines: list[LogLine], counter: dict[float, int]
-) -> list[tuple[tuple[int, int], LogLine]]:
-    """Each line with an event id: its time in microseconds and its place among the lines of
-    the same instant (`counter` carries that across batches), so a reconnect can resume right
-    after the last line it saw."""
-    out = []
-    for line in lines:
-        ordinal = counter.get(line.time, 0)
-        counter[line.time] = ordinal + 1
-        out.append(((round(line.time * 1_000_000), ordinal), line))
-    if lines:  # only the last instant can go on into the next batch
-        last = lines[-1].time
-        kept = counter[last]
-        counter.clear()
-        counter[last] = kept
-    return out
-
-
-def _render(
-    events: list[tuple[tuple[int, int], LogLine]], sse: bool, after: tuple[int, int] | None
-) -> bytes:
-    parts = []
-    for event_id, line in events:
-        if after is not None and event_id <= after:
-            continue
-        text = line.render()
-        if sse:
-            parts.append(f"id: {event_id[0]}-{event_id[1]}\ndata: {text.replace(chr(13), '')}\n\n")
-        else:
-            parts.append(f"{text}\n")
-    return "".join(parts).encode()
-
-
 ROUTES = [
     Route("POST", "/apps/{app}/slugs", create_slug),
     Route("GET", "/apps/{app}/slugs/{slug}", slug_info),
@@ -543,11 +397,9 @@ ROUTES = [
     Route("POST", "/apps/{app}/builds", create_build),
     Route("GET", "/apps/{app}/builds", list_builds),
     Route("GET", "/apps/{app}/builds/{build}", build_info),
-    Route("POST", "/apps/{app}/log-sessions", create_log_session),
     Route("PUT", "/blobs/slugs/{secret}", put_slug, public=True),
     Route("PUT", "/blobs/sources/{secret}", put_source, public=True),
     Route("GET", "/blobs/sources/{secret}", get_source, public=True),
     Route("GET", "/streams/builds/{app}/{item}/{signature}", build_output, public=True),
     Route("GET", "/streams/releases/{app}/{item}/{signature}", release_output, public=True),
-    Route("GET", "/log-sessions/{secret}", read_log_session, public=True),
 ]
