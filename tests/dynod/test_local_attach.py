@@ -14,6 +14,7 @@ from shell.local import find_local_run
 from tests.dynod.test_local import read_until, stop
 from tests.dynod.test_local_steer import app_dir, client_env, dyno, dynos, run
 from tests.helpers import PY, running, wait_until
+from tests.shell.terminal import Terminal as Screen
 from tests.terminal import Terminal
 
 __all__ = ["app_dir", "run"]  # the fixtures
@@ -21,6 +22,17 @@ __all__ = ["app_dir", "run"]  # the fixtures
 
 def one_offs(cwd: Path) -> list[str]:
     return [name for name in dynos(cwd) if name.startswith("run.")]
+
+
+def test_the_rendezvous_loads_only_at_the_first_attach() -> None:
+    probe = "import sys, dynod.local, dynod.api.local; print(sorted(set(sys.modules) & {%r, %r}))"
+    shown = subprocess.run(
+        [PY, "-c", probe % ("dynod.proc.rendezvous", "dynod.api.local_attach")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert (shown.returncode, shown.stdout) == (0, "[]\n"), shown.stderr
 
 
 def test_run_bash_on_a_terminal_resizes_and_returns_the_status(
@@ -83,3 +95,31 @@ def test_an_attached_one_off_stops_with_the_run(app_dir: Path, run: subprocess.P
         client.communicate()
     assert not running("sleep\x0071\x00")
     assert find_local_run(app_dir) is None and not (app_dir / RUN_DIR).exists()
+
+
+def test_run_bash_from_the_interactive_shell_returns_to_the_prompt(
+    app_dir: Path, run: subprocess.Popen[str]
+) -> None:
+    read_until(run, "| pid=", count=2)
+    home = app_dir.parent / "home"
+    home.mkdir()
+    env = {**client_env(app_dir), "HOME": str(home), "TERM": "xterm-256color"}
+    env.pop("XDG_DATA_HOME", None)
+    shell = Screen([PY, "-m", "shell.cli"], env=env, cwd=app_dir)
+    try:
+        shell.ready(r"^dyno shop>$")
+        shell.send("run bash\r")
+        shell.ready(r"/shop[#$]$")  # bash's prompt
+        shell.send("echo inside-$((6*7))-$FOO\r")
+        shell.expect(r"\ninside-42-from-env\n")
+        assert len(one_offs(app_dir)) == 1
+        shell.send("exit 4\r")
+        shell.ready(r"^dyno shop>$")  # the terminal is the shell's again
+        assert wait_until(lambda: one_offs(app_dir) == [], 10)
+        shell.send("ps\r")
+        shell.expect(r"web\.1: ")
+        shell.ready(r"^dyno shop>$")
+        shell.send("\x04")
+        assert shell.wait() == 0
+    finally:
+        shell.close()
