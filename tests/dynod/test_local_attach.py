@@ -48,6 +48,10 @@ def test_run_bash_on_a_terminal_resizes_and_returns_the_status(
         term.expect(rb"30 100\r\n")
         term.resize(41, 123)
         term.until_seen(b"stty size\r", rb"41 123\r\n")
+        term.type(b"sleep 38\r")
+        assert wait_until(lambda: bool(running("sleep\x0038\x00")), 10)
+        term.type(b"\x03")  # Ctrl-C: SIGINT in the dyno, through its terminal
+        term.until_seen(b"echo after=$?\r", rb"after=130")
         term.type(b"exit 3\r")
         assert term.wait() == 3
     finally:
