@@ -23,6 +23,7 @@ from dynod.core.procfile import Procfile
 from dynod.core.supervisor import Restart
 from dynod.errors import Conflict, Invalid, NotFound
 from dynod.logs.logplex import LogRing
+from dynod.proc.attached import Terminal
 from dynod.proc.manager import DynoSlot, Manager
 from dynod.proc.seams import DynoPlan, local_plans
 
@@ -114,6 +115,17 @@ class LocalControl:
             slot.scope.cancel()  # its process gets the stop sequence
 
     def run_detached(self, command: str, env: Mapping[str, str]) -> LocalDyno:
+        return self._start_one_off(command, env, None)
+
+    def run_attached(self, command: str, env: Mapping[str, str], terminal: Terminal) -> LocalDyno:
+        rows, cols = env.get("LINES", ""), env.get("COLUMNS", "")
+        if rows.isdigit() and cols.isdigit():
+            terminal.resize(int(rows), int(cols))
+        return self._start_one_off(terminal.take_exit_code_suffix(command), env, terminal)
+
+    def _start_one_off(
+        self, command: str, env: Mapping[str, str], terminal: Terminal | None
+    ) -> LocalDyno:
         self._check_steerable()
         assert self.nursery is not None, "steer is not running"
         if command in self.procfile:
@@ -121,15 +133,15 @@ class LocalControl:
         name = f"run.{random.randint(1000, 9999)}"
         while name in self.manager.one_offs:
             name = f"run.{random.randint(1000, 9999)}"
-        plan = self.one_off_plan(name, command, env)
+        plan = attrs.evolve(self.one_off_plan(name, command, env), terminal=terminal)
         slot = self.manager.add_one_off(plan)  # listed by `ps` from now on
         self.one_offs.add(name)
         self.nursery.start_soon(self._run_one_off, plan, name=f"one-off {name}")
         return _shown(slot)
 
     def one_off_plan(self, name: str, command: str, env: Mapping[str, str]) -> DynoPlan:
-        """A one-off in the app directory with the app's .env, `env` over it (an attached
-        one-off would run this plan on a pseudo-terminal)."""
+        """A one-off in the app directory with the app's .env, `env` over it (an attached one-off
+        runs it on its Terminal)."""
         return DynoPlan(name, command, {**self.env, **env}, inherit=self.inherit, home=self.home)
 
     async def _run_one_off(self, plan: DynoPlan) -> None:

@@ -19,7 +19,7 @@ import tty
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from shell.api import data_dir
 from shell.apps import app_path
@@ -27,6 +27,7 @@ from shell.context import Context
 from shell.dynos import command_line
 from shell.errors import Failure, UsageError
 from shell.grammar import Parsed
+from shell.local import LocalApi, connect
 
 CA_FILE = "rendezvous-ca.pem"
 CONNECT_TIMEOUT = 10.0
@@ -59,7 +60,8 @@ def run(ctx: Context, parsed: Parsed) -> int:
     url = dyno.get("attach_url") if isinstance(dyno, dict) else None
     if not isinstance(url, str):
         raise Failure("the API started no attached dyno (no attach_url in its answer)")
-    with claim(url, data_dir(ctx.env) / CA_FILE) as (sock, early):
+    local = ctx.api.run.socket if isinstance(ctx.api, LocalApi) else None
+    with claim(url, data_dir(ctx.env) / CA_FILE, local) as (sock, early):
         return relay(sock, early, terminal)
 
 
@@ -76,28 +78,15 @@ def environment(pairs: list[str]) -> dict[str, str]:
 
 
 @contextmanager
-def claim(url: str, ca: Path) -> Iterator[tuple[ssl.SSLSocket, bytes]]:
-    """A TLS connection to the rendezvous that has claimed the session: the socket and what
-    came after the greeting."""
+def claim(url: str, ca: Path, local: Path | None = None) -> Iterator[tuple[socket.socket, bytes]]:
+    """A connection to the rendezvous that has claimed the session: the socket and what came
+    after the greeting. Over TLS to dynod serve's; over `local`, a running `dynod start`'s
+    private socket, when the URL says so (`rendezvous://localhost/SECRET`)."""
     parts = urlsplit(url)
-    if parts.scheme != "rendezvous" or not parts.hostname or not parts.port:
-        raise Failure(f"the API answered an attach_url dyno cannot use: {url}")
-    if not ca.is_file():
-        raise Failure(
-            f"no rendezvous CA at {ca}: set DYNOD_DATA to the data directory of the dynod "
-            "that serves the API"
-        )
-    context = ssl.create_default_context(cafile=str(ca))
-    try:
-        raw = socket.create_connection((parts.hostname, parts.port), timeout=CONNECT_TIMEOUT)
-    except OSError as err:
-        raise Failure(f"cannot reach the rendezvous at {parts.netloc}: {err}") from None
-    raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    try:
-        sock = context.wrap_socket(raw, server_hostname=parts.hostname)
-    except (OSError, ssl.SSLError) as err:
-        raw.close()
-        raise Failure(f"the rendezvous at {parts.netloc} failed TLS: {err}") from None
+    if parts.scheme == "rendezvous" and parts.netloc == "localhost" and local is not None:
+        sock = _connect_local(local)
+    else:
+        sock = _connect_tls(parts, ca, url)
     with sock:
         received = b""
         try:
@@ -118,7 +107,41 @@ def claim(url: str, ca: Path) -> Iterator[tuple[ssl.SSLSocket, bytes]]:
         yield sock, received[len(GREETING) :]
 
 
-def relay(sock: ssl.SSLSocket, early: bytes, terminal: bool) -> int:
+def _connect_tls(parts: SplitResult, ca: Path, url: str) -> ssl.SSLSocket:
+    if parts.scheme != "rendezvous" or not parts.hostname or not parts.port:
+        raise Failure(f"the API answered an attach_url dyno cannot use: {url}")
+    if not ca.is_file():
+        raise Failure(
+            f"no rendezvous CA at {ca}: set DYNOD_DATA to the data directory of the dynod "
+            "that serves the API"
+        )
+    context = ssl.create_default_context(cafile=str(ca))
+    try:
+        raw = socket.create_connection((parts.hostname, parts.port), timeout=CONNECT_TIMEOUT)
+    except OSError as err:
+        raise Failure(f"cannot reach the rendezvous at {parts.netloc}: {err}") from None
+    raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        return context.wrap_socket(raw, server_hostname=parts.hostname)
+    except (OSError, ssl.SSLError) as err:
+        raw.close()
+        raise Failure(f"the rendezvous at {parts.netloc} failed TLS: {err}") from None
+
+
+def _connect_local(path: Path) -> socket.socket:
+    """The local run's socket (found as shell/local.py finds it: the user's own): no TLS, its
+    mode is the credential."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(CONNECT_TIMEOUT)
+    try:
+        connect(sock, path)
+    except OSError as err:
+        sock.close()
+        raise Failure(f"cannot reach the dynod start in {path.parent.parent}: {err}") from None
+    return sock
+
+
+def relay(sock: socket.socket, early: bytes, terminal: bool) -> int:
     """Stdin to the dyno and its output here, until its exit status comes."""
     with _raw(terminal), _winch(terminal) as wake:
         sock.setblocking(False)
@@ -136,7 +159,7 @@ def relay(sock: ssl.SSLSocket, early: bytes, terminal: bool) -> int:
                 if stdin_open and len(outgoing) < CHUNK * 16:
                     readable.append(0)
                 ready = [sock.fileno()]
-                if not sock.pending():
+                if not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
                     writable = [sock.fileno()] if outgoing else []
                     ready, _, _ = select.select(readable, writable, [])
                 if wake in ready:
@@ -157,12 +180,12 @@ def relay(sock: ssl.SSLSocket, early: bytes, terminal: bool) -> int:
             return 130
 
 
-def _receive(sock: ssl.SSLSocket, incoming: bytearray) -> bool:
+def _receive(sock: socket.socket, incoming: bytearray) -> bool:
     """What the socket holds now; False at its end."""
     while True:
         try:
             data = sock.recv(CHUNK)
-        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
             return True
         except OSError:
             return False
@@ -171,10 +194,10 @@ def _receive(sock: ssl.SSLSocket, incoming: bytearray) -> bool:
         incoming += data
 
 
-def _send(sock: ssl.SSLSocket, outgoing: bytearray) -> None:
+def _send(sock: socket.socket, outgoing: bytearray) -> None:
     try:
         sent = sock.send(outgoing[:CHUNK])
-    except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+    except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
         return
     except OSError as err:
         raise Failure(f"the connection to the dyno broke: {err}") from None

@@ -89,14 +89,14 @@ class _UnixConnection(http.client.HTTPConnection):
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.settimeout(self.timeout)
-            _connect(sock, self._path)
+            connect(sock, self._path)
         except BaseException:
             sock.close()
             raise
         self.sock = sock
 
 
-def _connect(sock: socket.socket, path: Path) -> None:
+def connect(sock: socket.socket, path: Path) -> None:
     """Connect to `path`; through its directory's descriptor when the path is too long for a
     socket address (Linux's /proc)."""
     if len(os.fsencode(str(path))) <= _UNIX_PATH_MAX or not os.path.isdir("/proc/self/fd"):

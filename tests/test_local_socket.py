@@ -45,7 +45,7 @@ def test_a_claimed_socket_is_found_from_below_and_answers_even_on_a_long_path(
         found = local.find_local_run(below)
         assert found == local.LocalRun(root / RUN_DIR / SOCKET_NAME)
         with socket.socket(socket.AF_UNIX) as client:
-            local._connect(client, found.socket)
+            local.connect(client, found.socket)
             accepted, _ = listener.accept()
             accepted.close()
         with pytest.raises(Conflict, match="another dynod start is running in"):

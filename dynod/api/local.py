@@ -6,6 +6,7 @@ mode (0600, in a 0700 directory) is the credential: no token (README, "Steering 
 
 from __future__ import annotations
 
+import errno
 import json
 import secrets
 import socket
@@ -13,7 +14,7 @@ import urllib.parse
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 import trio
@@ -32,7 +33,11 @@ from dynod.core.config_vars import apply_config_changes
 from dynod.core.logline import APP, HEROKU
 from dynod.errors import NotFound
 from dynod.logs.logplex import LogFilter, LogRing
+from dynod.proc.attached import Terminal
 from dynod.state.files import heroku_time
+
+if TYPE_CHECKING:
+    from dynod.api.local_attach import LocalAttach
 
 BASE_URL = "http://localhost"  # what the URLs handed out start with: the client's socket
 SIZE = "standard-1X"
@@ -40,6 +45,8 @@ SESSION_LIFETIME = 300.0  # seconds to open a logplex_url
 DEFAULT_LINES = 100
 ACCEPTED = 202
 PLAIN = "text/plain; charset=utf-8"
+_ACCEPT_CAPACITY = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
+_ACCEPT_PAUSE = 0.1
 
 
 class LocalRun(Protocol):
@@ -73,6 +80,11 @@ class LocalRun(Protocol):
         output in the log ring, listed while it runs."""
         ...
 
+    def run_attached(self, command: str, env: Mapping[str, str], terminal: Terminal) -> LocalDyno:
+        """As run_detached, on `terminal`: it starts once its client has come. LINES and
+        COLUMNS in `env` size the terminal."""
+        ...
+
 
 @attrs.define
 class _Session:
@@ -92,6 +104,8 @@ class LocalApi:
         self.run = run
         self.id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"dynod:local:{run.root}"))
         self.sessions: dict[str, _Session] = {}
+        self.nursery: trio.Nursery | None = None  # serve_local_api's
+        self.attach: LocalAttach | None = None  # made at the first attach
 
     async def handle(self, request: Request) -> Response:
         segments = [urllib.parse.unquote(part) for part in request.path.strip("/").split("/")]
@@ -295,17 +309,17 @@ async def _run(api: LocalApi, request: Request, params: dict[str, str]) -> Respo
     command = body.get("command")
     if not isinstance(command, str) or not command.strip():
         raise _invalid('Give the command to run: {"command": "python manage.py migrate"}.')
-    if body.get("attach"):
-        # Attached one-offs plug in here: the run's one-off plan (LocalControl.one_off_plan) on
-        # a pseudo-terminal, behind a rendezvous listener whose attach_url this answers.
-        raise _invalid(
-            "A local run takes detached one-offs only: use `dyno run:detached CMD` (its output "
-            "is in `dyno logs`), or `dynod run CMD` in the app directory."
-        )
     env = body.get("env") or {}
     if not isinstance(env, dict):
         raise _invalid('"env" must be an object of variables: {"env": {"FOO": "bar"}}.')
     extra = apply_config_changes({}, env)[0] if env else {}
+    if body.get("attach"):
+        if api.attach is None:
+            assert api.nursery is not None, "serve_local_api is not running"
+            from dynod.api.local_attach import LocalAttach  # the rendezvous: at the first attach
+
+            api.attach = await LocalAttach.start(api.nursery)
+        return await api.attach.run(api, body, command, extra)
     return json_response(api.dyno_json(api.run.run_detached(command, extra)), 201)
 
 
@@ -406,11 +420,49 @@ ROUTES: list[tuple[str, str, Handler]] = [
 
 
 async def serve_local_api(listener: socket.socket, run: LocalRun) -> None:
-    """Answer requests about `run` on its claimed socket until cancelled."""
+    """Answer requests about `run` on its claimed socket until cancelled. Once an attached
+    one-off is offered, a connection that opens with a rendezvous claim goes to it instead
+    (dynod/api/local_attach.py)."""
     api = LocalApi(run)
     trio_listener = trio.SocketListener(trio.socket.from_stdlib_socket(listener))
+    send, receive = trio.open_memory_channel[trio.SocketStream](0)
 
     async def handle(request: Request) -> Response:
         return await api.handle(request)
 
-    await serve_listeners([trio_listener], handle)
+    async def sort(stream: trio.SocketStream) -> None:
+        if api.attach is not None:
+            from dynod.api.local_attach import is_claim
+
+            if await is_claim(stream):
+                return await api.attach.serve(stream)
+        try:
+            await send.send(stream)  # to the HTTP server, which closes it
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            await trio.aclose_forcefully(stream)
+
+    async with trio.open_nursery() as nursery:
+        api.nursery = nursery
+        nursery.start_soon(serve_listeners, [_Handed(receive)], handle)
+        while True:  # trio.serve_listeners would close a stream once handed on
+            try:
+                stream = await trio_listener.accept()
+            except OSError as err:
+                if err.errno not in _ACCEPT_CAPACITY:
+                    raise
+                await trio.sleep(_ACCEPT_PAUSE)  # out of descriptors: let connections end
+                continue
+            nursery.start_soon(sort, stream)
+
+
+class _Handed(trio.abc.Listener[trio.SocketStream]):
+    """The HTTP server's connections: those of the run's socket that claim no rendezvous."""
+
+    def __init__(self, receive: trio.MemoryReceiveChannel[trio.SocketStream]) -> None:
+        self.receive = receive
+
+    async def accept(self) -> trio.SocketStream:
+        return await self.receive.receive()
+
+    async def aclose(self) -> None:
+        await self.receive.aclose()

@@ -376,7 +376,7 @@ async def serve_http(
 
 
 async def serve_listeners(
-    listeners: list[trio.SocketListener],
+    listeners: Iterable[trio.abc.Listener[trio.SocketStream]],
     handler: Handler,
     *,
     max_connections: int = MAX_CONNECTIONS,
@@ -410,4 +410,4 @@ async def serve_listeners(
             finally:
                 open_now -= 1
 
-        await trio.serve_listeners(connection, listeners, handler_nursery=nursery)
+        await trio.serve_listeners(connection, list(listeners), handler_nursery=nursery)

@@ -2,7 +2,8 @@
 session with the secret of its `attach_url` (`rendezvous://127.0.0.1:PORT/SECRET`), once, within
 SECRET_TTL seconds of the offer. It answers `rendezvous\\r\\n` on its own, then hands the
 connection to the session's Terminal (proc/attached.py). Usable without the platform: give it an
-SSL context (dynod/state/ca.py) and run `serve`."""
+SSL context (dynod/state/ca.py) and run `serve`; or, where a private socket is the credential (a
+local run's, dynod/api/local_attach.py), run `keep` and hand it connections with `serve_stream`."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ GREETING = b"rendezvous\r\n"
 class Rendezvous:
     def __init__(
         self,
-        context: ssl.SSLContext,
+        context: ssl.SSLContext | None,
         *,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -37,12 +38,21 @@ class Rendezvous:
         self._nursery: trio.Nursery | None = None
 
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        assert self.context is not None, "a TLS rendezvous needs its SSL context"
         listeners = await trio.open_tcp_listeners(self.port, host=self.host)
         self.port = listeners[0].socket.getsockname()[1]
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             task_status.started(self.port)
             await trio.serve_listeners(self._handle, listeners, handler_nursery=nursery)
+
+    async def keep(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Hold offers (and expire them) with no listener of its own: connections come through
+        `serve_stream`."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
 
     def offer(self, terminal: Terminal) -> str:
         """A fresh secret for this session, good once for `ttl` seconds."""
@@ -62,7 +72,11 @@ class Rendezvous:
             terminal.abandon()
 
     async def _handle(self, tcp: trio.SocketStream) -> None:
-        stream = trio.SSLStream(tcp, self.context, server_side=True)
+        assert self.context is not None
+        await self.serve_stream(trio.SSLStream(tcp, self.context, server_side=True))
+
+    async def serve_stream(self, stream: trio.abc.Stream) -> None:
+        """A client's connection: its claim, then its session; closed at the end."""
         try:
             with trio.move_on_after(CLAIM_TIMEOUT):
                 claim = await _read_claim(stream)
@@ -85,7 +99,7 @@ class Rendezvous:
                 await stream.aclose()
 
 
-async def _read_claim(stream: trio.SSLStream[trio.SocketStream]) -> tuple[str, bool, bytes] | None:
+async def _read_claim(stream: trio.abc.Stream) -> tuple[str, bool, bytes] | None:
     """The secret (with or without a line ending), whether the client wants framed messages,
     and what it sent after its claim; None for anything else."""
     buffer = b""
