@@ -85,6 +85,25 @@ class Served:
         assert wait_until(lambda: self.dynos(app) == [("web.1", "up")], 30), self.dynos(app)
 
 
+def cli_env(served: Served, tmp_path: Path) -> dict[str, str]:
+    """The Heroku CLI's environment against `served`: its own HOME (it writes ~/.gitconfig and
+    a banner cache), no telemetry or update checks, `GET /account` kept off the internet, and
+    the rendezvous CA trusted for `heroku run` (README, "Attached one-offs")."""
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    return {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(home),
+        "HEROKU_HOST": served.url,
+        "HEROKU_API_KEY": served.token,
+        "NODE_EXTRA_CA_CERTS": str(served.data / "rendezvous-ca.pem"),
+        "DISABLE_TELEMETRY": "true",
+        "HEROKU_SKIP_NEW_VERSION_CHECK": "true",
+        "HEROKU_DISABLE_AUTOUPDATE": "true",
+        "HEROKU_PARTICLEBOARD_URL": served.url,
+    }
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     server = Served(tmp_path_factory.mktemp("data"), tmp_path_factory.mktemp("log") / "serve.log")
@@ -160,18 +179,7 @@ def test_heroku3_drives_apps_config_releases_formation_dynos_and_logs(
 def test_the_heroku_cli_drives_apps_formation_config_releases_and_logs(
     served: Served, tmp_path: Path
 ) -> None:
-    home = tmp_path / "home"  # the CLI writes ~/.gitconfig and a terms banner cache
-    home.mkdir()
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": str(home),
-        "HEROKU_HOST": served.url,
-        "HEROKU_API_KEY": served.token,
-        "DISABLE_TELEMETRY": "true",
-        "HEROKU_SKIP_NEW_VERSION_CHECK": "true",
-        "HEROKU_DISABLE_AUTOUPDATE": "true",
-        "HEROKU_PARTICLEBOARD_URL": served.url,  # else `GET /account` goes to the internet
-    }
+    env = cli_env(served, tmp_path)
 
     def heroku(*args: str) -> tuple[str, str]:
         done = subprocess.run(
@@ -271,18 +279,7 @@ def test_heroku3_provisions_lists_and_removes_an_addon(
 @needs_redis
 @pytest.mark.skipif(not HEROKU_CLI, reason="the Heroku CLI test needs DYNOD_HEROKU_CLI")
 def test_the_heroku_cli_creates_shows_and_destroys_addons(served: Served, tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    home.mkdir()
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": str(home),
-        "HEROKU_HOST": served.url,
-        "HEROKU_API_KEY": served.token,
-        "DISABLE_TELEMETRY": "true",
-        "HEROKU_SKIP_NEW_VERSION_CHECK": "true",
-        "HEROKU_DISABLE_AUTOUPDATE": "true",
-        "HEROKU_PARTICLEBOARD_URL": served.url,
-    }
+    env = cli_env(served, tmp_path)
 
     def heroku(*args: str) -> str:
         done = subprocess.run(
@@ -320,19 +317,7 @@ def test_the_heroku_cli_creates_shows_and_destroys_addons(served: Served, tmp_pa
 def test_the_heroku_cli_runs_attached_one_offs(served: Served, tmp_path: Path) -> None:
     """`heroku run` through dynod's rendezvous, trusting the data directory's CA (README,
     "Attached one-offs")."""
-    home = tmp_path / "home"
-    home.mkdir()
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "HOME": str(home),
-        "HEROKU_HOST": served.url,
-        "HEROKU_API_KEY": served.token,
-        "NODE_EXTRA_CA_CERTS": str(served.data / "rendezvous-ca.pem"),
-        "DISABLE_TELEMETRY": "true",
-        "HEROKU_SKIP_NEW_VERSION_CHECK": "true",
-        "HEROKU_DISABLE_AUTOUPDATE": "true",
-        "HEROKU_PARTICLEBOARD_URL": served.url,
-    }
+    env = cli_env(served, tmp_path)
 
     def heroku(*args: str, input: str = "") -> subprocess.CompletedProcess[str]:
         return subprocess.run(
